@@ -1,0 +1,99 @@
+"""Settings from the environment: the one place env vars are read (README lists each)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from smib_core.errors import InvalidInput
+from smib_core.protocol import Topics
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, uri: str) -> BrokerAddress:
+        """`mqtt://user:pass@host:1883` or `mqtts://...`; raises InvalidInput otherwise."""
+        try:
+            parts = urlsplit(uri)
+            port = parts.port
+        except ValueError:
+            raise InvalidInput("MQTT_URI is not a valid URI (check the port)") from None
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise InvalidInput("MQTT_URI must look like mqtt://user:pass@host:1883 or mqtts://")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def uri(self) -> str:
+        """The URI with the password hidden: safe to show and log."""
+        user = f"{self.username}:••••••@" if self.password else (
+            f"{self.username}@" if self.username else "")  # fmt: skip
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    mqtt_uri: str | None = field(default=None, repr=False)
+    mongo_uri: str | None = field(default=None, repr=False)
+    mongo_db: str = "smib"
+    topics: Topics = field(default_factory=Topics)
+    data_dir: Path = Path("data")
+    offline_after_s: float = 120.0
+    session_idle_min: float = 30.0
+    collect_period_s: float = 300.0
+    gaming_day_start_hour: int = 0
+    firmware_bind: str = "127.0.0.1"
+    firmware_port: int = 8808
+    firmware_base_url: str | None = None
+    sim_relays: int = 20
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = Topics()
+        topics = Topics(
+            pub=env.get("MQTT_PUB_TOPIC", defaults.pub),
+            cfg=env.get("MQTT_CFG_TOPIC", defaults.cfg),
+            sub=env.get("MQTT_SUB_TOPIC", defaults.sub),
+            gli=env.get("MQTT_GLI_TOPIC", defaults.gli),
+        )
+        return cls(
+            mqtt_uri=env.get("MQTT_URI") or None,
+            mongo_uri=env.get("MONGO_URI") or None,
+            mongo_db=env.get("MONGO_DB", "smib"),
+            topics=topics,
+            data_dir=Path(env.get("SMIB_DATA_DIR", "data")),
+            offline_after_s=_number(env, "SMIB_OFFLINE_AFTER_S", 120.0),
+            session_idle_min=_number(env, "SMIB_SESSION_IDLE_MIN", 30.0),
+            collect_period_s=_number(env, "SMIB_COLLECT_PERIOD_S", 300.0),
+            gaming_day_start_hour=int(_number(env, "SMIB_GAMING_DAY_START_HOUR", 0)),
+            firmware_bind=env.get("FIRMWARE_BIND", "127.0.0.1"),
+            firmware_port=int(_number(env, "FIRMWARE_PORT", 8808)),
+            firmware_base_url=env.get("FIRMWARE_BASE_URL") or None,
+            sim_relays=int(_number(env, "SMIB_SIM_RELAYS", 20)),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number, got {raw!r}") from None
