@@ -1,0 +1,1 @@
+"""MongoDB storage: each module hides the driver and returns dataclasses or DataFrames."""

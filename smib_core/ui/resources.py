@@ -1,0 +1,33 @@
+"""Process-wide resources, reached from Streamlit only through `st.cache_resource`.
+
+One settings object, one database handle and one device bus per server process; every
+page and fragment calls these functions, so no page ever builds its own client.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from pymongo.database import Database
+
+from smib_core.bus import DeviceBus
+from smib_core.embedded import broker_uri
+from smib_core.settings import Settings
+from smib_core.store.db import connect
+
+
+@st.cache_resource
+def get_settings() -> Settings:
+    return Settings.from_env()
+
+
+@st.cache_resource
+def get_db() -> Database:  # type: ignore[type-arg]
+    return connect(get_settings())
+
+
+@st.cache_resource
+def get_bus() -> DeviceBus:
+    settings = get_settings()
+    bus = DeviceBus(broker_uri(settings), settings.topics, client_id_prefix="smib-console")
+    bus.start()
+    return bus

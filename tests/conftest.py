@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import EmbeddedMongo, Mosquitto
+
+# Threads that libraries keep for the whole process (not leaks of a test).
+_LONG_LIVED = ("pymongo", "ThreadPoolExecutor", "asyncio_", "Dummy-", "ScriptRunner", "Thread-")
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_running() -> Iterator[None]:
+    """Fail a test that leaves one of its own threads running (pymodbus' habit)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        left = [t for t in threading.enumerate() if t not in before and t.is_alive()
+                and not t.name.startswith(_LONG_LIVED)]  # fmt: skip
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, f"threads left running: {[t.name for t in left]}"
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def own_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A broker of the test's own, which it may kill and restart."""
+    broker = Mosquitto(tmp_path_factory.mktemp("own-mosquitto"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
+    server = EmbeddedMongo(tmp_path_factory.mktemp("nx"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mongo_db(embedded_mongo: EmbeddedMongo) -> Iterator[object]:
+    """A fresh database (unique name) on the shared embedded server."""
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, object]] = MongoClient(
+        embedded_mongo.uri, serverSelectionTimeoutMS=10_000, tz_aware=True
+    )
+    yield client[f"t_{uuid.uuid4().hex[:12]}"]
+    client.close()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A unique prefix so tests sharing one broker never hear each other."""
+    return f"t{uuid.uuid4().hex[:8]}/"
