@@ -216,8 +216,8 @@ def mask_secrets(fields: Mapping[str, Any]) -> dict[str, Any]:
     """A copy safe to show or log: passwords replaced, URI credentials hidden."""
     masked: dict[str, Any] = {}
     for name, value in fields.items():
-        if name == "mqttURI" and isinstance(value, str):
-            masked[name] = mask_uri(value)
+        if isinstance(value, str) and (name == "mqttURI" or ("://" in value and "@" in value)):
+            masked[name] = mask_uri(value)  # mqttURI, or credentials in any other URL
         elif name in secret_fields() or "pwd" in name.lower() or "password" in name.lower():
             masked[name] = "••••••" if value else ""
         else:
@@ -226,16 +226,19 @@ def mask_secrets(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def mask_uri(uri: str) -> str:
-    """`mqtt://user:pass@host:1883` -> `mqtt://user:••••••@host:1883`."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "••••••"
-    if parts.password is None:
+    """`mqtt://user:pass@host:1883` -> `mqtt://user:••••••@host:1883`.
+
+    Split by hand at the last '@', not by urlsplit: a password holding an unescaped
+    '/', '?' or '#' would end urlsplit's netloc early and be shown.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        scheme, rest = "", uri
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
         return uri
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:••••••@{netloc}").geturl()
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:••••••@{host}"
 
 
 # --- commands (server -> device) -----------------------------------------------------
@@ -319,7 +322,7 @@ def parse_command(payload: bytes) -> Mapping[str, Any] | None:
     """A command as a board receives it (the simulator's side); None when unusable."""
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return obj if isinstance(obj, dict) and isinstance(obj.get("typ"), str) else None
 
@@ -391,7 +394,7 @@ def _decode_object(payload: bytes) -> dict[str, Any] | str:
         return "not_utf8"
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested [[[...
         return "not_json"
     return obj if isinstance(obj, dict) else "not_object"
 
