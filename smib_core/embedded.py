@@ -1,0 +1,396 @@
+"""Embedded defaults: one MQTT broker and one MongoDB-compatible database per data folder.
+
+With no MQTT_URI (MONGO_URI) the app, the `smib` CLI and the simulator, each its own
+process, share one embedded broker (database) for the data folder. Each server runs
+detached from whichever process started it first, so it outlives that process.
+
+Per server, the data folder holds a lock file, a state file `{"port", "pid", "started_at"}`
+and a log. `ensure_*` takes the lock (fcntl.flock, so threads and processes alike wait
+their turn), reuses the recorded server if its process is alive and its port answers,
+and otherwise starts one on a free loopback port and records it. So two processes never
+open the same SQLite files through two servers.
+
+Run as `python -m smib_core.embedded broker --port P --data-dir D`, this module is the
+broker process itself (amqtt on 127.0.0.1 only, anonymous, no $SYS topics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from smib_core.errors import SmibError
+from smib_core.settings import Settings
+
+_LOG_TAIL_LINES = 20
+
+# Servers this process started, by pid: kept so they are reaped (no zombies) and so
+# Python never warns that a Popen object was dropped while its process still runs.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class EmbeddedServerError(SmibError):
+    """An embedded server (broker or database) could not be started."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """What differs between the embedded broker and the embedded database."""
+
+    title: str  # as users read it
+    stem: str  # names the lock, state and log files in the data folder
+    scheme: str
+    marker: str  # appears in the server's command line: tells our process from a reused pid
+    start_timeout_s: float
+    command: Callable[[Path, int], list[str]]
+    answers: Callable[[int], bool]  # is the server on this loopback port up?
+
+    def path(self, data_dir: Path, suffix: str) -> Path:
+        return data_dir / f"{self.stem}{suffix}"
+
+    def uri(self, port: int) -> str:
+        return f"{self.scheme}://127.0.0.1:{port}" + ("/" if self.scheme == "mongodb" else "")
+
+
+def _broker_command(data_dir: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "smib_core.embedded", "broker",
+            "--port", str(port), "--data-dir", str(data_dir)]  # fmt: skip
+
+
+# nx-27017's main() logs every request at INFO, to stderr and to its --log-file. A root
+# handler installed first makes its basicConfig a no-op and keeps the level at WARNING;
+# that handler writes to stderr (our log file too) only until nx adds its file handler.
+_NX_MAIN = (
+    "import logging, sys; console = logging.StreamHandler(sys.stderr)"
+    "; console.addFilter(lambda record: len(logging.root.handlers) == 1)"
+    "; logging.basicConfig(handlers=[console], level=logging.WARNING,"
+    " format='%(asctime)s %(levelname)s %(name)s: %(message)s')"
+    "; from nx_27017.nx_27017 import main; main()"
+)
+
+
+def _database_command(data_dir: Path, port: int) -> list[str]:
+    # nx-27017 defaults to a global pid file and refuses to start while it exists, so
+    # its pid and log files always live in the data folder.
+    return [sys.executable, "-c", _NX_MAIN, "--data-dir", str(data_dir / "mongo"),
+            "--host", "127.0.0.1", "-p", str(port),
+            "--pid-file", str(_DATABASE.path(data_dir, ".pid")),
+            "--log-file", str(_DATABASE.path(data_dir, ".log"))]  # fmt: skip
+
+
+def _port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _mqtt_answers(port: int) -> bool:
+    """A CONNECT gets a CONNACK (amqtt logs an error for a connection that says nothing).
+
+    The timeout is generous: a busy broker must not be taken for a dead one and replaced.
+    """
+    client_id = f"smib-probe-{uuid.uuid4().hex[:12]}".encode()
+    body = b"\x00\x04MQTT\x04\x02\x00\x0a" + len(client_id).to_bytes(2, "big") + client_id
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3.0) as sock:
+            sock.sendall(bytes([0x10, len(body)]) + body)
+            connack = sock.recv(4)
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+    except OSError:
+        return False
+    return connack == b"\x20\x02\x00\x00"
+
+
+_BROKER = _Kind("MQTT broker", "embedded-broker", "mqtt", "smib_core.embedded", 15.0,
+                _broker_command, _mqtt_answers)  # fmt: skip
+_DATABASE = _Kind("database", "embedded-mongo", "mongodb", "nx_27017", 30.0,
+                  _database_command, _port_answers)  # fmt: skip
+_KINDS = {"broker": _BROKER, "database": _DATABASE}
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    port: int
+    pid: int
+    started_at: str
+
+
+# ---- public API ----------------------------------------------------------------------
+
+
+def broker_uri(settings: Settings) -> str:
+    """MQTT_URI if set, else the embedded broker of the data folder (started if needed)."""
+    return settings.mqtt_uri or ensure_broker(settings.data_dir)
+
+
+def mongo_uri(settings: Settings) -> str:
+    """MONGO_URI if set, else the embedded database of the data folder (started if needed)."""
+    return settings.mongo_uri or ensure_database(settings.data_dir)
+
+
+def ensure_broker(data_dir: Path) -> str:
+    """`mqtt://127.0.0.1:PORT` of the folder's embedded broker, started if none runs."""
+    return _ensure(_BROKER, data_dir)
+
+
+def ensure_database(data_dir: Path) -> str:
+    """`mongodb://127.0.0.1:PORT/` of the folder's embedded database, started if none runs."""
+    return _ensure(_DATABASE, data_dir)
+
+
+def status(data_dir: Path) -> dict[str, dict[str, object]]:
+    """Per server ("broker", "database"): running, and uri/port/pid/started_at if recorded."""
+    data_dir = data_dir.resolve()
+    report: dict[str, dict[str, object]] = {}
+    for name, kind in _KINDS.items():
+        state = _read_state(kind, data_dir)
+        entry: dict[str, object] = {"running": False, "log": str(kind.path(data_dir, ".log"))}
+        if state is not None:
+            running = _is_ours(state.pid, kind, data_dir) and kind.answers(state.port)
+            entry.update(running=running, uri=kind.uri(state.port), port=state.port,
+                         pid=state.pid, started_at=state.started_at)  # fmt: skip
+        report[name] = entry
+    return report
+
+
+def stop(data_dir: Path) -> list[str]:
+    """Terminate the folder's embedded servers; one line per server that was running."""
+    data_dir = data_dir.resolve()
+    if not data_dir.is_dir():
+        return []
+    stopped: list[str] = []
+    for kind in _KINDS.values():
+        with _locked(kind.path(data_dir, ".lock")):
+            state = _read_state(kind, data_dir)
+            if state is not None and _terminate(state.pid, kind, data_dir):
+                stopped.append(f"{kind.title} (pid {state.pid}, port {state.port})")
+            _terminate_leftovers(kind, data_dir)
+            kind.path(data_dir, ".json").unlink(missing_ok=True)
+    return stopped
+
+
+# ---- start or reuse --------------------------------------------------------------------
+
+
+def _ensure(kind: _Kind, data_dir: Path) -> str:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(kind.path(data_dir, ".lock")):
+        state = _read_state(kind, data_dir)
+        if state is not None:
+            if _is_ours(state.pid, kind, data_dir) and kind.answers(state.port):
+                return kind.uri(state.port)
+            _terminate(state.pid, kind, data_dir)  # alive but deaf: replace it
+        _terminate_leftovers(kind, data_dir)
+        state = _start(kind, data_dir)
+        _write_state(kind, data_dir, state)
+        return kind.uri(state.port)
+
+
+@contextlib.contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    # Each call opens its own file description, so flock also excludes threads.
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _start(kind: _Kind, data_dir: Path) -> _State:
+    log_file = kind.path(data_dir, ".log")
+    for _attempt in range(2):  # a second try covers losing the free port to someone else
+        port = _free_port()
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(
+                kind.command(data_dir, port), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=log, cwd=data_dir, env=_child_env(), start_new_session=True,
+            )  # fmt: skip
+        _children[process.pid] = process
+        if _wait_until_answers(process, kind, port):
+            return _State(port, process.pid, datetime.now(UTC).isoformat(timespec="seconds"))
+        if process.poll() is None:
+            _terminate(process.pid, kind, data_dir)
+            raise EmbeddedServerError(
+                f"the embedded {kind.title} did not answer within {kind.start_timeout_s:.0f} s; "
+                f"{_log_tail(log_file)}"
+            )
+        _children.pop(process.pid, None)
+    raise EmbeddedServerError(f"the embedded {kind.title} could not start; {_log_tail(log_file)}")
+
+
+def _child_env() -> dict[str, str]:
+    """The environment, with this package importable even when it is not installed."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _wait_until_answers(process: subprocess.Popen[bytes], kind: _Kind, port: int) -> bool:
+    deadline = time.monotonic() + kind.start_timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if kind.answers(port):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _log_tail(log_file: Path) -> str:
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+    except OSError:
+        lines = []
+    if not lines:
+        return f"{log_file} is empty"
+    return f"last lines of {log_file}:\n" + "\n".join(lines)
+
+
+# ---- state file ------------------------------------------------------------------------
+
+
+def _read_state(kind: _Kind, data_dir: Path) -> _State | None:
+    try:
+        raw = json.loads(kind.path(data_dir, ".json").read_text())
+        return _State(int(raw["port"]), int(raw["pid"]), str(raw.get("started_at", "")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_state(kind: _Kind, data_dir: Path, state: _State) -> None:
+    target = kind.path(data_dir, ".json")
+    partial = target.with_suffix(".json.tmp")
+    body = {"port": state.port, "pid": state.pid, "started_at": state.started_at}
+    partial.write_text(json.dumps(body) + "\n")
+    os.replace(partial, target)
+
+
+# ---- processes -------------------------------------------------------------------------
+
+
+def _is_ours(pid: int, kind: _Kind, data_dir: Path) -> bool:
+    """The pid is a live server of this kind for this folder (not a zombie, not reused)."""
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        _children.pop(pid, None)
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        args = process.cmdline()
+    except psutil.Error:
+        return False
+    # The broker names the folder (--data-dir); the database its pid file in the folder.
+    names_folder = str(data_dir) in args or str(kind.path(data_dir, ".pid")) in args
+    return names_folder and any(kind.marker in arg for arg in args)
+
+
+def _terminate(pid: int, kind: _Kind, data_dir: Path, timeout: float = 5.0) -> bool:
+    """SIGTERM, then SIGKILL, a server of ours; False if the pid is not one."""
+    if not _is_ours(pid, kind, data_dir):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not _wait_gone(pid, timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, timeout)
+    return True
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        _children.pop(pid, None)
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True  # dead; its parent will reap it
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _terminate_leftovers(kind: _Kind, data_dir: Path) -> None:
+    """A database its state file forgot still holds nx-27017's pid file: end it first."""
+    pid_file = kind.path(data_dir, ".pid")
+    with contextlib.suppress(OSError, ValueError):
+        _terminate(int(pid_file.read_text().strip()), kind, data_dir)
+    pid_file.unlink(missing_ok=True)
+
+
+# ---- the broker process ----------------------------------------------------------------
+
+
+def _serve_broker(port: int) -> None:
+    import asyncio
+    import logging
+
+    from amqtt.broker import Broker
+
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        # No BrokerSysPlugin (no $SYS topics) and no packet/event logger plugins.
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+
+    async def serve() -> None:
+        broker = Broker(config)
+        await broker.start()
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, done.set)
+        await done.wait()
+        await broker.shutdown()
+
+    asyncio.run(serve())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m smib_core.embedded")
+    sub = parser.add_subparsers(dest="server", required=True)
+    broker = sub.add_parser("broker", help="run the embedded MQTT broker in the foreground")
+    broker.add_argument("--port", type=int, required=True)
+    broker.add_argument("--data-dir", type=Path, help="the folder it serves (names the process)")
+    args = parser.parse_args(argv)
+    _serve_broker(args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The embedded broker and database: one per data folder, shared by threads and processes."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gridfs
+import paho.mqtt.client as mqtt
+import psutil
+import pytest
+
+from smib_core import embedded
+from smib_core.settings import Settings
+from smib_core.store.db import connect
+from tests.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+Ensure = Callable[[Path], str]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    folder = tmp_path / "data"
+    yield folder
+    embedded.stop(folder)
+
+
+def port_of(uri: str) -> int:
+    return int(uri.rstrip("/").rsplit(":", 1)[1])
+
+
+def state(folder: Path, stem: str) -> dict[str, object]:
+    return dict(json.loads((folder / f"{stem}.json").read_text()))
+
+
+def servers_for(folder: Path, marker: str) -> list[int]:
+    """Pids of live server processes (of the kind `marker` names) serving `folder`."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(proc.info["cmdline"] or ())
+        ours = marker in cmdline and str(folder.resolve()) in cmdline
+        if ours and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.pid)
+    return found
+
+
+def test_database_is_shared_within_and_across_processes(data_dir: Path) -> None:
+    first = embedded.ensure_database(data_dir)
+    assert embedded.ensure_database(data_dir) == first
+    pid = state(data_dir, "embedded-mongo")["pid"]
+
+    code = "import sys, pathlib, smib_core.embedded as e; print(e.ensure_database(pathlib.Path(sys.argv[1])))"  # noqa: E501
+    other = subprocess.run([sys.executable, "-c", code, str(data_dir)],
+                           capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+
+    assert other.stdout.strip() == first
+    assert state(data_dir, "embedded-mongo")["pid"] == pid
+    assert servers_for(data_dir, "nx_27017") == [pid]
+
+
+def test_racing_threads_start_one_database(data_dir: Path) -> None:
+    start = threading.Barrier(4)
+    uris: list[str] = []
+
+    def race() -> None:
+        start.wait()
+        uris.append(embedded.ensure_database(data_dir))
+
+    threads = [threading.Thread(target=race, name=f"race-{i}") for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert len(uris) == 4 and len(set(uris)) == 1
+    assert servers_for(data_dir, "nx_27017") == [state(data_dir, "embedded-mongo")["pid"]]
+
+
+def dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(done.stdout)
+
+
+@pytest.mark.parametrize(
+    ("ensure", "stem", "marker"),
+    [
+        (embedded.ensure_database, "embedded-mongo", "nx_27017"),
+        (embedded.ensure_broker, "embedded-broker", "smib_core.embedded"),
+    ],
+    ids=["database", "broker"],
+)
+@pytest.mark.parametrize("recorded_pid", ["dead", "not-a-server"])
+def test_stale_state_starts_a_new_server(
+    data_dir: Path, ensure: Ensure, stem: str, marker: str, recorded_pid: str
+) -> None:
+    # "not-a-server": the pid was reused by an unrelated live process (here, this test).
+    stale = dead_pid() if recorded_pid == "dead" else psutil.Process().pid
+    data_dir.mkdir()
+    stale_port = free_port()
+    (data_dir / f"{stem}.json").write_text(
+        json.dumps({"port": stale_port, "pid": stale, "started_at": "2020-01-01T00:00:00+00:00"})
+    )
+
+    uri = ensure(data_dir)
+
+    recorded = state(data_dir, stem)
+    assert recorded["pid"] != stale and recorded["port"] == port_of(uri)
+    assert servers_for(data_dir, marker) == [recorded["pid"]]
+
+
+def test_pymongo_and_gridfs_work_through_it(data_dir: Path) -> None:
+    db = connect(Settings(data_dir=data_dir, mongo_db="smib_test"))
+    try:
+        db.relays.insert_one({"relay_id": "R-001", "location": "floor 1"})
+        assert db.relays.find_one({"relay_id": "R-001"}, {"_id": 0}) == {
+            "relay_id": "R-001", "location": "floor 1"}  # fmt: skip
+        firmware = bytes(range(256)) * 1200
+        file_id = gridfs.GridFS(db).put(firmware, filename="fw.bin")
+        assert gridfs.GridFS(db).get(file_id).read() == firmware
+    finally:
+        db.client.close()
+
+
+def test_broker_carries_a_300_kib_message_qos_1_and_a_burst(data_dir: Path) -> None:
+    uri = embedded.broker_uri(Settings(data_dir=data_dir))
+    assert uri.startswith("mqtt://127.0.0.1:")
+    received: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+    subscribed = threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="embedded-test-sub")
+    sub.on_message = lambda _c, _u, msg: received.put(msg)
+    sub.on_subscribe = lambda *_: subscribed.set()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="embedded-test-pub")
+    try:
+        sub.connect("127.0.0.1", port_of(uri))
+        sub.loop_start()
+        sub.subscribe("embedded-test/#", qos=1)
+        assert subscribed.wait(5)
+        pub.connect("127.0.0.1", port_of(uri))
+        pub.loop_start()
+        big = bytes(range(256)) * 1200  # 300 KiB
+        pub.publish("embedded-test/big", big, qos=0)
+        pub.publish("embedded-test/ack", b"hello", qos=1).wait_for_publish(5)
+
+        got = {msg.topic: msg.payload for msg in (received.get(timeout=5) for _ in range(2))}
+        assert got == {"embedded-test/big": big, "embedded-test/ack": b"hello"}
+
+        for i in range(300):  # a burst: a fleet reporting at once
+            pub.publish("embedded-test/burst", str(i), qos=i % 2)
+        burst = [received.get(timeout=5).payload for _ in range(300)]  # QoS 0/1 may interleave
+        assert sorted(burst, key=int) == [str(i).encode() for i in range(300)]
+    finally:
+        for client in (pub, sub):
+            client.disconnect()
+            client.loop_stop()
+
+
+def test_stop_leaves_nothing_listening(data_dir: Path) -> None:
+    ports = [port_of(embedded.ensure_broker(data_dir)), port_of(embedded.ensure_database(data_dir))]
+    pids = [state(data_dir, stem)["pid"] for stem in ("embedded-broker", "embedded-mongo")]
+
+    stopped = embedded.stop(data_dir)
+
+    assert len(stopped) == 2
+    assert not any(embedded._port_answers(port) for port in ports)
+    assert not any(psutil.pid_exists(int(str(pid))) for pid in pids)
+    assert not list(data_dir.glob("*.json"))
+    assert not any(entry["running"] for entry in embedded.status(data_dir).values())
+    assert embedded.stop(data_dir) == []
+
+
+def test_a_server_that_cannot_start_is_a_clear_error(data_dir: Path) -> None:
+    data_dir.mkdir()
+    (data_dir / "mongo").write_text("not a folder")  # nx-27017 cannot create its data dir
+
+    with pytest.raises(embedded.EmbeddedServerError, match="could not start"):
+        embedded.ensure_database(data_dir)
+    assert servers_for(data_dir, "nx_27017") == []
+
+
+def test_cli_shows_and_stops_the_servers(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from smib_core.cli import main
+
+    monkeypatch.setenv("SMIB_DATA_DIR", str(data_dir))
+    uri = embedded.ensure_broker(data_dir)
+
+    assert main(["embedded", "status", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["broker"]["running"] and report["broker"]["uri"] == uri
+    assert not report["database"]["running"]
+
+    assert main(["embedded", "stop"]) == 0
+    assert capsys.readouterr().out.startswith("stopped MQTT broker (pid ")
+    assert main(["embedded", "status"]) == 0
+    assert "broker    stopped" in capsys.readouterr().out
