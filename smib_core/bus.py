@@ -1,0 +1,324 @@
+"""The device bus: the one MQTT client between the server and every SMIB board.
+
+Device data enters the server here. One paho-mqtt client (its own named loop thread)
+subscribes to every device -> server topic, again on every (re)connect. Its callbacks
+do almost nothing: parse (`protocol.parse_device_message`), route the message into its
+relay's bounded inbox (`inbox.RelayTable`), resolve a waiting request, call listeners,
+and count whatever was refused. They never block paho's thread and never raise into it.
+
+Commands go out only through `send`/`request`, which validate the relay id before any
+topic is built from it. Streamlit reaches the bus only through `ui.resources.get_bus`;
+nothing here touches Streamlit.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from smib_core.errors import BusError, InvalidInput, RequestTimeout
+from smib_core.inbox import InboxEntry, WarnThrottle
+from smib_core.protocol import Command, DeviceMessage, Parsed, Topics, normalize_relay_id
+from smib_core.routing import BusStats, Listener, RecentRejection, Router
+from smib_core.settings import BrokerAddress
+
+__all__ = ["BusStats", "DeviceBus", "InboxEntry", "Listener", "RecentRejection"]
+
+log = logging.getLogger(__name__)
+
+
+def _label(command: Command) -> str:
+    """How a command is named in errors: 'cfg net', 'meters', 'restart'."""
+    if command.reply_comp:
+        return f"{command.payload.get('typ')} {command.reply_comp}"
+    return command.kind
+
+
+class DeviceBus:
+    """Talks to the boards over one MQTT connection; thread-safe.
+
+    `send` publishes a command; `request` publishes it and waits for the matching reply
+    (same relay, `typ` and `comp`). What the boards say is kept per relay in bounded
+    inboxes (`inbox`, `messages_since`), with last-seen times and latest config, and
+    handed to listeners. Publishes and subscriptions use `qos` (0 like the production
+    CMS). Reconnection is paho's: exponential backoff from `reconnect_min_delay` to
+    `reconnect_max_delay` seconds, resubscribing on every connect.
+    """
+
+    def __init__(
+        self,
+        broker_uri: str,
+        topics: Topics,
+        *,
+        client_id_prefix: str = "smib",
+        inbox_size: int = 200,
+        max_relays: int = 5000,
+        qos: int = 0,
+        keepalive: int = 60,
+        reconnect_min_delay: int = 1,
+        reconnect_max_delay: int = 30,
+        tls_context: ssl.SSLContext | None = None,
+        latency_samples: int = 1000,
+        recent_rejections: int = 100,
+    ) -> None:
+        if qos not in (0, 1, 2):
+            raise InvalidInput("MQTT QoS must be 0, 1 or 2")
+        self.address = BrokerAddress.parse(broker_uri)
+        self.topics = topics
+        self.qos = qos
+        self.keepalive = keepalive
+        self.router = Router(
+            topics,
+            inbox_size=inbox_size,
+            max_relays=max_relays,
+            latency_samples=latency_samples,
+            recent_rejections=recent_rejections,
+        )
+        self._lock = threading.Lock()
+        self._state = "new"  # new -> started -> stopped
+        self._connects = 0
+        self._connected = threading.Event()
+        self._subscribe_mid: int | None = None
+        self._warn_connect = WarnThrottle()
+        self._client = self._make_client(client_id_prefix, tls_context)
+        self._client.reconnect_delay_set(reconnect_min_delay, reconnect_max_delay)
+
+    def _make_client(self, prefix: str, tls_context: ssl.SSLContext | None) -> mqtt.Client:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"{prefix}-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        if self.address.username:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            client.tls_set_context(tls_context or ssl.create_default_context())
+        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background (paho's loop thread); returns at once."""
+        with self._lock:
+            if self._state == "started":
+                return
+            if self._state == "stopped":
+                raise BusError("this device bus was stopped; create a new one")
+            self._state = "started"
+        self._client.connect_async(self.address.host, self.address.port, self.keepalive)
+        self._client.loop_start()
+        log.info("connecting to the broker %s", self.address.uri())
+
+    def stop(self) -> None:
+        """Disconnect and join the loop thread; requests still waiting fail. Idempotent."""
+        with self._lock:
+            was_started = self._state == "started"
+            self._state = "stopped"
+        self.router.close(BusError("the device bus was stopped"))
+        if was_started:
+            self._client.disconnect()
+            self._client.loop_stop()
+            log.info("disconnected from the broker %s", self.address.uri())
+        self._connected.clear()
+
+    def __enter__(self) -> DeviceBus:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def connected(self) -> bool:
+        """Connected and subscribed to the device topics."""
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    # --- commands -----------------------------------------------------------------------
+
+    def send(self, relay: str, command: Command) -> None:
+        """Publish a command to one board; InvalidInput for a bad id, BusError offline."""
+        self._publish(normalize_relay_id(relay), command)
+
+    def request(self, relay: str, command: Command, timeout: float = 5.0) -> DeviceMessage:
+        """Publish a command and return the board's reply (relay + typ + comp match).
+
+        A meter reply whose frame failed a check is still the reply: look at its
+        `failure`. Concurrent requests expecting the same reply all get the first one.
+        Raises RequestTimeout when nothing matching arrives within `timeout` seconds.
+        """
+        relay = normalize_relay_id(relay)
+        if command.reply_typ is None:
+            raise InvalidInput(f"a board does not answer '{command.kind}': send it instead")
+        with self.router.expect(relay, command.reply_typ, command.reply_comp) as pending:
+            started = time.perf_counter()
+            self._publish(relay, command)
+            reply = pending.wait(timeout)
+        if reply is None:
+            raise RequestTimeout(
+                f"board {relay} did not answer '{_label(command)}' within {timeout:.1f} s"
+            )
+        self.router.latency.add((pending.replied_at - started) * 1000)
+        return reply
+
+    def _publish(self, relay: str, command: Command) -> None:
+        topic = self.topics.command_topic(relay)
+        if not self.connected:
+            raise BusError(
+                f"not connected to the broker {self.address.uri()}: "
+                f"'{_label(command)}' was not sent to board {relay}"
+            )
+        try:
+            info = self._client.publish(topic, command.encode(), qos=self.qos)
+        except ValueError:
+            raise InvalidInput(f"{topic!r} is not a topic a command can be sent to") from None
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise BusError(
+                f"'{_label(command)}' was not sent to board {relay}: {mqtt.error_string(info.rc)}"
+            )
+        self.router.count_sent()
+        log.debug("sent %s to %s: %s", command.kind, relay, command.masked())
+
+    # --- incoming -----------------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> Callable[[], None]:
+        """Call `fn(message)` for every device message; returns a function that removes it.
+
+        `fn` runs on the MQTT thread and must be quick (append to a queue, bump a
+        counter): while it runs no other message is read. Its exceptions are caught,
+        counted (`listener_errors`) and logged.
+        """
+        return self.router.add_listener(fn)
+
+    def handle_payload(self, topic: str, payload: bytes) -> Parsed:
+        """What the MQTT callback does with one message (also for replaying traffic)."""
+        return self.router.handle_payload(topic, payload)
+
+    def wait_for_messages(self, count: int, timeout: float) -> bool:
+        """Block until `messages_in` reaches `count` (e.g. a benchmark awaiting N replies)."""
+        return self.router.wait_for_messages(count, timeout)
+
+    # --- paho callbacks (paho's thread: quick, never raise) ----------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: mqtt.ReasonCode,
+        properties: mqtt.Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("the broker %s refused us: %s", self.address.uri(), reason_code)
+            return
+        with self._lock:
+            self._connects += 1
+        subscriptions = [(topic, self.qos) for topic in self.topics.device_topics()]
+        _, self._subscribe_mid = client.subscribe(subscriptions)
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[mqtt.ReasonCode],
+        properties: mqtt.Properties | None,
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [t for t, rc in zip(self.topics.device_topics(), reason_codes, strict=False)
+                   if rc.is_failure]  # fmt: skip
+        if refused:
+            log.warning("the broker %s refused subscriptions: %s", self.address.uri(), refused)
+        self._connected.set()
+        log.info("connected to the broker %s (connect #%d)", self.address.uri(), self._connects)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if self._warn_connect.ready():
+            log.warning("cannot reach the broker %s; retrying", self.address.uri())
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: mqtt.ReasonCode,
+        properties: mqtt.Properties | None,
+    ) -> None:
+        self._connected.clear()
+        if self._state != "stopped":
+            log.warning("lost the broker %s (%s); reconnecting", self.address.uri(), reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            self.router.reject("bad_topic", "a topic that is not UTF-8", "?")
+            return
+        try:
+            self.router.handle_payload(topic, bytes(msg.payload))
+        except Exception:  # a bug here must not end paho's thread
+            self.router.reject("internal_error", "see the log", topic)
+            log.exception("failed to handle a message on %s", topic[:200])
+
+    # --- queries ------------------------------------------------------------------------
+
+    def stats(self) -> BusStats:
+        with self._lock:
+            reconnects = max(0, self._connects - 1)
+        return self.router.stats(
+            connected=self.connected, broker=self.address.uri(), reconnects=reconnects
+        )
+
+    @property
+    def last_seq(self) -> int:
+        """The newest message's sequence number: where a polling view starts."""
+        return self.router.relays.last_seq
+
+    def relays_seen(self) -> dict[str, float]:
+        """relay -> when it was last heard (time.time()), for relays still remembered."""
+        return self.router.relays.relays_seen()
+
+    def last_seen(self, relay: str) -> float | None:
+        return self.router.relays.last_seen(normalize_relay_id(relay))
+
+    def latest_config(self, relay: str) -> dict[str, tuple[Mapping[str, Any], float]]:
+        """comp -> (fields, when heard); secrets included: mask before showing."""
+        return self.router.relays.latest_config(normalize_relay_id(relay))
+
+    def firmware(self, relay: str) -> tuple[str, str] | None:
+        """(firmware, version) from the board's latest `app` reply, if heard."""
+        app = self.latest_config(relay).get("app")
+        if app is None:
+            return None
+        return str(app[0].get("firmware", "")), str(app[0].get("version", ""))
+
+    def inbox(self, relay: str) -> list[InboxEntry]:
+        """The relay's most recent messages (at most inbox_size), oldest first."""
+        return self.router.relays.inbox(normalize_relay_id(relay))
+
+    def messages_since(self, relay: str, seq: int) -> list[InboxEntry]:
+        """The relay's messages newer than `seq` (pass the last seq you showed)."""
+        return self.router.relays.messages_since(normalize_relay_id(relay), seq)
