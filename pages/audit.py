@@ -1,0 +1,61 @@
+"""Audit trail (admin): who did what to which boards and accounts; filter and export."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import streamlit as st
+
+from smib_core.auth import Permission, require
+from smib_core.errors import SmibError
+from smib_core.store.audit import KNOWN_KINDS, AuditTrail, to_csv
+from smib_core.ui.resources import get_db
+from smib_core.ui.session import PRINCIPAL_KEY, page_principal
+
+ALL = "(all kinds)"
+ROW_LIMIT = 5_000
+
+page_principal(Permission.VIEW_AUDIT)
+st.title("Audit trail")
+st.caption(
+    "Every command sent to a board and every change to accounts, the registry, "
+    "templates and firmware. Secrets are masked. Times are UTC."
+)
+
+person_col, relay_col, kind_col, period_col = st.columns(4)
+person = person_col.text_input("Person", placeholder="alice, cli:root, ann@example.com")
+relay = relay_col.text_input("Relay", placeholder="e831cdfa8384")
+kind = kind_col.selectbox("Kind", [ALL, *KNOWN_KINDS], accept_new_options=True)
+today = datetime.now(UTC).date()
+period = period_col.date_input("Period", (today - timedelta(days=7), today), max_value=today)
+start, end = (period[0], period[-1]) if isinstance(period, tuple) and period else (today, today)
+
+try:
+    require(st.session_state.get(PRINCIPAL_KEY), Permission.VIEW_AUDIT)
+    records = AuditTrail(get_db()).query(
+        person=person or None,
+        relay=relay or None,
+        kind=None if kind in (None, ALL) else kind,
+        since=datetime.combine(start, time.min, UTC),
+        until=datetime.combine(end + timedelta(days=1), time.min, UTC),
+        limit=ROW_LIMIT,
+    )
+except SmibError as exc:
+    st.error(str(exc))
+    st.stop()
+
+if records.empty:
+    st.info("No audit record matches these filters.")
+else:
+    more = (
+        " (the newest; narrow the filters to see older ones)" if len(records) >= ROW_LIMIT else ""
+    )
+    st.write(f"{len(records):,} records{more}")
+    st.dataframe(records.drop(columns=["id"]), hide_index=True, width="stretch")
+st.download_button(
+    "Export CSV",
+    data=to_csv(records),
+    file_name=f"smib-audit-{start:%Y%m%d}-{end:%Y%m%d}.csv",
+    mime="text/csv",
+    disabled=records.empty,
+)

@@ -1,0 +1,229 @@
+"""The sign-in gate and the session: who is using this browser tab, and for how long.
+
+Contract: `current_principal(db, settings)` runs first on every rerun (app.py). It
+returns the signed-in `Principal`, refreshed from the database each time (a disabled
+account or a changed role takes effect on the next click), or renders a form and
+returns None: with no account at all, only "Create the first administrator"; otherwise
+the sign-in form, plus identity-provider buttons when `.streamlit/secrets.toml` has an
+`[auth]` section. A session idle for `settings.session_idle_min` minutes ends. Pages
+read the principal from `st.session_state["principal"]` through `page_principal`,
+which checks the page's permission; every action re-checks with `auth.require`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import streamlit as st
+from pymongo.database import Database
+
+from smib_core.auth import (
+    Permission,
+    Principal,
+    SignInThrottled,
+    require,
+    session_expired,
+)
+from smib_core.errors import PermissionDenied, SmibError
+from smib_core.settings import Settings
+from smib_core.store.accounts import AccountStore
+from smib_core.store.audit import AuditTrail, utc_now
+
+PRINCIPAL_KEY = "principal"
+LAST_ACTIVITY_KEY = "last_activity"
+_NOTICE_KEY = "session_notice"
+
+
+def current_principal(db: Database[Any], settings: Settings) -> Principal | None:
+    """The signed-in principal, or None after rendering the form to sign in."""
+    accounts = AccountStore(db)
+    now = utc_now()
+    principal = _session_principal(accounts, settings, now)
+    if principal is not None:
+        return principal
+    if not accounts.has_any():
+        _first_admin_form(accounts)
+        return None
+    if _oidc_providers() and st.user.get("is_logged_in") is True:
+        return _oidc_principal(accounts, now)
+    notice = st.session_state.pop(_NOTICE_KEY, None)
+    if notice:
+        st.info(notice)
+    _sign_in_form(accounts, now)
+    _oidc_buttons()
+    return None
+
+
+def page_principal(permission: Permission) -> Principal:
+    """For pages: the session's principal when it may open this page; else stop."""
+    try:
+        return require(st.session_state.get(PRINCIPAL_KEY), permission)
+    except PermissionDenied as exc:
+        st.error(str(exc))
+        st.stop()
+        raise  # st.stop() raises; this line keeps type checkers honest
+
+
+def sign_out(db: Database[Any], reason: str = "signed out") -> None:
+    """End this tab's session (and the identity-provider session for OIDC)."""
+    principal = st.session_state.pop(PRINCIPAL_KEY, None)
+    st.session_state.pop(LAST_ACTIVITY_KEY, None)
+    if isinstance(principal, Principal):
+        AuditTrail(db).record(principal.name, "sign_out", [], {"reason": reason}, "ok")
+        if principal.source == "oidc":
+            st.logout()
+            return
+    st.rerun()
+
+
+def sign_out_button(db: Database[Any], key: str = "sign_out") -> None:
+    if st.button("Sign out", key=key, icon=":material/logout:"):
+        sign_out(db)
+
+
+# --- the pieces of the gate -------------------------------------------------------------
+
+
+def _session_principal(
+    accounts: AccountStore, settings: Settings, now: datetime
+) -> Principal | None:
+    principal = st.session_state.get(PRINCIPAL_KEY)
+    if not isinstance(principal, Principal):
+        return None
+    last = st.session_state.get(LAST_ACTIVITY_KEY, now)
+    if session_expired(last, now, settings.session_idle_min):
+        minutes = f"{settings.session_idle_min:g}"
+        notice = f"Your session ended after {minutes} minutes without activity: sign in again."
+        _end(accounts, principal, f"idle for {minutes} min", notice)
+        return None
+    refreshed = _refresh(accounts, principal)
+    if refreshed is None:
+        _end(
+            accounts,
+            principal,
+            "account disabled or role removed",
+            "Your account was disabled or its role removed: ask an administrator.",
+        )
+        return None
+    _start(refreshed, now)
+    return refreshed
+
+
+def _refresh(accounts: AccountStore, principal: Principal) -> Principal | None:
+    """The principal with its current role, or None when it may no longer sign in."""
+    if principal.source == "local":
+        account = accounts.get(principal.name)
+        if account is None or account.disabled:
+            return None
+        return Principal(account.name, account.role, "local")
+    if principal.source == "oidc":
+        role = accounts.role_for_identity(principal.name)
+        return Principal(principal.name, role, "oidc") if role is not None else None
+    return principal
+
+
+def _start(principal: Principal, now: datetime) -> None:
+    st.session_state[PRINCIPAL_KEY] = principal
+    st.session_state[LAST_ACTIVITY_KEY] = now
+
+
+def _end(accounts: AccountStore, principal: Principal, reason: str, notice: str) -> None:
+    st.session_state.pop(PRINCIPAL_KEY, None)
+    st.session_state.pop(LAST_ACTIVITY_KEY, None)
+    st.session_state[_NOTICE_KEY] = notice
+    accounts.audit.record(principal.name, "sign_out", [], {"reason": reason}, "ok")
+    if principal.source == "oidc":
+        st.logout()
+
+
+def _first_admin_form(accounts: AccountStore) -> None:
+    st.title("Create the first administrator")
+    st.write(
+        "No account exists yet. The account you create now administers SMIB Console; "
+        "there is no default password."
+    )
+    with st.form("first_admin"):
+        name = st.text_input("Account name", help="2 to 32 characters: a-z 0-9 . _ -")
+        password = st.text_input("Password (at least 10 characters)", type="password")
+        again = st.text_input("Repeat the password", type="password")
+        submitted = st.form_submit_button("Create the administrator", type="primary")
+    if not submitted:
+        return
+    if password != again:
+        st.error("The two passwords differ.")
+        return
+    try:
+        principal = accounts.create_first_admin(name, password)
+    except SmibError as exc:
+        st.error(str(exc))
+        return
+    _start(principal, utc_now())
+    st.rerun()
+
+
+def _sign_in_form(accounts: AccountStore, now: datetime) -> None:
+    st.title("Sign in")
+    with st.form("sign_in"):
+        name = st.text_input("Account name", autocomplete="username")
+        password = st.text_input("Password", type="password", autocomplete="current-password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if not submitted:
+        return
+    try:
+        principal = accounts.verify(name, password)
+    except SignInThrottled as exc:
+        st.error(str(exc))
+        return
+    if principal is None:
+        st.error("Wrong account name or password, or the account is disabled.")
+        return
+    _start(principal, now)
+    st.rerun()
+
+
+def _oidc_providers() -> list[str | None]:
+    """Providers configured in secrets.toml `[auth]` (None: the default provider)."""
+    try:
+        section = st.secrets.get("auth")
+    except FileNotFoundError:
+        return []
+    if not isinstance(section, Mapping):
+        return []
+    named = [str(k) for k, v in section.items() if isinstance(v, Mapping)]
+    default: list[str | None] = [None] if "client_id" in section or not named else []
+    return default + list(named)
+
+
+def _oidc_buttons() -> None:
+    for provider in _oidc_providers():
+        label = (
+            "Sign in with your organisation" if provider is None else (f"Sign in with {provider}")
+        )
+        if st.button(label, key=f"oidc_{provider or 'default'}"):
+            if provider is None:
+                st.login()
+            else:
+                st.login(provider)
+
+
+def _oidc_principal(accounts: AccountStore, now: datetime) -> Principal | None:
+    identity = str(st.user.get("email") or st.user.get("sub") or "")
+    if st.user.get("email_verified") is False:
+        identity = ""
+    role = accounts.role_for_identity(identity)
+    if role is None:
+        st.title("Not allowed yet")
+        shown = identity or "this identity (no verified e-mail)"
+        st.warning(
+            f"You are signed in as {shown}, but no role is given to it: "
+            "ask an administrator to map it to a role, then reload."
+        )
+        if st.button("Sign out", key="oidc_unmapped_sign_out"):
+            st.logout()
+        return None
+    principal = Principal(identity.strip().lower(), role, "oidc")
+    accounts.audit.record(principal.name, "sign_in", [], {"source": "oidc"}, "ok")
+    _start(principal, now)
+    return principal
