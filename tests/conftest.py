@@ -20,8 +20,11 @@ def no_thread_left_running() -> Iterator[None]:
     yield
     deadline = time.monotonic() + 5
     while True:
-        left = [t for t in threading.enumerate() if t not in before and t.is_alive()
-                and not t.name.startswith(_LONG_LIVED)]  # fmt: skip
+        left = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and not t.name.startswith(_LONG_LIVED)
+        ]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.05)

@@ -73,9 +73,15 @@ class EmbeddedMongo:
 
     def start(self) -> None:
         log = (self.folder / "nx.log").open("ab")
-        cmd = [sys.executable, "-c", "from nx_27017.nx_27017 import main; main()",
-               "--data-dir", str(self.folder), "-p", str(self.port),
-               "--pid-file", str(self.folder / "nx.pid"), "--log-file", str(self.folder / "nx.log")]  # fmt: skip
+        entry = "from nx_27017.nx_27017 import main; main()"
+        files = [
+            "--pid-file",
+            str(self.folder / "nx.pid"),
+            "--log-file",
+            str(self.folder / "nx.log"),
+        ]
+        cmd = [sys.executable, "-c", entry, "--data-dir", str(self.folder), "-p", str(self.port)]
+        cmd += files
         self.process = subprocess.Popen(cmd, stdout=log, stderr=log)
         wait_for_port(self.port, timeout=30)
 

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from smib_core.errors import SmibError
 
 # Modules under smib_core.cli that add commands, in the order `smib --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("decode",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "decode", "meters", "sim", "serve", "user", "firmware", "embedded",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

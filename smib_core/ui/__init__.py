@@ -1,1 +1,1 @@
-"""The Streamlit layer's shared pieces: the only package (with app.py and pages/) that imports streamlit."""
+"""The Streamlit layer: the only package (with app.py and pages/) that imports streamlit."""

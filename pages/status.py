@@ -1,0 +1,55 @@
+"""Bus status: is the console connected, what boards does it hear, what did it reject."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from smib_core.services.live import boards_seen
+from smib_core.ui.resources import get_bus, get_settings
+
+st.title("Bus status")
+st.caption("What the console hears from the boards, refreshed every 2 seconds.")
+
+
+@st.fragment(run_every="2s")
+def live_status() -> None:
+    bus = get_bus()
+    stats = bus.stats()
+    settings = get_settings()
+    left, mid, right, far = st.columns(4)
+    left.metric("Broker", "connected" if stats.connected else "disconnected")
+    mid.metric("Boards heard", stats.relays_known)
+    right.metric("Messages in / out", f"{stats.messages_in:,} / {stats.messages_out:,}")
+    p99 = "–" if stats.latency_p99_ms is None else f"{stats.latency_p99_ms:.1f} ms"
+    far.metric("Reply latency p99", p99)
+    st.caption(
+        f"Broker {stats.broker} · reconnects {stats.reconnects} · "
+        f"last updated {time.strftime('%H:%M:%S')}"
+    )
+    boards = boards_seen(bus, settings.offline_after_s)
+    st.subheader(f"Boards ({len(boards)})")
+    if boards.empty:
+        st.info("No board has been heard yet. Boards appear here as soon as they send anything.")
+    else:
+        st.dataframe(
+            boards.drop(columns=["last_seen"]),
+            hide_index=True,
+            width="stretch",
+            column_config={"relay": "Relay", "status": "Status", "seen": "Last seen"},
+        )
+    st.subheader("Rejected messages")
+    if not stats.rejections:
+        st.success("No malformed board message so far.")
+        return
+    counts = pd.DataFrame(sorted(stats.rejections.items()), columns=["reason", "count"])
+    st.dataframe(counts, hide_index=True)
+    recent = pd.DataFrame(stats.recent_rejections, columns=["at", "reason", "detail", "topic"])
+    if not recent.empty:
+        recent["at"] = pd.to_datetime(recent["at"], unit="s", utc=True)
+        st.dataframe(recent.tail(20).iloc[::-1], hide_index=True, width="stretch")
+
+
+live_status()

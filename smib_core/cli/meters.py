@@ -1,0 +1,144 @@
+"""Commands that talk to one board or a few: meters, config get|set, version, restart.
+
+Every id, component, field and value is validated before anything connects, so bad
+input exits non-zero with nothing published. Each action is audited as `cli:<os user>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from smib_core import protocol
+from smib_core.cli.decode import print_reading
+from smib_core.cli.runtime import board_actions
+from smib_core.errors import DeviceError, FrameError, InvalidInput
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("meters", help="read a board's SAS meters (standard 6F request)")
+    p.add_argument("relay", metavar="RELAY")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    p.set_defaults(func=meters)
+
+    config = sub.add_parser("config", help="read or write a board's configuration")
+    csub = config.add_subparsers(dest="config_command", required=True, metavar="get|set")
+    get = csub.add_parser("get", help="print one component as the board reports it")
+    get.add_argument("relay", metavar="RELAY")
+    get.add_argument("comp", metavar="COMP", help=", ".join(protocol.COMPONENTS))
+    get.add_argument("--json", action="store_true")
+    get.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    get.set_defaults(func=config_get)
+    put = csub.add_parser("set", help="validate, then publish one partial cfg write")
+    put.add_argument("relay", metavar="RELAY")
+    put.add_argument("comp", metavar="COMP")
+    put.add_argument("assignments", nargs="+", metavar="FIELD=VALUE")
+    put.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    put.add_argument("--no-confirm", action="store_true", help="do not read the value back")
+    put.set_defaults(func=config_set)
+
+    ver = sub.add_parser("version", help="print a board's firmware and version")
+    ver.add_argument("relay", metavar="RELAY")
+    ver.add_argument("--json", action="store_true")
+    ver.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    ver.set_defaults(func=version)
+
+    rst = sub.add_parser("restart", help="restart boards (they drop off and come back)")
+    rst.add_argument("relays", nargs="+", metavar="RELAY")
+    rst.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    rst.set_defaults(func=restart)
+
+
+def meters(args: argparse.Namespace) -> int:
+    relay = protocol.normalize_relay_id(args.relay)
+    with board_actions() as actions:
+        reply = actions.request(relay, protocol.read_meters(), args.timeout)
+    if not isinstance(reply, protocol.MeterReply) or reply.reading is None:
+        failure = getattr(reply, "failure", "unexpected reply")
+        check = getattr(reply, "failure_check", "")
+        error = DeviceError() if check == "device_error" else FrameError(check or "?", failure)
+        raise error
+    print_reading(reply.reading, args.json)
+    return 0
+
+
+def _read_config(relay: str, comp: str, timeout: float) -> dict[str, Any]:
+    with board_actions() as actions:
+        reply = actions.request(relay, protocol.config_read(comp), timeout)
+    return dict(getattr(reply, "fields", {}))
+
+
+def _print_fields(fields: dict[str, Any], as_json: bool) -> None:
+    shown = protocol.mask_secrets(fields)
+    if as_json:
+        print(json.dumps(shown))
+        return
+    for name, value in shown.items():
+        print(f"{name:<16} {value}")
+
+
+def config_get(args: argparse.Namespace) -> int:
+    relay = protocol.normalize_relay_id(args.relay)
+    comp = protocol.check_component(args.comp)
+    _print_fields(_read_config(relay, comp, args.timeout), args.json)
+    return 0
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InvalidInput(f"{item!r} is not FIELD=VALUE")
+        fields[name.strip()] = value
+    return fields
+
+
+def config_set(args: argparse.Namespace) -> int:
+    relay = protocol.normalize_relay_id(args.relay)
+    command = protocol.config_write(args.comp, parse_assignments(args.assignments))
+    written = {k: v for k, v in command.payload.items() if k not in ("typ", "comp")}
+    with board_actions() as actions:
+        actions.send_command([relay], command)
+        print(f"sent {args.comp} write to {relay}: {protocol.mask_secrets(written)}")
+        if args.no_confirm:
+            return 0
+        reply = actions.request(relay, protocol.config_read(args.comp), args.timeout)
+    now = dict(getattr(reply, "fields", {}))
+    differ = sorted(k for k, v in written.items() if now.get(k) != v)
+    if differ:
+        print(f"not confirmed: the board reports other values for {', '.join(differ)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print("confirmed: the board reports the new values")
+    return 0
+
+
+def version(args: argparse.Namespace) -> int:
+    relay = protocol.normalize_relay_id(args.relay)
+    fields = _read_config(relay, "app", args.timeout)
+    shown = {"firmware": fields.get("firmware"), "version": fields.get("version")}
+    if args.json:
+        print(json.dumps(shown))
+    else:
+        print(f"{shown['firmware']} {shown['version']}")
+    return 0
+
+
+def restart(args: argparse.Namespace) -> int:
+    relays = [protocol.normalize_relay_id(r) for r in args.relays]
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput("restarting needs --yes when there is no terminal to confirm")
+        answer = input(f"Restart {len(relays)} board(s): {', '.join(relays)}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing restarted")
+            return 1
+    with board_actions() as actions:
+        result = actions.send_command(relays, protocol.restart())
+    for relay in relays:
+        print(f"{relay}: {'restart sent' if relay in result.sent else 'failed'}")
+    return 0 if not result.failed else 1

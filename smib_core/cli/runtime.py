@@ -1,0 +1,36 @@
+"""What board-acting CLI commands share: a connected bus and the guarded, audited actions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from smib_core.errors import BusError
+
+if TYPE_CHECKING:
+    from smib_core.services.actions import BoardActions
+
+
+@contextmanager
+def board_actions(connect_timeout: float = 10.0) -> Iterator[BoardActions]:
+    """BoardActions acting as `cli:<os user>`, over a bus connected to MQTT_URI (or the
+    embedded broker) and an audit trail in MONGO_URI (or the embedded database)."""
+    from smib_core.bus import DeviceBus
+    from smib_core.embedded import broker_uri
+    from smib_core.services.actions import BoardActions, cli_principal
+    from smib_core.settings import Settings
+    from smib_core.store.audit import AuditTrail
+    from smib_core.store.db import connect
+
+    settings = Settings.from_env()
+    db = connect(settings)
+    bus = DeviceBus(broker_uri(settings), settings.topics, client_id_prefix="smib-cli")
+    bus.start()
+    try:
+        if not bus.wait_connected(connect_timeout):
+            raise BusError(f"could not reach the MQTT broker {bus.stats().broker}")
+        yield BoardActions(bus, AuditTrail(db), cli_principal())
+    finally:
+        bus.stop()
+        db.client.close()

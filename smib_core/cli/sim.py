@@ -1,0 +1,165 @@
+"""`smib sim --relays N [--seed S] [faults...]`: run a simulated fleet until Ctrl-C.
+
+The boards talk to the broker at MQTT_URI, or to the data folder's embedded broker
+when MQTT_URI is unset, on the topics the settings name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+
+from smib_core.settings import Settings
+from smib_core.sim.board import Faults
+from smib_core.sim.fleet import Fleet
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sim", help="run simulated SMIB boards against the broker")
+    p.add_argument(
+        "--relays",
+        type=int,
+        default=None,
+        metavar="N",
+        help="number of boards (default SMIB_SIM_RELAYS, 20)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="same seed, same relay ids (default 0)")
+    p.add_argument(
+        "--non-sas",
+        type=int,
+        default=0,
+        metavar="N",
+        help="how many boards are non-SAS (comsMode 1)",
+    )
+    p.add_argument(
+        "--events-per-minute",
+        type=float,
+        default=1.0,
+        metavar="R",
+        help="events per board per minute, on average (default 1)",
+    )
+    p.add_argument(
+        "--reboot-s",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="how long a restart or OTA keeps a board quiet (default 5)",
+    )
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="machines play X times faster than real time (default 1)",
+    )
+    p.add_argument(
+        "--ota-url",
+        default=None,
+        metavar="URL",
+        help="the boards' initial otaURL (default FIRMWARE_BASE_URL or the "
+        "firmware server's address)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop after S seconds (default: run until Ctrl-C)",
+    )
+    p.add_argument("--print-ids", action="store_true", help="print the relay ids, one a line")
+    faults = p.add_argument_group("fault injection")
+    faults.add_argument(
+        "--drop-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of commands a board ignores",
+    )
+    faults.add_argument(
+        "--reply-delay", type=float, default=0.0, metavar="S", help="seconds before a board answers"
+    )
+    faults.add_argument(
+        "--jitter",
+        type=float,
+        default=None,
+        metavar="S",
+        help="up to S more seconds, at random (default: half the delay)",
+    )
+    faults.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help='share of meter reads answered "-1"',
+    )
+    faults.add_argument(
+        "--malformed-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of messages sent spoiled (not JSON, bad CRC, no rly)",
+    )
+    faults.add_argument(
+        "--ota-fail-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of OTA updates that fail after the download",
+    )
+    p.set_defaults(func=run)
+
+
+def _broker_uri(settings: Settings) -> str:
+    if settings.mqtt_uri:
+        return settings.mqtt_uri
+    from smib_core.embedded import broker_uri  # starts the embedded broker if needed
+
+    return broker_uri(settings)
+
+
+def _ota_url(settings: Settings, given: str | None) -> str:
+    if given:
+        return given
+    if settings.firmware_base_url:
+        base = settings.firmware_base_url
+        return base if base.endswith("/") else base + "/"
+    return f"http://{settings.firmware_bind}:{settings.firmware_port}/firmwares/"
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    faults = Faults(
+        drop_rate=args.drop_rate,
+        reply_delay_s=args.reply_delay,
+        jitter_s=args.jitter,
+        error_rate=args.error_rate,
+        malformed_rate=args.malformed_rate,
+        ota_fail_rate=args.ota_fail_rate,
+    )
+    fleet = Fleet(
+        _broker_uri(settings),
+        settings.topics,
+        relays=settings.sim_relays if args.relays is None else args.relays,
+        seed=args.seed,
+        faults=faults,
+        reboot_s=args.reboot_s,
+        events_per_minute=args.events_per_minute,
+        non_sas=args.non_sas,
+        ota_url=_ota_url(settings, args.ota_url),
+        time_scale=args.time_scale,
+    )
+    with fleet:
+        print(
+            f"{len(fleet.relay_ids)} simulated boards on {fleet.address.uri()} "
+            f"(seed {args.seed}); Ctrl-C to stop",
+            file=sys.stderr,
+        )
+        if args.print_ids:
+            print("\n".join(fleet.relay_ids), flush=True)
+        threading.Event().wait(args.duration)
+        log.info("simulator counts: %s", fleet.stats())
+    return 0

@@ -1,0 +1,94 @@
+"""The page list, built per role: a person only sees the pages their role may use.
+
+Hiding a page is a convenience, not a permission: every page checks its permission
+again (`page_principal`) and every action re-checks on the server side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from smib_core.auth import Permission, Principal
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True, slots=True)
+class PageSpec:
+    file: str
+    title: str
+    icon: str
+    permission: Permission | None  # None: every signed-in person
+    section: str
+
+
+PAGES: tuple[PageSpec, ...] = (
+    PageSpec("pages/home.py", "Home", ":material/home:", None, "Console"),
+    PageSpec("pages/fleet.py", "Fleet", ":material/lan:", Permission.VIEW_FLEET, "Boards"),
+    PageSpec("pages/cabinet.py", "Cabinet", ":material/casino:", Permission.VIEW_FLEET, "Boards"),
+    PageSpec(
+        "pages/registry.py", "Registry", ":material/inventory_2:", Permission.VIEW_FLEET, "Boards"
+    ),
+    PageSpec(
+        "pages/batch.py",
+        "Batch work",
+        ":material/dynamic_feed:",
+        Permission.CONFIGURE_BOARD,
+        "Boards",
+    ),
+    PageSpec(
+        "pages/status.py", "Bus status", ":material/sensors:", Permission.VIEW_FLEET, "Boards"
+    ),
+    PageSpec(
+        "pages/dashboard.py",
+        "Dashboard",
+        ":material/monitoring:",
+        Permission.VIEW_DASHBOARD,
+        "Meters",
+    ),
+    PageSpec("pages/export.py", "Export", ":material/download:", Permission.EXPORT, "Meters"),
+    PageSpec("pages/events.py", "Events", ":material/bolt:", Permission.VIEW_EVENTS, "Machines"),
+    PageSpec(
+        "pages/alerts.py", "Alerts", ":material/notifications:", Permission.VIEW_EVENTS, "Machines"
+    ),
+    PageSpec(
+        "pages/firmware.py",
+        "Firmware library",
+        ":material/memory:",
+        Permission.MANAGE_FIRMWARE,
+        "Firmware",
+    ),
+    PageSpec(
+        "pages/rollouts.py", "Rollouts", ":material/system_update_alt:", Permission.OTA, "Firmware"
+    ),
+    PageSpec(
+        "pages/accounts.py", "Accounts", ":material/group:", Permission.MANAGE_ACCOUNTS, "Admin"
+    ),
+    PageSpec("pages/audit.py", "Audit trail", ":material/history:", Permission.VIEW_AUDIT, "Admin"),
+)
+
+
+def visible_pages(principal: Principal) -> list[PageSpec]:
+    """The pages this person may open (and that exist in this build)."""
+    return [
+        spec
+        for spec in PAGES
+        if (spec.permission is None or principal.can(spec.permission))
+        and (ROOT / spec.file).exists()
+    ]
+
+
+def navigation(principal: Principal) -> dict[str, list[st.Page]]:
+    sections: dict[str, list[st.Page]] = {}
+    for spec in visible_pages(principal):
+        page = st.Page(
+            str(ROOT / spec.file),
+            title=spec.title,
+            icon=spec.icon,
+            default=spec.file == "pages/home.py",
+        )
+        sections.setdefault(spec.section, []).append(page)
+    return sections
