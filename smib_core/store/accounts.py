@@ -18,7 +18,7 @@ import builtins
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -37,8 +37,9 @@ from smib_core.auth import (
     parse_role,
     retry_after,
 )
-from smib_core.errors import InvalidInput, StoreError
+from smib_core.errors import InvalidInput
 from smib_core.store.audit import AuditTrail, utc_now
+from smib_core.store.documents import as_utc, replace_fields
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,7 @@ class IdentityMapping:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return None if value is None else as_utc(value)
 
 
 def normalize_identity(value: object) -> str:
@@ -313,21 +312,13 @@ class AccountStore:
         return account
 
     def _update(self, name: str, fields: dict[str, Any]) -> None:
-        """Change an account by replacing its document, guarded by its revision.
-
-        Not `$set`: nx-27017 (the embedded database) stores a datetime given to `$set`
-        on an existing document as text. The revision keeps concurrent changes whole.
-        """
-        for _ in range(5):
-            doc = self._accounts.find_one({"name": name})
-            if doc is None:
-                raise InvalidInput(f"there is no account named {name!r}")
-            rev = doc.get("rev", 0)
-            new = {**doc, **fields, "updated_at": self._clock(), "rev": rev + 1}
-            guard = {"_id": doc["_id"], "rev": rev} if "rev" in doc else {"_id": doc["_id"]}
-            if self._accounts.replace_one(guard, new).matched_count:
-                return
-        raise StoreError(f"the account {name!r} kept changing during the update: try again")
+        replace_fields(
+            self._accounts,
+            {"name": name},
+            fields,
+            what=f"account named {name!r}",
+            clock=self._clock,
+        )
 
     def _keep_an_admin(self, account: Account) -> None:
         if account.disabled:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -23,6 +23,7 @@ from pymongo.database import Database
 
 from smib_core.errors import InvalidInput
 from smib_core.protocol import COMMAND_KINDS, mask_secrets, mask_uri, normalize_relay_id
+from smib_core.store.documents import as_utc, utc_now
 
 # Kinds this module's neighbours write; commands use their protocol.COMMAND_KINDS name.
 ACCOUNT_KINDS = (
@@ -51,10 +52,6 @@ def os_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (OSError, KeyError):
         return "cli:unknown"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _is_secret_key(key: str) -> bool:
@@ -88,10 +85,6 @@ def _check_outcome(outcome: str) -> str:
     return outcome
 
 
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 class AuditTrail:
     """Append-only records of actions; `update_outcome` is the only change allowed."""
 
@@ -111,7 +104,7 @@ class AuditTrail:
     ) -> str:
         """Store one action (detail masked first) and return its id."""
         doc = {
-            "at": _as_utc(at) if at is not None else utc_now(),
+            "at": as_utc(at) if at is not None else utc_now(),
             "actor": str(actor)[:256],
             "kind": str(kind)[:64],
             "relays": [str(r) for r in relays],
@@ -157,9 +150,9 @@ class AuditTrail:
             filt["kind"] = kind.strip()
         period: dict[str, datetime] = {}
         if since is not None:
-            period["$gte"] = _as_utc(since)
+            period["$gte"] = as_utc(since)
         if until is not None:
-            period["$lt"] = _as_utc(until)
+            period["$lt"] = as_utc(until)
         if period:
             filt["at"] = period
         cursor = self._col.find(filt).sort([("at", DESCENDING), ("_id", DESCENDING)])
@@ -177,7 +170,7 @@ def _compact(value: Any) -> str:
 
 def _row(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "at": _as_utc(doc["at"]),
+        "at": as_utc(doc["at"]),
         "actor": doc.get("actor", ""),
         "kind": doc.get("kind", ""),
         "relays": ", ".join(doc.get("relays", [])),

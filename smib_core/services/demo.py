@@ -1,0 +1,45 @@
+"""Register a simulated fleet as cabinets, so a new user's dashboards have machines."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from smib_core.store.registry import Registry
+
+DEMO_LOCATIONS = ("Main floor", "High limit room", "Terrace")
+_GAMES = [
+    ("Aristocrat", "Buffalo Gold"),
+    ("IGT", "Cleopatra"),
+    ("Konami", "China Shores"),
+    ("Light & Wonder", "Dancing Drums"),
+    ("Novomatic", "Book of Ra"),
+]
+_DENOMINATIONS = (0.01, 0.01, 0.05, 0.25, 1.0)
+
+
+def register_demo_fleet(registry: Registry, relays: Sequence[str], actor: str) -> int:
+    """Give every unregistered relay a cabinet in one of the demo locations; returns how many."""
+    locations = {loc.name: loc for loc in registry.locations()}
+    for name in DEMO_LOCATIONS:
+        if name not in locations:
+            locations[name] = registry.add_location(name, actor)
+    rng = random.Random(0)
+    added = 0
+    for number, relay in enumerate(relays, start=1):
+        if registry.cabinet_for_relay(relay) is not None:
+            continue
+        maker, game = rng.choice(_GAMES)
+        location = locations[DEMO_LOCATIONS[(number - 1) % len(DEMO_LOCATIONS)]]
+        values = {
+            "name": f"Cabinet {number:03d}",
+            "location_id": location.id,
+            "relay": relay,
+            "denomination": rng.choice(_DENOMINATIONS),
+            "manufacturer": maker,
+            "game": game,
+            "serial": f"SN{rng.randrange(10**7):07d}",
+        }
+        registry.add_cabinet(values, actor)
+        added += 1
+    return added

@@ -1,0 +1,45 @@
+"""Helpers every store shares for changing documents safely on MongoDB and nx-27017."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.collection import Collection
+
+from smib_core.errors import InvalidInput, StoreError
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Datetimes from the driver may be naive (UTC); make them aware."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def replace_fields(
+    collection: Collection[Any],
+    query: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    *,
+    what: str,
+    clock: Callable[[], datetime] = utc_now,
+) -> dict[str, Any]:
+    """Change a document by replacing it whole, guarded by its revision; returns the new one.
+
+    Not `$set`: nx-27017 (the embedded database) stores a datetime given to `$set` on an
+    existing document as text. The revision keeps concurrent changes whole.
+    """
+    for _ in range(5):
+        doc = collection.find_one(dict(query))
+        if doc is None:
+            raise InvalidInput(f"there is no {what}")
+        rev = doc.get("rev", 0)
+        new = {**doc, **fields, "updated_at": clock(), "rev": rev + 1}
+        guard = {"_id": doc["_id"], "rev": rev} if "rev" in doc else {"_id": doc["_id"]}
+        if collection.replace_one(guard, new).matched_count:
+            return new
+    raise StoreError(f"the {what} kept changing during the update: try again")
