@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     smib = [sys.executable, "-m", "smib_core"]
     try:
         if args.sim > 0:
+            print(f"registered {_register_demo(settings, args.sim, args.seed)} demo cabinets")
             sim = [*smib, "sim", "--relays", str(args.sim), "--seed", str(args.seed)]
             children.append(subprocess.Popen(sim))
             print(f"simulated fleet: {args.sim} boards (seed {args.seed})")
@@ -54,3 +55,18 @@ def run(args: argparse.Namespace) -> int:
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def _register_demo(settings: Settings, relays: int, seed: int) -> int:
+    """Register the simulated boards as cabinets, leaving two unassigned to adopt."""
+    from smib_core.services.demo import register_demo_fleet
+    from smib_core.sim.board import make_boards
+    from smib_core.store.db import connect
+    from smib_core.store.registry import Registry
+
+    ids = [board.relay for board in make_boards(relays, seed)]
+    db = connect(settings)
+    try:
+        return register_demo_fleet(Registry(db), ids[: max(0, relays - 2)], actor="demo")
+    finally:
+        db.client.close()

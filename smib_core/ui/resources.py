@@ -9,10 +9,14 @@ from __future__ import annotations
 import streamlit as st
 from pymongo.database import Database
 
+from smib_core.auth import Principal
 from smib_core.bus import DeviceBus
 from smib_core.embedded import broker_uri
+from smib_core.services.actions import BoardActions
 from smib_core.settings import Settings
+from smib_core.store.audit import AuditTrail
 from smib_core.store.db import connect
+from smib_core.store.registry import Registry
 
 
 @st.cache_resource
@@ -31,3 +35,12 @@ def get_bus() -> DeviceBus:
     bus = DeviceBus(broker_uri(settings), settings.topics, client_id_prefix="smib-console")
     bus.start()
     return bus
+
+
+def board_actions(principal: Principal | None) -> BoardActions:
+    """The guarded, audited way a page acts on boards (checks the role on every call)."""
+    return BoardActions(get_bus(), AuditTrail(get_db()), principal)
+
+
+def get_registry() -> Registry:
+    return Registry(get_db())
