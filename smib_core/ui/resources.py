@@ -39,8 +39,14 @@ def get_bus() -> DeviceBus:
 
 def board_actions(principal: Principal | None) -> BoardActions:
     """The guarded, audited way a page acts on boards (checks the role on every call)."""
-    return BoardActions(get_bus(), AuditTrail(get_db()), principal)
+    return BoardActions(get_bus(), get_audit(), principal)
 
 
+@st.cache_resource
+def get_audit() -> AuditTrail:
+    return AuditTrail(get_db())
+
+
+@st.cache_resource
 def get_registry() -> Registry:
-    return Registry(get_db())
+    return Registry(get_db(), get_audit())
