@@ -385,6 +385,13 @@ class Rejection:
 Parsed = ConfigReply | MeterReply | NvsReply | EventMessage | Rejection
 
 
+def _relay_or_none(value: object) -> str | None:
+    try:
+        return normalize_relay_id(value)
+    except InvalidInput:
+        return None
+
+
 def _decode_object(payload: bytes) -> dict[str, Any] | str:
     if len(payload) > MAX_PAYLOAD_BYTES:
         return "oversize"
@@ -417,9 +424,7 @@ def parse_device_message(topic: str, payload: bytes, topics: Topics) -> Parsed:
         return Rejection(obj, f"{len(payload)} bytes on {topic[:80]}", topic,
                          topics.relay_of_topic(topic))  # fmt: skip
     raw_relay = obj.get("rly")
-    relay = topics.relay_of_topic(topic) if raw_relay is None else None
-    if raw_relay is not None:
-        relay = normalize_relay_id(raw_relay) if is_relay_id(raw_relay) else None
+    relay = topics.relay_of_topic(topic) if raw_relay is None else _relay_or_none(raw_relay)
     if relay is None:
         return Rejection("bad_relay", "missing or invalid rly", topic)
     typ = obj.get("typ")

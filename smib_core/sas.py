@@ -283,13 +283,14 @@ def parse_hex(text: str) -> bytes:
 
 
 def bcd_decode(data: bytes) -> int:
-    value = 0
-    for byte in data:
-        high, low = byte >> 4, byte & 0x0F
-        if high > 9 or low > 9:
-            raise FrameError("bcd", f"BCD byte {byte:02X} has a nibble above 9")
-        value = value * 100 + high * 10 + low
-    return value
+    """Packed BCD, high byte first. A nibble above 9 shows as a-f in hex: refuse it."""
+    digits = data.hex()
+    if not digits:
+        return 0
+    if not digits.isdigit():
+        bad = next(b for b in data if b >> 4 > 9 or b & 0x0F > 9)
+        raise FrameError("bcd", f"BCD byte {bad:02X} has a nibble above 9")
+    return int(digits)
 
 
 def _meter_layout(frame: bytes, data_end: int) -> list[tuple[str, int, int]]:
@@ -336,10 +337,13 @@ def decode_meter_reply(payload: str | bytes) -> MeterReading:
         raise FrameError("length", f"length byte says {frame[2]}, frame holds {data_end - 3}")
     layout = _meter_layout(frame, data_end)
     game = bcd_decode(frame[3:5])
-    meters = [
-        Meter(code, end - start, bcd_decode(frame[start:end]) if end > start else None)
-        for code, start, end in layout
-    ]
+    digits = frame.hex()  # one conversion; each value is then a slice of decimal digits
+    meters = []
+    for code, start, end in layout:
+        text = digits[2 * start : 2 * end]
+        if text and not text.isdigit():
+            bcd_decode(frame[start:end])  # raises FrameError naming the bad byte
+        meters.append(Meter(code, end - start, int(text) if text else None))
     return MeterReading(frame[0], METER_COMMANDS[frame[1]], game, tuple(meters))
 
 
