@@ -54,6 +54,7 @@ class Settings:
     topics: Topics = field(default_factory=Topics)
     data_dir: Path = Path("data")
     offline_after_s: float = 120.0
+    heartbeat_s: float = 30.0
     session_idle_min: float = 30.0
     collect_period_s: float = 300.0
     gaming_day_start_hour: int = 0
@@ -61,6 +62,8 @@ class Settings:
     firmware_port: int = 8808
     firmware_base_url: str | None = None
     sim_relays: int = 20
+    alert_offline_s: float = 0.0  # 0: twice offline_after_s
+    net_win_subtracts_jackpot: bool = False  # net win = drop - cancelled (- jackpot)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +82,7 @@ class Settings:
             topics=topics,
             data_dir=Path(env.get("SMIB_DATA_DIR", "data")),
             offline_after_s=_number(env, "SMIB_OFFLINE_AFTER_S", 120.0),
+            heartbeat_s=_number(env, "SMIB_HEARTBEAT_S", 30.0),
             session_idle_min=_number(env, "SMIB_SESSION_IDLE_MIN", 30.0),
             collect_period_s=_number(env, "SMIB_COLLECT_PERIOD_S", 300.0),
             gaming_day_start_hour=int(_number(env, "SMIB_GAMING_DAY_START_HOUR", 0)),
@@ -86,6 +90,8 @@ class Settings:
             firmware_port=int(_number(env, "FIRMWARE_PORT", 8808)),
             firmware_base_url=env.get("FIRMWARE_BASE_URL") or None,
             sim_relays=int(_number(env, "SMIB_SIM_RELAYS", 20)),
+            alert_offline_s=_number(env, "SMIB_ALERT_OFFLINE_S", 0.0),
+            net_win_subtracts_jackpot=_flag(env, "SMIB_NET_WIN_SUBTRACTS_JACKPOT"),
         )
 
 
@@ -97,3 +103,13 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise InvalidInput(f"{name} must be a number, got {raw!r}") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A yes/no setting: 1/true/yes/on (any case) is yes; unset or empty is no."""
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise InvalidInput(f"{name} must be true or false, got {raw!r}")

@@ -6,6 +6,7 @@ again (`page_principal`) and every action re-checks on the server side.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,17 @@ def visible_pages(principal: Principal) -> list[PageSpec]:
         if (spec.permission is None or principal.can(spec.permission))
         and (ROOT / spec.file).exists()
     ]
+
+
+def signed_out_pages(render: Callable[[], None]) -> list[st.Page]:
+    """Every page's address leads to the sign-in form while signed out, so a deep link
+    survives signing in (and no "page not found" covers the form)."""
+    pages = [st.Page(render, title="Sign in", default=True)]
+    for spec in PAGES:
+        stem = Path(spec.file).stem
+        if stem != "home":
+            pages.append(st.Page(render, title="Sign in", url_path=stem))
+    return pages
 
 
 def navigation(principal: Principal) -> dict[str, list[st.Page]]:

@@ -144,9 +144,9 @@ def sign_in(page: Any, app: ServedApp, name: str, path: str = "") -> None:
     """Open the app and sign in as one of the prepared accounts."""
     page.goto(f"{app.url}/{path}")
     page.get_by_label("Account name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_text(f"{name} ·").first.wait_for()
+    page.get_by_role("button", name="Sign out").wait_for()
 
 
 def screenshot(page: Any, name: str) -> Path:

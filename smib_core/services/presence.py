@@ -1,0 +1,94 @@
+"""Presence: keep "last seen" honest for boards that say nothing unprompted.
+
+Boards only speak when spoken to (and for the odd event). So once per heartbeat the
+console asks every known board (registered or heard) for its `app` config: a read that
+changes nothing, whose reply proves the board alive and keeps its firmware version
+current; a board's `coms` is read once, when first seen, for its comms mode. Requests
+are spread over the heartbeat (no thundering herd) and go straight to the bus, not
+through the audit trail: auditing a read of every board every 30 s would bury the
+actions people take. One process per deployment sends them (a lease); every process
+hears the replies, since all subscribe to the same topics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from smib_core import protocol
+from smib_core.bus import DeviceBus
+from smib_core.errors import SmibError
+from smib_core.store.leases import Lease
+
+log = logging.getLogger(__name__)
+
+
+class PresencePoller:
+    def __init__(
+        self,
+        bus: DeviceBus,
+        known_relays: Callable[[], Iterable[str]],
+        heartbeat_s: float = 30.0,
+        lease: Lease | None = None,
+    ) -> None:
+        self._bus = bus
+        self._known = known_relays
+        self.heartbeat_s = max(1.0, heartbeat_s)
+        self._lease = lease
+        self._stop = threading.Event()
+        self._coms_asked: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self.cycles = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="smib-presence", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._lease is not None:
+            self._lease.release()
+
+    def relays(self) -> list[str]:
+        try:
+            known = set(self._known())
+        except Exception as exc:  # the registry may be unreachable for a while
+            log.warning("presence: cannot list registered boards: %s", exc)
+            known = set()
+        return sorted(known | set(self._bus.relays_seen()))
+
+    def run_cycle(self) -> int:
+        """Ask every known board once, spread over the heartbeat; returns how many."""
+        relays = self.relays()
+        started = time.monotonic()
+        for index, relay in enumerate(relays):
+            if self._stop.wait(
+                max(0.0, started + index * self.heartbeat_s / len(relays) - time.monotonic())
+            ):
+                break
+            self._ask(relay)
+        self.cycles += 1
+        return len(relays)
+
+    def _ask(self, relay: str) -> None:
+        try:
+            if not self._bus.connected:
+                return
+            self._bus.send(relay, protocol.config_read("app"))
+            if relay not in self._coms_asked:
+                self._bus.send(relay, protocol.config_read("coms"))
+                self._coms_asked.add(relay)
+        except SmibError as exc:
+            log.debug("presence: %s: %s", relay, exc)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            if self._lease is None or self._lease.acquire():
+                self.run_cycle()
+            self._stop.wait(max(0.5, self.heartbeat_s - (time.monotonic() - began)))
