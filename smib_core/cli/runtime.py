@@ -4,33 +4,48 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from smib_core.errors import BusError
 
 if TYPE_CHECKING:
+    from pymongo.database import Database
+
+    from smib_core.bus import DeviceBus
     from smib_core.services.actions import BoardActions
+    from smib_core.settings import Settings
+
+
+@contextmanager
+def connected(
+    client_id_prefix: str = "smib-cli", connect_timeout: float = 10.0
+) -> Iterator[tuple[Settings, Database[Any], DeviceBus]]:
+    """The settings, the database (MONGO_URI or the embedded one) and a bus connected to
+    MQTT_URI (or the embedded broker); all closed on exit."""
+    from smib_core.bus import DeviceBus
+    from smib_core.embedded import broker_uri
+    from smib_core.settings import Settings
+    from smib_core.store.db import connect
+
+    settings = Settings.from_env()
+    db = connect(settings)
+    bus = DeviceBus(broker_uri(settings), settings.topics, client_id_prefix=client_id_prefix)
+    bus.start()
+    try:
+        if not bus.wait_connected(connect_timeout):
+            raise BusError(f"could not reach the MQTT broker {bus.stats().broker}")
+        yield settings, db, bus
+    finally:
+        bus.stop()
+        db.client.close()
 
 
 @contextmanager
 def board_actions(connect_timeout: float = 10.0) -> Iterator[BoardActions]:
     """BoardActions acting as `cli:<os user>`, over a bus connected to MQTT_URI (or the
     embedded broker) and an audit trail in MONGO_URI (or the embedded database)."""
-    from smib_core.bus import DeviceBus
-    from smib_core.embedded import broker_uri
     from smib_core.services.actions import BoardActions, cli_principal
-    from smib_core.settings import Settings
     from smib_core.store.audit import AuditTrail
-    from smib_core.store.db import connect
 
-    settings = Settings.from_env()
-    db = connect(settings)
-    bus = DeviceBus(broker_uri(settings), settings.topics, client_id_prefix="smib-cli")
-    bus.start()
-    try:
-        if not bus.wait_connected(connect_timeout):
-            raise BusError(f"could not reach the MQTT broker {bus.stats().broker}")
+    with connected(connect_timeout=connect_timeout) as (_, db, bus):
         yield BoardActions(bus, AuditTrail(db), cli_principal())
-    finally:
-        bus.stop()
-        db.client.close()

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo.collection import Collection
 
 from smib_core.errors import InvalidInput, StoreError
+
+T = TypeVar("T")
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of at most `size`: bounded inserts, bulk writes and chunks."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def utc_now() -> datetime:
@@ -18,6 +32,16 @@ def utc_now() -> datetime:
 def as_utc(value: datetime) -> datetime:
     """Datetimes from the driver may be naive (UTC); make them aware."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def time_range(since: datetime | None, until: datetime | None) -> dict[str, datetime] | None:
+    """A query condition for `since <= t < until` (either end open); None for no limit."""
+    period: dict[str, datetime] = {}
+    if since is not None:
+        period["$gte"] = as_utc(since)
+    if until is not None:
+        period["$lt"] = as_utc(until)
+    return period or None
 
 
 def replace_fields(

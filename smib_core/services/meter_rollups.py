@@ -1,0 +1,71 @@
+"""Keeping the hourly and daily rollups up to date as meter snapshots arrive.
+
+Dashboards read rollups, never raw snapshots, so each good reading is folded in at
+once: `refresh_rollups` recomputes, whole, the hour that holds the interval the reading
+closes and the gaming day that holds that hour, and upserts both rows (the rollup
+semantics of `smib_core.analytics.rollups`: a bucket's row is replaced, never added
+to, so a refresh done twice, or after a late reading, is still right).
+
+The hour is recomputed from the cabinet's readings of that hour plus its last few
+readings before it (the baseline the first interval is measured from), the day from
+the stored hourly rows of that day. Histories are keyed by `cabinet_id` (a renamed
+cabinet keeps one history); the rows carry the names of the latest reading.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from smib_core.analytics import meter_movement, period_bounds, update_rollups
+from smib_core.analytics.rollups import ROLLUP_COLUMNS
+from smib_core.store.meters import MeterStore
+
+BASELINE_READINGS = 3  # readings before the hour: a meter missing from one still has a base
+_JUST_AFTER = timedelta(milliseconds=1)  # MongoDB keeps milliseconds
+_ONE_NS = pd.Timedelta(1, unit="ns")
+
+
+def refresh_rollups(
+    store: MeterStore,
+    cabinet_id: str,
+    at: datetime,
+    *,
+    gaming_day_start_hour: int = 0,
+    tz: str = "UTC",
+) -> pd.DataFrame:
+    """Recompute and store the hourly and daily rows touched by the cabinet's reading
+    taken at `at`; returns the movement of that hour (its `cabinet` is the id)."""
+    end_of_interval = pd.Timestamp(at).tz_convert("UTC") - _ONE_NS
+    hour_start, hour_end = period_bounds("hour", end_of_interval, tz=tz)
+    readings = store.snapshots(hour_start, hour_end + _JUST_AFTER, cabinet_ids=[cabinet_id])
+    baseline = store.previous_snapshots(cabinet_id, hour_start, count=BASELINE_READINGS)
+    history = pd.concat([f for f in (baseline, readings) if not f.empty], ignore_index=True)
+    if history.empty:
+        return meter_movement(readings)
+    movement = meter_movement(history.assign(cabinet=cabinet_id))
+    movement = movement[(movement["end"] > hour_start) & (movement["end"] <= hour_end)]
+    if movement.empty:
+        return movement
+    day_start, day_end = period_bounds(
+        "day", hour_start, gaming_day_start_hour=gaming_day_start_hour, tz=tz
+    )
+    stored = store.rollups("h", day_start, day_end, cabinet_ids=[cabinet_id], tz=tz)
+    stored_hours = stored.assign(cabinet=cabinet_id)[list(ROLLUP_COLUMNS)]
+    hourly, daily = update_rollups(
+        stored_hours,
+        stored_hours.iloc[0:0],
+        movement,
+        gaming_day_start_hour=gaming_day_start_hour,
+        tz=tz,
+    )
+    latest = history.iloc[-1]
+    names = {
+        "cabinet": str(latest["cabinet"]),
+        "cabinet_id": cabinet_id,
+        "location_id": str(latest["location_id"]),
+    }
+    store.upsert_rollups("h", hourly[hourly["bucket"] == hour_start].assign(**names))
+    store.upsert_rollups("D", daily.assign(**names))
+    return movement

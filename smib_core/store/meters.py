@@ -1,0 +1,374 @@
+"""Meter history: one snapshot per reading attempt, and hourly/daily rollups of it.
+
+Contract (the collector writes, dashboards and exports read):
+
+- `meter_snapshots`: one document per reading attempt, failed ones included so gaps
+  are visible: `{relay, cabinet_id, cabinet, location_id, location, at, denomination,
+  ok, failure, failure_check, meters: {code: value}, sizes: {code: size byte}}`.
+  `meters` holds only the meters the machine supports; a failed reading has none and
+  says why (`failure`, and `failure_check`: one of `FAILURE_CHECKS`).
+  Indexes: (relay, at), (cabinet_id, at), (at).
+- `rollups_hourly`, `rollups_daily`: one document per (cabinet_id, bucket), `_id` =
+  `"{cabinet_id}|{bucket as UTC ISO}"`, holding the columns of an analytics rollup frame
+  (`smib_core.analytics.rollups`) plus `cabinet_id`, `location_id`. Rows are written
+  with `replace_one(upsert=True)`: a bucket's row is always recomputed whole, so
+  writing it twice changes nothing. Indexes: (bucket), (cabinet_id, bucket),
+  (location_id, bucket).
+- `meter_last_readings`: per relay, the epoch seconds of its newest reading attempt
+  and newest good reading (`$max`), so "when did we last hear it" needs no scan.
+
+Reads come back as DataFrames in the analytics formats: `snapshots` in the snapshot
+frame (`relay, cabinet, location, at, denomination`, one column per meter code,
+`<code>_size`; plus `cabinet_id, location_id`), `rollups` in the rollup frame (plus
+`cabinet_id, location_id`). `cabinet` and `location` are names, for people; use the
+ids to follow one machine across a rename. Every read is by indexed fields and a
+time range `[start, end)`; large reads go through `iter_snapshot_chunks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pandas as pd
+from pymongo import ASCENDING, DESCENDING, ReplaceOne
+from pymongo.database import Database
+
+from smib_core.analytics.movement import FLAGS
+from smib_core.analytics.rollups import KEY, ROLLUP_COLUMNS
+from smib_core.errors import InvalidInput
+from smib_core.store.documents import as_utc, batches
+
+SNAPSHOTS = "meter_snapshots"
+LAST_READINGS = "meter_last_readings"
+ROLLUP_COLLECTIONS: dict[str, str] = {"h": "rollups_hourly", "D": "rollups_daily"}
+FAILURE_CHECKS = ("crc", "length", "size", "bcd", "hex", "command", "device_error", "timeout")
+SNAPSHOT_COLUMNS = [
+    "relay",
+    "cabinet",
+    "location",
+    "at",
+    "denomination",
+    "cabinet_id",
+    "location_id",
+]
+FAILURE_COLUMNS = ["relay", "cabinet", "location", "at", "failure", "failure_check"]
+ID_COLUMNS = ["cabinet_id", "location_id"]
+_TEXT_COLUMNS = ("cabinet", "relay", "location", *ID_COLUMNS)
+_NUMBER_COLUMNS = tuple(
+    c for c in ROLLUP_COLUMNS if c not in (*_TEXT_COLUMNS, "bucket", "start", "end")
+)
+MAX_BATCH = 500
+DEFAULT_CHUNK_ROWS = 5_000
+MAX_CHUNK_ROWS = 50_000
+
+Freq = Literal["h", "D"]
+
+
+def snapshot_document(
+    relay: str,
+    at: datetime,
+    *,
+    cabinet_id: str = "",
+    cabinet: str = "",
+    location_id: str = "",
+    location: str = "",
+    denomination: float = 0.0,
+    meters: Mapping[str, int | None] | None = None,
+    sizes: Mapping[str, int] | None = None,
+    ok: bool | None = None,
+    failure: str | None = None,
+    failure_check: str | None = None,
+) -> dict[str, Any]:
+    """A snapshot document, normalised. A reading is ok unless it names a failure (or
+    says `ok=False`); a failed reading keeps no meters and always has a `failure`."""
+    if not relay:
+        raise InvalidInput("a meter snapshot needs a relay")
+    good = (failure is None and failure_check is None) if ok is None else bool(ok)
+    return {
+        "relay": str(relay),
+        "cabinet_id": str(cabinet_id),
+        "cabinet": str(cabinet),
+        "location_id": str(location_id),
+        "location": str(location),
+        "at": _instant(at),
+        "denomination": float(denomination),
+        "ok": good,
+        "failure": None if good else str(failure or failure_check or "unreadable")[:200],
+        "failure_check": None if good else (str(failure_check) if failure_check else None),
+        "meters": {str(k).upper(): int(v) for k, v in (meters or {}).items() if v is not None}
+        if good
+        else {},
+        "sizes": {str(k).upper(): int(v) for k, v in (sizes or {}).items()} if good else {},
+    }
+
+
+def _instant(value: datetime) -> datetime:
+    """A plain aware UTC datetime (pandas Timestamps too: the driver stores milliseconds)."""
+    if isinstance(value, pd.Timestamp):
+        value = value.floor("us").to_pydatetime()
+    return as_utc(value)
+
+
+def _time_filter(start: datetime, end: datetime) -> dict[str, Any]:
+    if _instant(end) <= _instant(start):
+        raise InvalidInput("a time range must end after it starts")
+    return {"$gte": _instant(start), "$lt": _instant(end)}
+
+
+def _in(field: str, values: Iterable[str] | None, query: dict[str, Any]) -> None:
+    """Filter on `field` in `values` ($in also matches indexed arrays on nx-27017)."""
+    if values is not None:
+        query[field] = {"$in": [str(v) for v in values]}
+
+
+def _bounded_chunk(chunk_rows: int) -> int:
+    if chunk_rows < 1:
+        raise InvalidInput("a chunk holds at least one row")
+    return min(int(chunk_rows), MAX_CHUNK_ROWS)
+
+
+def snapshot_frame(docs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Snapshot documents as an analytics snapshot frame, sorted by time."""
+    rows = []
+    for doc in docs:
+        row = {c: doc.get(c, "") for c in SNAPSHOT_COLUMNS}
+        row.update(doc.get("meters") or {})
+        row.update({f"{code}_size": size for code, size in (doc.get("sizes") or {}).items()})
+        rows.append(row)
+    if not rows:
+        return _empty(SNAPSHOT_COLUMNS, {"denomination": "float64"})
+    frame = pd.DataFrame(rows)
+    frame["at"] = pd.to_datetime(frame["at"], utc=True).dt.as_unit("ns")
+    frame["denomination"] = pd.to_numeric(frame["denomination"]).astype("float64")
+    extra = sorted(c for c in frame.columns if c not in SNAPSHOT_COLUMNS)
+    codes = [c for c in extra if not c.endswith("_size")]
+    sizes = [c for c in extra if c.endswith("_size")]
+    frame = frame[SNAPSHOT_COLUMNS + codes + sizes]
+    return frame.sort_values("at", kind="stable").reset_index(drop=True)
+
+
+def _empty(columns: Sequence[str], dtypes: Mapping[str, str]) -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "str")) for c in columns})
+    if "at" in frame.columns:
+        frame["at"] = pd.Series(dtype="datetime64[ns, UTC]")
+    return frame
+
+
+def _plain(value: Any) -> Any:
+    """A frame cell as a value BSON can store (numpy scalars, Timestamps, NaN/NaT)."""
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return None
+    if isinstance(value, datetime):
+        return _instant(value)
+    return value.item() if hasattr(value, "item") else value
+
+
+def rollup_id(cabinet_id: str, bucket: datetime) -> str:
+    return f"{cabinet_id}|{as_utc(bucket).isoformat()}"
+
+
+class MeterStore:
+    """Meter snapshots and their rollups (see the module docstring)."""
+
+    def __init__(self, db: Database[Any]) -> None:
+        self._snapshots = db[SNAPSHOTS]
+        self._last = db[LAST_READINGS]
+        self._rollups = {freq: db[name] for freq, name in ROLLUP_COLLECTIONS.items()}
+        self._snapshots.create_index([("relay", ASCENDING), ("at", ASCENDING)])
+        self._snapshots.create_index([("cabinet_id", ASCENDING), ("at", ASCENDING)])
+        self._snapshots.create_index([("at", ASCENDING)])
+        for collection in self._rollups.values():
+            collection.create_index([("bucket", ASCENDING)])
+            collection.create_index([("cabinet_id", ASCENDING), ("bucket", ASCENDING)])
+            collection.create_index([("location_id", ASCENDING), ("bucket", ASCENDING)])
+
+    # --- snapshots -------------------------------------------------------------------
+
+    def insert_snapshot(self, relay: str, at: datetime, **fields: Any) -> dict[str, Any]:
+        """Store one reading attempt (fields as `snapshot_document`); returns the document."""
+        doc = snapshot_document(relay, at, **fields)
+        self.insert_snapshots([doc])
+        return doc
+
+    def insert_snapshots(self, docs: Iterable[Mapping[str, Any]]) -> int:
+        """Store reading attempts (each normalised by `snapshot_document`), in inserts of
+        at most MAX_BATCH; returns how many were stored."""
+        normalised = (snapshot_document(**{k: v for k, v in d.items() if k != "_id"}) for d in docs)
+        return sum(self._insert(batch) for batch in batches(normalised, MAX_BATCH))
+
+    def _insert(self, batch: list[dict[str, Any]]) -> int:
+        stored = len(self._snapshots.insert_many(batch, ordered=False).inserted_ids)
+        newest: dict[str, dict[str, float]] = {}
+        for doc in batch:
+            seen = newest.setdefault(doc["relay"], {})
+            epoch = doc["at"].timestamp()
+            for field in ("at", "ok_at") if doc["ok"] else ("at",):
+                seen[field] = max(seen.get(field, epoch), epoch)
+        for relay, times in newest.items():
+            self._last.update_one({"_id": relay}, {"$max": times}, upsert=True)
+        return stored
+
+    def _query(
+        self,
+        start: datetime,
+        end: datetime,
+        ok: bool | None,
+        relays: Iterable[str] | None,
+        cabinet_ids: Iterable[str] | None,
+        location_ids: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        query: dict[str, Any] = {"at": _time_filter(start, end)}
+        _in("relay", relays, query)
+        _in("cabinet_id", cabinet_ids, query)
+        _in("location_id", location_ids, query)
+        if ok is not None:
+            query["ok"] = ok
+        return query
+
+    def snapshots(
+        self,
+        start: datetime,
+        end: datetime,
+        relays: Iterable[str] | None = None,
+        cabinet_ids: Iterable[str] | None = None,
+    ) -> pd.DataFrame:
+        """Good readings taken in `[start, end)` as a snapshot frame (time order)."""
+        query = self._query(start, end, True, relays, cabinet_ids)
+        return snapshot_frame(self._snapshots.find(query).batch_size(DEFAULT_CHUNK_ROWS))
+
+    def failed_readings(
+        self,
+        start: datetime,
+        end: datetime,
+        relays: Iterable[str] | None = None,
+        cabinet_ids: Iterable[str] | None = None,
+    ) -> pd.DataFrame:
+        """Failed reading attempts in `[start, end)`: relay, cabinet, location, at,
+        failure, failure_check (time order)."""
+        query = self._query(start, end, False, relays, cabinet_ids)
+        projection = {c: 1 for c in FAILURE_COLUMNS}
+        rows = [
+            {c: d.get(c) for c in FAILURE_COLUMNS} for d in self._snapshots.find(query, projection)
+        ]
+        if not rows:
+            return _empty(FAILURE_COLUMNS, {})
+        frame = pd.DataFrame(rows, columns=FAILURE_COLUMNS)
+        frame["at"] = pd.to_datetime(frame["at"], utc=True).dt.as_unit("ns")
+        return frame.sort_values("at", kind="stable").reset_index(drop=True)
+
+    def previous_snapshots(self, cabinet_id: str, before: datetime, count: int = 1) -> pd.DataFrame:
+        """The cabinet's last `count` good readings strictly before `before` (time order):
+        the baseline movement into a time range is measured from."""
+        query = {"cabinet_id": cabinet_id, "at": {"$lt": _instant(before)}, "ok": True}
+        docs = self._snapshots.find(query).sort("at", DESCENDING).limit(max(1, count))
+        return snapshot_frame(list(docs))
+
+    def iter_snapshot_chunks(
+        self,
+        start: datetime,
+        end: datetime,
+        filters: Mapping[str, Iterable[str] | None] | None = None,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        *,
+        include_failed: bool = False,
+    ) -> Iterator[pd.DataFrame]:
+        """Readings of `[start, end)` in time order, as snapshot frames of at most
+        `chunk_rows` rows (bounded memory, for exports). `filters` may name `relays`,
+        `cabinet_ids`, `location_ids`. With `include_failed`, failed attempts come too
+        and the frames carry `ok, failure, failure_check`."""
+        size = _bounded_chunk(chunk_rows)
+        chosen = dict(filters or {})
+        unknown = set(chosen) - {"relays", "cabinet_ids", "location_ids"}
+        if unknown:
+            raise InvalidInput(f"unknown snapshot filters: {', '.join(sorted(unknown))}")
+        query = self._query(
+            start,
+            end,
+            None if include_failed else True,
+            chosen.get("relays"),
+            chosen.get("cabinet_ids"),
+            chosen.get("location_ids"),
+        )
+        cursor = self._snapshots.find(query).sort("at", ASCENDING).batch_size(size)
+        for batch in batches(cursor, size):
+            yield self._chunk(batch, include_failed)
+
+    @staticmethod
+    def _chunk(docs: list[Mapping[str, Any]], include_failed: bool) -> pd.DataFrame:
+        frame = snapshot_frame(docs)
+        if include_failed:
+            for column in ("ok", "failure", "failure_check"):
+                frame[column] = [d.get(column) for d in sorted(docs, key=lambda d: d["at"])]
+        return frame
+
+    def last_reading_times(self, ok_only: bool = True) -> dict[str, datetime]:
+        """relay -> when its newest good reading (any attempt with `ok_only=False`) was taken."""
+        field = "ok_at" if ok_only else "at"
+        found: dict[str, datetime] = {}
+        for doc in self._last.find({field: {"$gt": 0}}):
+            found[str(doc["_id"])] = datetime.fromtimestamp(float(doc[field]), UTC)
+        return found
+
+    # --- rollups ---------------------------------------------------------------------
+
+    def _rollup_collection(self, freq: str) -> Any:
+        if freq not in self._rollups:
+            raise InvalidInput(f"rollups are hourly ('h') or daily ('D'), not {freq!r}")
+        return self._rollups[freq]
+
+    def upsert_rollups(self, freq: Freq, frame: pd.DataFrame) -> int:
+        """Write whole rollup rows (a rollup frame with `cabinet_id`, and `location_id`
+        if known), replacing the stored row of each (cabinet_id, bucket) (`ReplaceOne`
+        upserts, in bulk writes of at most MAX_BATCH); returns how many were written."""
+        collection = self._rollup_collection(freq)
+        if frame.empty:
+            return 0
+        if "cabinet_id" not in frame.columns:
+            raise InvalidInput("rollup rows need a cabinet_id column")
+        columns = [*ROLLUP_COLUMNS, *ID_COLUMNS]
+        writes: list[ReplaceOne[Any]] = []
+        for record in frame.reindex(columns=columns).to_dict("records"):
+            doc = {c: _plain(record[c]) for c in columns}
+            doc["cabinet_id"] = str(doc["cabinet_id"])
+            doc["location_id"] = str(doc["location_id"] or "")
+            doc["_id"] = rollup_id(doc["cabinet_id"], doc["bucket"])
+            writes.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+        for batch in batches(writes, MAX_BATCH):
+            collection.bulk_write(batch, ordered=False)
+        return len(writes)
+
+    def rollups(
+        self,
+        freq: Freq,
+        start: datetime,
+        end: datetime,
+        cabinet_ids: Iterable[str] | None = None,
+        location_ids: Iterable[str] | None = None,
+        *,
+        tz: str = "UTC",
+    ) -> pd.DataFrame:
+        """Rollup rows whose bucket starts in `[start, end)`, as an analytics rollup frame
+        (bucket in `tz`) plus cabinet_id and location_id, sorted by cabinet, bucket."""
+        query: dict[str, Any] = {"bucket": _time_filter(start, end)}
+        _in("cabinet_id", cabinet_ids, query)
+        _in("location_id", location_ids, query)
+        columns = [*ROLLUP_COLUMNS, *ID_COLUMNS]
+        docs = list(self._rollup_collection(freq).find(query).batch_size(DEFAULT_CHUNK_ROWS))
+        frame = pd.DataFrame([{c: d.get(c) for c in columns} for d in docs], columns=columns)
+        return _rollup_types(frame, tz).sort_values(KEY, kind="stable").reset_index(drop=True)
+
+
+def _rollup_types(frame: pd.DataFrame, tz: str) -> pd.DataFrame:
+    """Stored rollup rows with the dtypes of an analytics rollup frame (empty too)."""
+    for column in _TEXT_COLUMNS:
+        frame[column] = frame[column].fillna("").astype("str")
+    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True).dt.tz_convert(tz).dt.as_unit("ns")
+    for column in ("start", "end"):
+        frame[column] = pd.to_datetime(frame[column], utc=True).dt.as_unit("ns")
+    for column in _NUMBER_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("float64")
+    for column in (*FLAGS, "intervals"):
+        frame[column] = frame[column].astype("int64")
+    return frame

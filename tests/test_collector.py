@@ -1,0 +1,260 @@
+"""The meter collector: offsets and failures with a fake bus; a simulated fleet on a real
+Mosquitto with the embedded database for reads, rollups, restarts and the lease."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from smib_core import protocol, sas
+from smib_core.analytics import meter_movement, rollup
+from smib_core.bus import DeviceBus
+from smib_core.errors import BusError, InvalidInput, RequestTimeout
+from smib_core.protocol import Command, DeviceMessage, MeterReply, Topics
+from smib_core.services.collector import Collector, CollectorConfig, offset_s
+from smib_core.services.demo import register_demo_fleet
+from smib_core.settings import Settings
+from smib_core.sim.board import Faults
+from smib_core.sim.fleet import Fleet
+from smib_core.store.meters import MeterStore
+from smib_core.store.registry import Registry
+from tests.servers import Mosquitto
+from tests.test_bus import make_topics
+
+RELAYS = ["aa0000000001", "aa0000000002", "aa0000000003"]
+WIDE = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+
+
+def meter_reply(relay: str, coin_in: int) -> MeterReply:
+    meters = (sas.Meter("0000", 4, coin_in), sas.Meter("0005", 4, coin_in // 100))
+    reading = sas.MeterReading(1, "6F", 0, meters)
+    return MeterReply(relay, "rsp", "t", reading=reading)
+
+
+class FakeBus:
+    """Answers meter requests from `answers` (a value, an exception, or a reply)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Callable[[], DeviceMessage]] = {}
+        self.config: dict[str, dict[str, tuple[Mapping[str, Any], float]]] = {}
+        self.requests: list[str] = []
+
+    def request(self, relay: str, command: Command, timeout: float = 5.0) -> DeviceMessage:
+        self.requests.append(relay)
+        return self.answers[relay]()
+
+    def latest_config(self, relay: str) -> dict[str, tuple[Mapping[str, Any], float]]:
+        return self.config.get(relay, {})
+
+
+# --- pure -----------------------------------------------------------------------------
+
+
+def test_offsets_are_stable_spread_and_within_the_period() -> None:
+    relays = [f"e831cdfa{n:04x}" for n in range(200)]
+    offsets = [offset_s(r, 300) for r in relays]
+    assert all(0 <= o < 300 for o in offsets) and len(set(offsets)) == len(offsets)
+    assert offsets == [offset_s(r, 300) for r in relays], "the same relay, the same moment"
+    per_minute = pd.Series(offsets).floordiv(60).value_counts()
+    assert len(per_minute) == 5 and per_minute.min() >= 25, "no minute left empty or crowded"
+
+
+def test_config_is_checked_and_taken_from_the_settings() -> None:
+    settings = Settings(collect_period_s=120, gaming_day_start_hour=6)
+    config = CollectorConfig.from_settings(settings, concurrency=3, timeout_s=None)
+    assert (config.period_s, config.concurrency, config.timeout_s) == (120, 3, 5.0)
+    assert config.gaming_day_start_hour == 6
+    for bad in ({"period_s": 0}, {"concurrency": 0}, {"timeout_s": 0}, {"lease_ttl_s": 1}):
+        with pytest.raises(InvalidInput):
+            CollectorConfig(**bad)
+
+
+# --- fake bus, embedded database ------------------------------------------------------
+
+
+@pytest.fixture
+def registry(mongo_db: Any) -> Registry:
+    registry = Registry(mongo_db)
+    register_demo_fleet(registry, RELAYS, actor="test")
+    return registry
+
+
+@pytest.mark.integration
+def test_every_failure_is_stored_with_its_reason(mongo_db: Any, registry: Registry) -> None:
+    bus = FakeBus()
+
+    def timeout() -> DeviceMessage:
+        raise RequestTimeout("no answer")
+
+    def offline() -> DeviceMessage:
+        raise BusError("not connected to the broker")
+
+    bus.answers = {
+        RELAYS[0]: timeout,
+        RELAYS[1]: offline,
+        RELAYS[2]: lambda: MeterReply(
+            RELAYS[2], "rsp", "t", failure="bad crc", failure_check="crc"
+        ),
+    }
+    collector = Collector(bus, mongo_db, CollectorConfig(timeout_s=0.5))
+    readings = collector.run_once()
+    assert [r.ok for r in readings] == [False, False, False]
+    failed = collector.store.failed_readings(*WIDE)
+    assert sorted(failed["failure_check"]) == ["crc", "timeout", "timeout"]
+    assert "no reply within 0.5 s" in set(failed["failure"])
+    assert "not connected to the broker" in set(failed["failure"])
+    assert collector.store.snapshots(*WIDE).empty
+
+
+@pytest.mark.integration
+def test_non_sas_boards_are_skipped_and_relays_can_be_named(
+    mongo_db: Any, registry: Registry
+) -> None:
+    bus = FakeBus()
+    bus.answers = {r: (lambda r=r: meter_reply(r, 1_000)) for r in RELAYS}
+    bus.config[RELAYS[1]] = {"coms": ({"comsMode": 1}, 0.0)}
+    collector = Collector(bus, mongo_db)
+    assert [r.relay for r in collector.run_once()] == [RELAYS[0], RELAYS[2]]
+    assert [r.relay for r in collector.run_once(["AA0000000003", RELAYS[1]])] == [RELAYS[2]]
+    assert bus.requests.count(RELAYS[1]) == 0
+
+
+@pytest.mark.integration
+def test_a_ram_clear_raises_an_alert_and_counts_nothing(mongo_db: Any, registry: Registry) -> None:
+    from smib_core.store.alerts import AlertStore
+
+    bus = FakeBus()
+    start = datetime(2024, 5, 1, 10, 0, tzinfo=UTC).timestamp()
+    now = [start]
+    collector = Collector(bus, mongo_db, clock=lambda: now[0])
+    for step, coin_in in enumerate((50_000, 60_000, 200, 700)):
+        now[0] = start + 300 * step
+        bus.answers[RELAYS[0]] = lambda c=coin_in: meter_reply(RELAYS[0], c)
+        assert collector.run_once([RELAYS[0]])[0].ok
+    hourly = collector.store.rollups("h", *WIDE)
+    assert list(hourly["coin_in"]) == [10_000 + 500] and list(hourly["ram_clear"]) == [1]
+    daily = collector.store.rollups("D", *WIDE)
+    assert list(daily["coin_in"]) == [10_500] and list(daily["intervals"]) == [3]
+    alerts = AlertStore(mongo_db).unacknowledged()
+    assert [(a.kind, a.relay) for a in alerts] == [("ram_clear", RELAYS[0])]
+
+
+# --- simulated fleet on a real broker -------------------------------------------------
+
+
+@pytest.fixture
+def topics(topic_prefix: str) -> Topics:
+    return make_topics(topic_prefix)
+
+
+@pytest.fixture
+def fleet(mosquitto: Mosquitto, topics: Topics) -> Iterator[Fleet]:
+    with Fleet(
+        mosquitto.uri, topics, relays=4, seed=5, events_per_minute=0, time_scale=600, reboot_s=0.5
+    ) as fleet:
+        yield fleet
+
+
+@pytest.fixture
+def bus(mosquitto: Mosquitto, topics: Topics) -> Iterator[DeviceBus]:
+    with DeviceBus(mosquitto.uri, topics, client_id_prefix="test-collector") as bus:
+        assert bus.wait_connected(10)
+        yield bus
+
+
+@pytest.fixture
+def fleet_registry(mongo_db: Any, fleet: Fleet) -> Registry:
+    registry = Registry(mongo_db)
+    register_demo_fleet(registry, fleet.relay_ids, actor="test")
+    return registry
+
+
+def coin_in_of(fleet: Fleet, relay: str) -> int:
+    board = fleet.board(relay)
+    with fleet.lock:
+        return board.meter_values(time.time())["0000"]
+
+
+@pytest.mark.integration
+def test_once_reads_every_board_and_keeps_the_rollups_right(
+    mongo_db: Any, fleet: Fleet, bus: DeviceBus, fleet_registry: Registry
+) -> None:
+    faulty, silent = fleet.relay_ids[1], fleet.relay_ids[2]
+    collector = Collector(bus, mongo_db, CollectorConfig(timeout_s=1.0))
+    first = collector.run_once()
+    assert [r.ok for r in first] == [True] * 4 and all(r.meters >= 9 for r in first)
+    fleet.set_faults(faulty, Faults(error_rate=1.0))
+    fleet.set_online(silent, False)
+    second = {r.relay: r for r in collector.run_once()}
+    assert second[faulty].failure_check == "device_error"
+    assert second[silent].failure_check == "timeout"
+    fleet.set_faults(faulty, None)
+    fleet.set_online(silent, True)
+    time.sleep(0.3)
+    assert all(r.ok for r in collector.run_once())
+
+    store = MeterStore(mongo_db)
+    snapshots = store.snapshots(*WIDE)
+    assert len(snapshots) == 4 + 2 + 4 and len(store.failed_readings(*WIDE)) == 2
+    by_id = snapshots.assign(cabinet=snapshots["cabinet_id"])
+    for freq in ("h", "D"):
+        expected = rollup(meter_movement(by_id), freq).set_index(["cabinet", "bucket"]).sort_index()
+        stored = store.rollups(freq, *WIDE).set_index(["cabinet_id", "bucket"]).sort_index()
+        assert len(stored) == len(expected)
+        for column in ("coin_in", "games_played", "intervals", "coin_in_money"):
+            assert list(stored[column]) == pytest.approx(list(expected[column]))
+    gap = snapshots[snapshots["relay"] == silent]["0000"]
+    moved = store.rollups("h", *WIDE, cabinet_ids=[fleet_registry.cabinet_for_relay(silent).id])
+    assert moved["coin_in"].sum() == gap.iloc[-1] - gap.iloc[0] > 0, "the gap is counted"
+
+
+@pytest.mark.integration
+def test_a_restart_leaves_no_hole_in_movement(
+    mongo_db: Any, fleet: Fleet, bus: DeviceBus, fleet_registry: Registry
+) -> None:
+    relay = fleet.relay_ids[0]
+    collector = Collector(bus, mongo_db, CollectorConfig(timeout_s=0.3))
+    before = collector.run_once([relay])[0]
+    bus.send(relay, protocol.restart())
+    time.sleep(0.1)
+    assert collector.run_once([relay])[0].failure_check == "timeout"
+    time.sleep(0.6)
+    after = collector.run_once([relay])[0]
+    assert before.ok and after.ok
+    snapshots = MeterStore(mongo_db).snapshots(*WIDE)
+    counted = MeterStore(mongo_db).rollups("h", *WIDE)["coin_in"].sum()
+    assert counted == snapshots["0000"].iloc[-1] - snapshots["0000"].iloc[0] > 0
+
+
+@pytest.mark.integration
+def test_only_the_lease_holder_reads_on_its_schedule(
+    mongo_db: Any, fleet: Fleet, bus: DeviceBus, fleet_registry: Registry
+) -> None:
+    config = CollectorConfig(period_s=2, timeout_s=0.5, lease_ttl_s=3)
+    one = Collector(bus, mongo_db, config, owner="one")
+    two = Collector(bus, mongo_db, config, owner="two")
+    one.start()
+    time.sleep(0.2)
+    two.start()
+    try:
+        time.sleep(2.5)
+        assert one.stats().holding_lease and not two.stats().holding_lease
+        assert one.stats().reads >= 4 and two.stats().reads == 0
+        one.stop()
+        deadline = time.monotonic() + 4
+        while two.stats().reads == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert two.stats().holding_lease and two.stats().reads > 0, "the other took over"
+    finally:
+        one.stop()
+        two.stop()
+    snapshots = MeterStore(mongo_db).snapshots(*WIDE)
+    assert set(snapshots["relay"]) == set(fleet.relay_ids)
+    for relay, at in zip(snapshots["relay"], snapshots["at"], strict=True):
+        late = (at.timestamp() - offset_s(relay, 2)) % 2
+        assert late < 0.8, f"{relay} read {late:.2f} s after its slot"

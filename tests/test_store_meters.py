@@ -1,0 +1,129 @@
+"""The meter store on the embedded database: snapshots, failed readings, chunks, rollups."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from smib_core.analytics import meter_movement, rollup
+from smib_core.errors import InvalidInput
+from smib_core.store.meters import MeterStore, snapshot_document
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+CABINET = {"cabinet_id": "c1", "cabinet": "Buffalo 7", "location_id": "l1", "location": "Floor"}
+
+
+@pytest.fixture
+def store(mongo_db: Any) -> MeterStore:
+    return MeterStore(mongo_db)
+
+
+def _reading(store: MeterStore, minutes: float, coin_in: int, **extra: Any) -> None:
+    store.insert_snapshot(
+        "aa0000000001",
+        T0 + timedelta(minutes=minutes),
+        denomination=0.25,
+        meters={"0000": coin_in, "0005": coin_in // 10, "000C": 3},
+        sizes={"0000": 4, "0005": 4, "000C": 4},
+        **CABINET,
+        **extra,
+    )
+
+
+def test_snapshots_come_back_in_the_analytics_frame_format(store: MeterStore) -> None:
+    _reading(store, 10, 2_000)
+    _reading(store, 5, 1_000)
+    store.insert_snapshot("aa0000000002", T0, failure="-1", failure_check="device_error")
+    frame = store.snapshots(T0, T0 + timedelta(hours=1))
+    assert list(frame.columns[:5]) == ["relay", "cabinet", "location", "at", "denomination"]
+    assert list(frame["0000"]) == [1_000, 2_000], "time order, failed readings left out"
+    assert list(frame["0000_size"]) == [4, 4] and set(frame["cabinet_id"]) == {"c1"}
+    assert str(frame["at"].dt.tz) == "UTC" and frame["cabinet"].iloc[0] == "Buffalo 7"
+    movement = meter_movement(frame)
+    assert movement["coin_in"].iloc[0] == 1_000
+    assert store.snapshots(T0, T0 + timedelta(hours=1), relays=["aa0000000002"]).empty
+    assert len(store.snapshots(T0, T0 + timedelta(hours=1), cabinet_ids=["c1"])) == 2
+    assert store.snapshots(T0 + timedelta(minutes=6), T0 + timedelta(minutes=10)).empty
+
+
+def test_failed_readings_keep_their_reason(store: MeterStore) -> None:
+    store.insert_snapshot("aa0000000002", T0, failure="-1", failure_check="device_error")
+    store.insert_snapshot("aa0000000003", T0, failure_check="timeout", meters={"0000": 5})
+    _reading(store, 1, 100)
+    failed = store.failed_readings(T0, T0 + timedelta(hours=1))
+    assert list(failed.columns) == [
+        "relay",
+        "cabinet",
+        "location",
+        "at",
+        "failure",
+        "failure_check",
+    ]
+    assert sorted(failed["failure_check"]) == ["device_error", "timeout"]
+    assert set(failed["failure"]) == {"-1", "timeout"}
+    assert store.failed_readings(T0, T0 + timedelta(hours=1), relays=["aa0000000001"]).empty
+    doc = snapshot_document("aa0000000003", T0, ok=False)
+    assert doc["failure"] == "unreadable" and doc["meters"] == {}
+
+
+def test_chunks_are_bounded_and_cover_the_range(store: MeterStore) -> None:
+    for minute in range(23):
+        _reading(store, minute, 100 * minute)
+    store.insert_snapshot("aa0000000002", T0, failure="bad crc", failure_check="crc")
+    chunks = list(store.iter_snapshot_chunks(T0, T0 + timedelta(hours=1), chunk_rows=5))
+    assert [len(c) for c in chunks] == [5, 5, 5, 5, 3]
+    assert list(pd.concat(chunks)["0000"]) == [100 * m for m in range(23)]
+    everything = list(
+        store.iter_snapshot_chunks(
+            T0, T0 + timedelta(hours=1), {"relays": ["aa0000000002"]}, include_failed=True
+        )
+    )
+    assert len(everything) == 1 and list(everything[0]["failure_check"]) == ["crc"]
+    with pytest.raises(InvalidInput):
+        list(store.iter_snapshot_chunks(T0, T0 + timedelta(hours=1), chunk_rows=0))
+    with pytest.raises(InvalidInput, match="unknown"):
+        list(store.iter_snapshot_chunks(T0, T0 + timedelta(hours=1), {"colour": ["red"]}))
+
+
+def test_rollups_upsert_is_idempotent_and_reads_back_the_same(store: MeterStore) -> None:
+    for minute in range(0, 130, 5):
+        _reading(store, minute, 100 * minute)
+    snapshots = store.snapshots(T0, T0 + timedelta(hours=3))
+    hourly = rollup(meter_movement(snapshots), "h").assign(cabinet_id="c1", location_id="l1")
+    assert store.upsert_rollups("h", hourly) == 3
+    assert store.upsert_rollups("h", hourly) == 3
+    back = store.rollups("h", T0, T0 + timedelta(hours=3))
+    assert len(back) == 3, "the second write replaced, it did not add"
+    assert list(back["coin_in"]) == list(hourly["coin_in"])
+    assert list(back["coin_in_money"]) == pytest.approx([c * 0.25 for c in hourly["coin_in"]])
+    assert back["intervals"].dtype == "int64" and str(back["bucket"].dt.tz) == "UTC"
+    assert list(back.columns[-2:]) == ["cabinet_id", "location_id"]
+    assert len(store.rollups("h", T0, T0 + timedelta(hours=1), location_ids=["l1"])) == 1
+    assert store.rollups("h", T0, T0 + timedelta(hours=3), cabinet_ids=["other"]).empty
+    assert store.rollups("D", T0, T0 + timedelta(days=1)).empty
+    many = pd.concat([hourly.assign(cabinet_id=f"c{n}") for n in range(210)], ignore_index=True)
+    assert store.upsert_rollups("h", many) == 630, "more rows than one bulk write holds"
+    assert len(store.rollups("h", T0, T0 + timedelta(hours=3))) == 630
+    with pytest.raises(InvalidInput):
+        store.upsert_rollups("h", hourly.drop(columns="cabinet_id"))
+    with pytest.raises(InvalidInput):
+        store.rollups("W", T0, T0 + timedelta(days=1))  # type: ignore[arg-type]
+
+
+def test_last_reading_times_and_previous_snapshots(store: MeterStore) -> None:
+    _reading(store, 5, 500)
+    _reading(store, 1, 100)
+    store.insert_snapshot("aa0000000001", T0 + timedelta(minutes=9), failure_check="timeout")
+    store.insert_snapshot("aa0000000002", T0, failure_check="timeout")
+    assert store.last_reading_times() == {"aa0000000001": T0 + timedelta(minutes=5)}
+    assert store.last_reading_times(ok_only=False) == {
+        "aa0000000001": T0 + timedelta(minutes=9),
+        "aa0000000002": T0,
+    }
+    before = store.previous_snapshots("c1", T0 + timedelta(minutes=5), count=3)
+    assert list(before["0000"]) == [100]
+    assert store.previous_snapshots("c1", T0).empty
