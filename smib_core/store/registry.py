@@ -94,6 +94,11 @@ class Registry:
         self._cabinets.create_index([("relay", ASCENDING)])
         self._cabinets.create_index([("location_id", ASCENDING)])
 
+    @property
+    def audit(self) -> AuditTrail:
+        """Where this registry records its changes (services record refusals there too)."""
+        return self._audit
+
     # --- locations -------------------------------------------------------------------
 
     def locations(self, include_retired: bool = False) -> list[Location]:

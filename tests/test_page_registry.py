@@ -1,0 +1,101 @@
+"""The registry page: empty registry, add through the forms, bad input, role checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from smib_core.auth import Principal, Role
+from smib_core.settings import Settings
+from smib_core.store.audit import AuditTrail
+from smib_core.store.registry import Registry
+from smib_core.ui import resources
+from tests.test_page_fleet import QuietBus
+
+pytestmark = pytest.mark.integration
+
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "registry.py")
+TECH = Principal("tina", Role.TECHNICIAN)
+MANAGER = Principal("max", Role.MANAGER)
+
+
+def page(mongo_db: Any, monkeypatch: pytest.MonkeyPatch, who: Principal) -> AppTest:
+    audit = AuditTrail(mongo_db)
+    monkeypatch.setattr(resources, "get_settings", lambda: Settings())
+    monkeypatch.setattr(resources, "get_db", lambda: mongo_db)
+    monkeypatch.setattr(resources, "get_audit", lambda: audit)
+    monkeypatch.setattr(resources, "get_registry", lambda: Registry(mongo_db, audit))
+    monkeypatch.setattr(resources, "get_bus", QuietBus)
+    app = AppTest.from_file(PAGE, default_timeout=20)
+    app.session_state["principal"] = who
+    return app.run()
+
+
+def submit(app: AppTest, label: str) -> AppTest:
+    return next(b for b in app.button if b.label == label).click().run()
+
+
+def test_an_empty_registry_says_what_to_do(mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = page(mongo_db, monkeypatch, TECH)
+    assert not app.exception
+    assert [t.label for t in app.tabs] == ["Locations", "Cabinets"]
+    infos = [i.value for i in app.info]
+    assert any("No location yet" in text and "Add the first one" in text for text in infos)
+    assert any("Add a location first" in text for text in infos)
+
+
+def test_add_a_location_then_a_cabinet_with_another_denomination(
+    mongo_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = page(mongo_db, monkeypatch, TECH)
+    next(t for t in app.text_input if t.label == "Name").input("Main floor")
+    app = submit(app, "Add the location")
+    assert not app.exception
+    assert app.success[0].value == "Location Main floor added."
+    assert app.dataframe[0].value["name"].tolist() == ["Main floor"]
+
+    fields = {t.label: t for t in app.text_input}
+    fields["Cabinet name"].input("Buffalo 7")
+    fields["Board (relayId)"].input(" E831CDFA8384 ")
+    fields["Other denomination"].input("2.50")
+    next(s for s in app.selectbox if s.label == "Denomination").set_value("other")
+    app = submit(app, "Add the cabinet")
+    assert not app.exception
+    assert app.success[0].value == "Cabinet Buffalo 7 added."
+    cabinet = Registry(mongo_db).cabinet_for_relay("e831cdfa8384")
+    assert cabinet is not None and (cabinet.name, cabinet.denomination) == ("Buffalo 7", 2.5)
+
+
+def test_bad_input_shows_a_sentence_and_stores_nothing(
+    mongo_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Registry(mongo_db).add_location("Main floor", "setup")
+    app = page(mongo_db, monkeypatch, TECH)
+    fields = {t.label: t for t in app.text_input}
+    fields["Cabinet name"].input("Buffalo 7")
+    fields["Board (relayId)"].input("not-a-board")
+    app = submit(app, "Add the cabinet")
+    assert not app.exception
+    assert any("relay id" in e.value and e.value.endswith(".") for e in app.error)
+    assert Registry(mongo_db).cabinets() == []
+    assert {t.label: t.value for t in app.text_input}["Cabinet name"] == "Buffalo 7"
+
+
+def test_a_manager_reads_but_gets_no_forms(mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    Registry(mongo_db).add_location("Main floor", "setup")
+    app = page(mongo_db, monkeypatch, MANAGER)
+    assert not app.exception
+    assert app.dataframe[0].value["name"].tolist() == ["Main floor"]
+    assert not app.text_input and not [b for b in app.button if b.label == "Retire"]
+    assert any("a technician or an administrator changes" in c.value for c in app.caption)
+
+
+def test_a_role_without_the_permission_sees_nothing(
+    mongo_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = page(mongo_db, monkeypatch, Principal("ann", Role.ANALYST))
+    assert "does not allow" in app.error[0].value
+    assert not app.dataframe and not app.tabs
