@@ -130,13 +130,19 @@ class BoardActions:
     def actor(self) -> str:
         return self.principal.name if self.principal is not None else "anonymous"
 
-    def send_command(self, relays: Sequence[str], command: Command) -> SendResult:
+    def send_command(
+        self,
+        relays: Sequence[str],
+        command: Command,
+        context: Mapping[str, Any] | None = None,
+    ) -> SendResult:
         """Publish to each board. Raises BusError when no board got it; a partial send
-        returns a result whose `failed` names the boards that did not."""
+        returns a result whose `failed` names the boards that did not. `context` is kept
+        (masked) in the audit record beside the command, e.g. a config change's before
+        and after values."""
         targets = self._admit(relays, command)
-        audit_id = self._audit.record(
-            self.actor, command.kind, targets, {"command": command.masked()}, "sent"
-        )
+        detail = {**(context or {}), "command": command.masked()}
+        audit_id = self._audit.record(self.actor, command.kind, targets, detail, "sent")
         sent: list[str] = []
         failed: dict[str, str] = {}
         for relay in targets:
@@ -178,6 +184,11 @@ class BoardActions:
         outcome, extra = judge_reply(command, reply)
         self._audit.update_outcome(audit_id, outcome, extra)
         return reply
+
+    def settle(self, audit_id: str, outcome: str, extra: Mapping[str, Any] | None = None) -> None:
+        """Record how a sent command ended once it is known (e.g. a config write that a
+        read-back confirmed); `extra` is stored masked."""
+        self._audit.update_outcome(audit_id, outcome, extra)
 
     def _admit(self, relays: Sequence[str], command: Command) -> list[str]:
         """Permission, then validity; a refusal is audited and raised."""
