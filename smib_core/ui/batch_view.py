@@ -1,0 +1,313 @@
+"""The batch page's pieces: choose boards and a change, confirm, then watch every board.
+
+A started job runs on its own thread (`services.batch.start_batch`) and is kept in the
+process-wide `resources.get_batch_jobs()`; this tab only remembers its id in the
+session and polls its `BatchProgress` from a fragment. No `st.*` call happens on the
+job's threads.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from smib_core import protocol
+from smib_core.auth import Permission, Principal, allowed
+from smib_core.errors import InvalidInput, SmibError
+from smib_core.services.batch import BatchJob, BatchRun, BatchSettings, start_batch
+from smib_core.services.batch_progress import BatchProgress
+from smib_core.services.batch_targets import (
+    board_choices,
+    cabinet_labels,
+    location_relays,
+    targets_frame,
+)
+from smib_core.store.templates import TemplateStore
+from smib_core.ui import resources
+from smib_core.ui.feedback import sentence
+from smib_core.ui.template_view import field_input, spec_label, writable_components
+
+JOB_KEY = "batch_job_id"
+PENDING_KEY = "batch_pending"
+TEMPLATE, FIELD, RESTART = "Apply a template", "Change one field", "Restart"
+# Cell colours of the state column (light, readable, the usual traffic-light meaning).
+STATE_COLOURS = {
+    "sending": "#e0f2fe",
+    "waiting": "#e0f2fe",
+    "confirmed": "#dcfce7",
+    "not confirmed": "#fef3c7",
+    "offline": "#e5e7eb",  # also the confirmation list's status
+    "failed": "#fee2e2",
+}
+
+
+def run_section(principal: Principal) -> None:
+    """The current job's progress, or the steps to start one."""
+    run = resources.get_batch_jobs().get(st.session_state.get(JOB_KEY))
+    if run is not None:
+        show_run(run)
+        return
+    relays = choose_boards()
+    job = choose_change(principal, relays)
+    if job is not None:
+        confirm_and_start(principal, job)
+    recent_runs()
+
+
+# --- 1. boards ------------------------------------------------------------------------
+
+
+def choose_boards() -> list[str]:
+    st.subheader("1 · Boards")
+    registry = resources.get_registry()
+    by = st.radio("Choose boards", ["By location", "Board by board"], horizontal=True)
+    if by == "By location":
+        locations = registry.locations()
+        if not locations:
+            st.info("No location is registered yet: add locations and cabinets on the "
+                    "Registry page, or choose boards one by one.")  # fmt: skip
+            return []
+        place = st.selectbox("Location", locations, format_func=lambda loc: loc.name)
+        relays = location_relays(registry, place.id) if place is not None else []
+        if not relays:
+            st.info("No cabinet at this location has a board yet.")
+        else:
+            st.caption(f"{len(relays)} boards: every cabinet at this location that has one.")
+        return relays
+    labels = cabinet_labels(registry)
+    options = board_choices(registry, resources.get_bus().relays_seen())
+    if not options:
+        st.info("No board is known yet: boards appear here once they are heard on the bus "
+                "or registered to a cabinet.")  # fmt: skip
+        return []
+    return st.multiselect(
+        "Boards",
+        options,
+        format_func=lambda relay: f"{relay} · {labels[relay]}" if relay in labels else relay,
+        placeholder="Choose one or more boards",
+    )
+
+
+# --- 2. change ------------------------------------------------------------------------
+
+
+def choose_change(principal: Principal, relays: list[str]) -> BatchJob | None:
+    st.subheader("2 · Change")
+    kinds = [TEMPLATE, FIELD] + ([RESTART] if allowed(principal, Permission.RESTART_BOARD) else [])
+    what = st.radio("What to do", kinds, horizontal=True)
+    try:
+        if what == RESTART:
+            st.caption("Each board drops off the bus for some seconds and is confirmed once it "
+                       "is heard again.")  # fmt: skip
+            return BatchJob("restart", tuple(relays)) if relays else None
+        if what == TEMPLATE:
+            return _template_job(relays)
+        return _field_job(relays)
+    except InvalidInput as exc:
+        st.error(sentence(str(exc)))
+        return None
+
+
+def _template_job(relays: list[str]) -> BatchJob | None:
+    templates = TemplateStore(resources.get_db(), resources.get_audit()).list()
+    if not templates:
+        st.info("No template yet: create one in the Templates tab, or change one field.")
+        return None
+    chosen = st.selectbox("Template", templates, format_func=lambda t: t.name)
+    if chosen is None:
+        return None
+    st.caption(f"Sets {chosen.describe()}")
+    if not relays:
+        return None
+    return BatchJob("config", tuple(relays), chosen.comp, chosen.fields, f"template {chosen.name}")
+
+
+def _field_job(relays: list[str]) -> BatchJob | None:
+    left, mid, right = st.columns([1, 2, 2])
+    comp = left.selectbox("Component", writable_components())
+    specs = protocol.COMPONENTS[comp]
+    spec = mid.selectbox("Field", specs, format_func=spec_label)
+    if spec is None:
+        return None
+    with right:
+        value = field_input(spec, key=f"batch_value_{comp}_{spec.name}")
+    if not value.strip():
+        st.caption("Type the new value.")
+        return None
+    protocol.validate_config(comp, {spec.name: value})  # a bad value shows even without boards
+    if not relays:
+        return None
+    return BatchJob("config", tuple(relays), comp, {spec.name: value}, f"field {spec.name}")
+
+
+# --- 3. confirm and start ---------------------------------------------------------------
+
+
+def confirm_and_start(principal: Principal, job: BatchJob) -> None:
+    st.subheader("3 · Check and start")
+    settings = resources.get_settings()
+    targets = targets_frame(job.relays, resources.get_registry(), resources.get_bus(),
+                            settings.offline_after_s)  # fmt: skip
+    offline = int((targets["status"] == "offline").sum())
+    if st.session_state.get(PENDING_KEY) != job:
+        st.session_state.pop(PENDING_KEY, None)
+        st.caption(f"{_verb(job)} {len(job.relays)} boards. Review the list before it starts.")
+        if st.button("Review the batch", icon=":material/fact_check:"):
+            st.session_state[PENDING_KEY] = job
+            st.rerun()
+        return
+    with st.container(border=True):
+        title = f"Confirm: {_verb(job).lower()} {len(job.relays)} boards"
+        st.markdown(f":material/warning: **{title}**")
+        source = f" · from {job.label}" if job.label else ""
+        st.markdown(f"**Change:** `{job.describe()}`{source}")
+        st.dataframe(
+            targets.style.map(_state_colour, subset=["status"]),
+            hide_index=True,
+            width="stretch",
+            column_config=_TARGET_COLUMNS,
+        )
+        if offline:
+            st.warning(f"{offline} of these boards look offline: nothing will be sent to them "
+                       "and they will be listed as offline.")  # fmt: skip
+        buttons = st.container(horizontal=True)
+        if buttons.button(f"Confirm and start on {len(job.relays)} boards", type="primary"):
+            _start(principal, job, settings.offline_after_s)
+        if buttons.button("Cancel"):
+            st.session_state.pop(PENDING_KEY, None)
+            st.rerun()
+
+
+def _verb(job: BatchJob) -> str:
+    return "Restart" if job.kind == "restart" else f"Write {job.comp} on"
+
+
+def _start(principal: Principal, job: BatchJob, offline_after_s: float) -> None:
+    try:
+        run = start_batch(
+            job,
+            resources.board_actions(principal),
+            resources.get_bus(),
+            BatchSettings(offline_after_s=offline_after_s),
+            resources.get_audit(),
+            resources.get_batch_jobs(),
+        )
+    except SmibError as exc:
+        st.error(sentence(str(exc)))
+        return
+    st.session_state.pop(PENDING_KEY, None)
+    st.session_state[JOB_KEY] = run.id
+    st.rerun()
+
+
+_TARGET_COLUMNS = {
+    "relay": "Relay",
+    "cabinet": "Cabinet",
+    "location": "Location",
+    "status": "Status",
+    "last_heard": "Last heard",
+}
+
+
+# --- the job's progress and outcome -----------------------------------------------------
+
+
+def show_run(run: BatchRun) -> None:
+    started = time.strftime("%H:%M:%S", time.localtime(run.started_at))
+    st.subheader(f"{_verb(run.job)} {len(run.job.relays)} boards")
+    st.caption(f"`{run.job.describe()}` · started by {run.actor} at {started} · job {run.id}")
+    if run.done:
+        outcome(run)
+    else:
+        live_progress(run.id)
+    if st.button("Start a new batch", icon=":material/add:", disabled=not run.done):
+        st.session_state.pop(JOB_KEY, None)
+        st.rerun()
+
+
+@st.fragment(run_every="1s")
+def live_progress(job_id: str) -> None:
+    run = resources.get_batch_jobs().get(job_id)
+    if run is None:
+        st.warning("This batch is no longer known to the server.")
+        return
+    if run.done:
+        st.rerun()  # once, to show the final outcome without polling
+    progress = run.progress
+    st.progress(progress.fraction(), text=f"{progress.finished_count()} of {progress.total} "
+                "boards done")  # fmt: skip
+    _metrics(progress)
+    _table(progress)
+    st.caption(f"Working… last updated {time.strftime('%H:%M:%S')}")
+
+
+def outcome(run: BatchRun) -> None:
+    progress = run.progress
+    counts = progress.outcome_counts()
+    confirmed = counts["confirmed"]
+    if confirmed == progress.total:
+        st.success(f"All {progress.total} boards confirmed.")
+    else:
+        st.warning(f"{confirmed} of {progress.total} boards confirmed: look at the others below.")
+    _metrics(progress)
+    st.markdown("##### Outcome per board")
+    frame = _table(progress)
+    st.download_button("Download the outcome (CSV)", frame.to_csv(index=False).encode("utf-8"),
+                       file_name=f"batch-{run.id}.csv", mime="text/csv",
+                       on_click="ignore")  # fmt: skip
+
+
+def _metrics(progress: BatchProgress) -> None:
+    counts = progress.counts()
+    working = counts["queued"] + counts["sending"] + counts["waiting"]
+    cols = st.columns(5)
+    cols[0].metric("Confirmed", counts["confirmed"])
+    cols[1].metric("Not confirmed", counts["not_confirmed"])
+    cols[2].metric("Offline", counts["offline"])
+    cols[3].metric("Failed", counts["failed"])
+    cols[4].metric("In progress", working)
+
+
+def _table(progress: BatchProgress) -> pd.DataFrame:
+    frame = progress.frame(cabinet_labels(resources.get_registry()))
+    st.dataframe(
+        frame.style.map(_state_colour, subset=["state"]),
+        hide_index=True,
+        width="stretch",
+        column_order=["relay", "cabinet", "state", "detail", "seconds"],
+        column_config={
+            "relay": "Relay",
+            "cabinet": "Cabinet",
+            "state": st.column_config.TextColumn("Outcome" if progress.done else "State"),
+            "detail": st.column_config.TextColumn("Detail", width="large"),
+            "seconds": st.column_config.NumberColumn("Seconds", format="%.1f", width="small"),
+        },
+    )
+    return frame
+
+
+def _state_colour(state: object) -> str:
+    colour = STATE_COLOURS.get(str(state))
+    return f"background-color: {colour}" if colour else ""
+
+
+def recent_runs() -> None:
+    runs = resources.get_batch_jobs().recent()
+    if not runs:
+        return
+    rows = [
+        {
+            "job": run.id,
+            "change": run.job.describe(),
+            "boards": len(run.job.relays),
+            "confirmed": run.progress.outcome_counts()["confirmed"],
+            "by": run.actor,
+            "started": pd.Timestamp(run.started_at, unit="s", tz="UTC"),
+            "state": "finished" if run.done else "running",
+        }
+        for run in runs
+    ]
+    with st.expander(f"Recent batches on this server ({len(rows)})"):
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
