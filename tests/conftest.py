@@ -10,7 +10,16 @@ import pytest
 from tests.servers import EmbeddedMongo, Mosquitto
 
 # Threads that libraries keep for the whole process (not leaks of a test).
-_LONG_LIVED = ("pymongo", "ThreadPoolExecutor", "asyncio_", "Dummy-", "ScriptRunner", "Thread-")
+# (smib-sim-ota: the download pool of the browser tests' session-wide simulated fleet.)
+_LONG_LIVED = (
+    "pymongo",
+    "ThreadPoolExecutor",
+    "asyncio_",
+    "Dummy-",
+    "ScriptRunner",
+    "Thread-",
+    "smib-sim-ota",
+)
 
 
 @pytest.fixture(autouse=True)

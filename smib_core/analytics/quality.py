@@ -93,7 +93,9 @@ def data_quality(
     table["location"] = table["cabinet"].map(roster)
     table["readings"] = table["cabinet"].map(reading_times.size()).fillna(0).astype("int64")
     table["failed_readings"] = table["cabinet"].map(failed_by_cabinet).fillna(0).astype("int64")
-    table["last_reading"] = table["cabinet"].map(reading_times.max())
+    # Mapped from a dict: mapping from an empty datetime Series fails in pandas 3.
+    last_reading = table["cabinet"].map(reading_times.max().to_dict())
+    table["last_reading"] = pd.to_datetime(last_reading, utc=True).dt.as_unit("ns")
     for flag in FLAGS:
         table[flag] = table["cabinet"].map(flags[flag]).fillna(0).astype("int64")
     table["no_reading"] = table["readings"] == 0

@@ -23,7 +23,7 @@ from pymongo.database import Database
 
 from smib_core.errors import InvalidInput
 from smib_core.protocol import COMMAND_KINDS, mask_secrets, mask_uri, normalize_relay_id
-from smib_core.store.documents import as_utc, utc_now
+from smib_core.store.documents import as_utc, time_range, utc_now
 
 # Kinds this module's neighbours write; commands use their protocol.COMMAND_KINDS name.
 ACCOUNT_KINDS = (
@@ -148,12 +148,7 @@ class AuditTrail:
             filt["relays"] = {"$in": [normalize_relay_id(relay)]}
         if kind:
             filt["kind"] = kind.strip()
-        period: dict[str, datetime] = {}
-        if since is not None:
-            period["$gte"] = as_utc(since)
-        if until is not None:
-            period["$lt"] = as_utc(until)
-        if period:
+        if period := time_range(since, until):
             filt["at"] = period
         cursor = self._col.find(filt).sort([("at", DESCENDING), ("_id", DESCENDING)])
         rows = [_row(doc) for doc in cursor.limit(max(1, int(limit)))]

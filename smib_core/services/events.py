@@ -1,0 +1,287 @@
+"""Recording machine events from the bus, and the views of them a page shows.
+
+`EventRecorder` is a device-bus listener. The listener runs on paho's thread, so it
+only stamps the event with the time it arrived and puts it in a bounded queue; when
+the queue is full the event is dropped and counted, never waited for. One named
+worker thread drains the queue in batches: it looks up each relay's cabinet and
+location (`CabinetDirectory`), stores the batch (`EventStore.record_many`), raises
+and resolves the alerts the events imply, and every `evaluate_every_s` runs the
+offline `AlertEvaluator`. A database that fails is retried a few times; a batch that
+still fails is counted as lost and logged.
+
+Start it once per process that runs a bus: the web app through
+`ui.resources.ensure_background_services`, the collector through
+`start_event_recording`. With a lease, only the process holding it stores events and
+checks for silence; the others stand by (their events are the same ones), so a
+deployment with several such processes records each event once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pymongo.database import Database
+
+from smib_core.protocol import DeviceMessage, EventMessage
+from smib_core.routing import Listener
+from smib_core.services.alerts import (
+    AlertEvaluator,
+    CabinetDirectory,
+    apply_event_alerts,
+    offline_alert_after_s,
+)
+from smib_core.settings import Settings
+from smib_core.store.alerts import AlertStore
+from smib_core.store.audit import AuditTrail
+from smib_core.store.events import EventRecord, EventStore
+from smib_core.store.leases import Lease, process_owner
+from smib_core.store.registry import Registry
+
+log = logging.getLogger(__name__)
+
+WRITE_ATTEMPTS = 3
+LEASE_NAME = "event-recorder"
+LEASE_TTL_S = 20.0
+
+
+class ListenableBus(Protocol):
+    def add_listener(self, fn: Listener) -> Callable[[], None]: ...
+
+    def relays_seen(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderStats:
+    received: int  # events the listener was handed
+    stored: int
+    dropped: int  # the queue was full: never stored
+    lost: int  # the database refused the batch WRITE_ATTEMPTS times
+    standby: int  # heard while another process held the lease (and recorded them)
+    recording: bool  # this process records (holds the lease, or needs none)
+    queued: int
+    alerts_raised: int
+    alerts_resolved: int
+    last_stored_at: float | None  # time.time()
+
+
+class EventRecorder:
+    def __init__(
+        self,
+        bus: ListenableBus,
+        events: EventStore,
+        directory: CabinetDirectory,
+        alerts: AlertStore | None = None,
+        evaluator: AlertEvaluator | None = None,
+        *,
+        queue_size: int = 10_000,
+        batch_size: int = 500,
+        lease: Lease | None = None,
+        evaluate_every_s: float = 5.0,
+        retry_delay_s: float = 1.0,
+    ) -> None:
+        self.bus = bus
+        self.events = events
+        self.directory = directory
+        self.alerts = alerts
+        self.evaluator = evaluator
+        self.lease = lease
+        self.batch_size = max(1, batch_size)
+        self.evaluate_every_s = evaluate_every_s
+        self.retry_delay_s = retry_delay_s
+        self._queue: queue.Queue[tuple[EventMessage, float]] = queue.Queue(max(1, queue_size))
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._counts = {"received": 0, "stored": 0, "dropped": 0, "lost": 0, "standby": 0}
+        self._recording = lease is None
+        self._alert_counts = {"raised": 0, "resolved": 0}
+        self._last_stored_at: float | None = None
+        self._remove_listener: Callable[[], None] | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen to the bus and start the worker thread. Idempotent."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="smib-event-recorder", daemon=True
+            )
+        self._remove_listener = self.bus.add_listener(self.listen)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening, store what is queued, join the worker. Idempotent."""
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # --- the listener (paho's thread: quick, never blocks) ------------------------------
+
+    def listen(self, message: DeviceMessage) -> None:
+        if not isinstance(message, EventMessage):
+            return
+        try:
+            self._queue.put_nowait((message, time.time()))
+            dropped = 0
+        except queue.Full:
+            dropped = 1
+        with self._lock:
+            self._counts["received"] += 1
+            self._counts["dropped"] += dropped
+
+    # --- the worker ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            if time.monotonic() >= next_tick:
+                self._tick()
+                next_tick = time.monotonic() + self.evaluate_every_s
+            batch = self._take(timeout=0.25)
+            if batch:
+                self._handle(batch)
+        while batch := self._take(timeout=0):  # what arrived before stop()
+            self._handle(batch)
+        if self.lease is not None:
+            self.lease.release()
+
+    def _tick(self) -> None:
+        """Take or renew the lease; while we hold it (or need none), check for silence."""
+        if self.lease is not None:
+            recording = self.lease.acquire()
+            if recording != self._recording:
+                log.info(
+                    "event recording %s in this process",
+                    "starts" if recording else "stops: another process records",
+                )
+            self._recording = recording
+        if self._recording and self.evaluator is not None:
+            self._evaluate()
+
+    def _handle(self, batch: list[tuple[EventMessage, float]]) -> None:
+        if self._recording:
+            self._store(batch)
+        else:
+            with self._lock:
+                self._counts["standby"] += len(batch)
+
+    def _take(self, timeout: float) -> list[tuple[EventMessage, float]]:
+        batch: list[tuple[EventMessage, float]] = []
+        try:
+            batch.append(self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait())
+            while len(batch) < self.batch_size:
+                batch.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return batch
+
+    def _store(self, batch: list[tuple[EventMessage, float]]) -> None:
+        try:
+            records = [
+                EventRecord(
+                    message, datetime.fromtimestamp(at, UTC), self.directory.context(message.relay)
+                )
+                for message, at in batch
+            ]
+        except Exception:
+            log.exception("could not read the registry; events stored without their cabinet")
+            records = [EventRecord(m, datetime.fromtimestamp(at, UTC)) for m, at in batch]
+        if not self._write(records):
+            return
+        if self.alerts is not None:
+            try:
+                changes = apply_event_alerts(self.alerts, records)
+            except Exception:
+                log.exception("could not raise or resolve alerts for %d events", len(records))
+                return
+            with self._lock:
+                self._alert_counts["raised"] += changes.raised
+                self._alert_counts["resolved"] += changes.resolved
+
+    def _write(self, records: list[EventRecord]) -> bool:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                stored = self.events.record_many(records)
+            except Exception:
+                log.warning(
+                    "storing %d events failed (attempt %d of %d)",
+                    len(records),
+                    attempt,
+                    WRITE_ATTEMPTS,
+                    exc_info=attempt == WRITE_ATTEMPTS,
+                )
+                if attempt < WRITE_ATTEMPTS and self._stop.wait(self.retry_delay_s * attempt):
+                    break  # stopping: one last try is not worth holding shutdown
+                continue
+            with self._lock:
+                self._counts["stored"] += stored
+                self._last_stored_at = time.time()
+            return True
+        with self._lock:
+            self._counts["lost"] += len(records)
+        log.error("lost %d events: the database refused them", len(records))
+        return False
+
+    def _evaluate(self) -> None:
+        assert self.evaluator is not None
+        try:
+            changes = self.evaluator.evaluate()
+        except Exception:
+            log.exception("the offline alert check failed; trying again later")
+            return
+        with self._lock:
+            self._alert_counts["raised"] += changes.raised
+            self._alert_counts["resolved"] += changes.resolved
+
+    # --- queries ------------------------------------------------------------------------
+
+    def stats(self) -> RecorderStats:
+        with self._lock:
+            return RecorderStats(
+                received=self._counts["received"],
+                stored=self._counts["stored"],
+                dropped=self._counts["dropped"],
+                lost=self._counts["lost"],
+                standby=self._counts["standby"],
+                recording=self._recording,
+                queued=self._queue.qsize(),
+                alerts_raised=self._alert_counts["raised"],
+                alerts_resolved=self._alert_counts["resolved"],
+                last_stored_at=self._last_stored_at,
+            )
+
+
+def start_event_recording(
+    bus: ListenableBus,
+    db: Database[Any],
+    settings: Settings,
+    *,
+    audit: AuditTrail | None = None,
+    registry: Registry | None = None,
+) -> EventRecorder:
+    """Record events and raise alerts for this process's bus (the web app, `smib collect`).
+
+    Every process that runs a bus may call this: they share the lease LEASE_NAME, so one
+    records and the others stand by, taking over within LEASE_TTL_S if it stops.
+    Returns the started recorder; call `stop()` on it at shutdown.
+    """
+    audit = audit if audit is not None else AuditTrail(db)
+    directory = CabinetDirectory(registry if registry is not None else Registry(db, audit))
+    alerts = AlertStore(db, audit)
+    evaluator = AlertEvaluator(bus, alerts, directory, offline_alert_after_s(settings))
+    lease = Lease(db, LEASE_NAME, process_owner("events:"), LEASE_TTL_S)
+    recorder = EventRecorder(bus, EventStore(db), directory, alerts, evaluator, lease=lease)
+    recorder.start()
+    return recorder

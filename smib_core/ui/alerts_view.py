@@ -1,0 +1,126 @@
+"""The pieces of the alerts page: open alerts with their acknowledge buttons, and history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import streamlit as st
+
+from smib_core.auth import Permission, Principal
+from smib_core.services.alerts import duration_text, offline_alert_after_s
+from smib_core.store.alerts import Alert, alerts_frame
+from smib_core.ui import resources
+from smib_core.ui.alerts_banner import alert_line
+from smib_core.ui.feedback import act
+from smib_core.ui.session import PRINCIPAL_KEY
+
+MAX_CARDS = 30
+HISTORY_DAYS = 30
+
+
+def _at(label: str) -> Any:
+    return st.column_config.DatetimeColumn(label, format="YYYY-MM-DD HH:mm:ss")
+
+
+HISTORY_COLUMNS: dict[str, Any] = {
+    "alert": "Alert",
+    "cabinet": "Cabinet",
+    "location": "Location",
+    "relay": "Relay",
+    "since": _at("Raised (UTC)"),
+    "acknowledged_by": "Acknowledged by",
+    "acknowledged_at": _at("Acknowledged (UTC)"),
+    "resolution": "Resolved by",
+    "detail": "Detail",
+    "count": "Times",
+}
+
+
+def explain() -> str:
+    silence = duration_text(offline_alert_after_s(resources.get_settings()))
+    return (
+        f"Raised when a registered board is not heard for {silence}, a slot, drop or "
+        "cashbox door opens, AC power is lost, meters are cleared (RAM clear) or a firmware "
+        "update fails. A door or power alert resolves itself when the machine reports the "
+        "door closed or power back; every alert stays listed until someone acknowledges it."
+    )
+
+
+def _clock(at: datetime | None) -> str:
+    return "" if at is None else f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _acknowledge(alert: Alert) -> None:
+    """Acknowledge as the signed-in person; the store checks the role again."""
+
+    def change() -> None:
+        resources.get_alert_store().acknowledge(alert.id, st.session_state.get(PRINCIPAL_KEY))
+
+    where = alert.cabinet or alert.relay
+    act(change, f"{alert.label} on {where} acknowledged.")
+
+
+def _card(alert: Alert, can_ack: bool) -> None:
+    with st.container(border=True, key=f"alert_{alert.id}"):
+        text, button = st.columns([6, 1], vertical_alignment="center")
+        badge = (
+            ":red-badge[:material/error: active]"
+            if alert.active
+            else ":green-badge[:material/check: resolved]"
+        )
+        lines = [f"{badge} {alert_line(alert)}", alert.detail]
+        if alert.resolved_at is not None:
+            lines.append(f"Resolved {_clock(alert.resolved_at)}: {alert.resolution}")
+        text.markdown("  \n".join(line for line in lines if line))
+        help_text = None if can_ack else "Your role does not allow you to acknowledge alerts."
+        if button.button(
+            "Acknowledge",
+            key=f"ack_{alert.id}",
+            disabled=not can_ack,
+            help=help_text,
+            width="stretch",
+        ):
+            _acknowledge(alert)
+
+
+@st.fragment(run_every="5s")
+def open_alerts(principal: Principal) -> None:
+    """Alerts not acknowledged yet: active first, then resolved ones; live."""
+    alerts = resources.get_alert_store().unacknowledged(limit=500)
+    active = sum(alert.active for alert in alerts)
+    left, right, _ = st.columns([1, 1, 2])
+    left.metric("Active", active)
+    right.metric("Resolved, not acknowledged", len(alerts) - active)
+    if not alerts:
+        st.success("No open alert. New ones appear here within 5 seconds.")
+    can_ack = principal.can(Permission.ACK_ALERTS)
+    for alert in alerts[:MAX_CARDS]:
+        _card(alert, can_ack)
+    if len(alerts) > MAX_CARDS:
+        st.caption(f"{len(alerts) - MAX_CARDS} more (acknowledge the ones above to see them):")
+        rest = alerts_frame(alerts[MAX_CARDS:])
+        st.dataframe(
+            rest[["alert", "status", "cabinet", "location", "since", "detail"]],
+            hide_index=True,
+            width="stretch",
+            column_config={"since": _at("Raised (UTC)")},
+        )
+    st.caption(f"last updated {datetime.now(UTC):%H:%M:%S} UTC")
+
+
+def history() -> None:
+    since = datetime.now(UTC) - timedelta(days=HISTORY_DAYS)
+    done = alerts_frame(resources.get_alert_store().acknowledged(since=since))
+    st.subheader("Acknowledged")
+    if done.empty:
+        st.caption(f"No alert raised in the last {HISTORY_DAYS} days was acknowledged yet.")
+        return
+    st.caption(f"Alerts raised in the last {HISTORY_DAYS} days, who acknowledged them and when.")
+    st.dataframe(
+        done,
+        hide_index=True,
+        width="stretch",
+        column_config=HISTORY_COLUMNS,
+        column_order=list(HISTORY_COLUMNS),
+    )
