@@ -1,0 +1,36 @@
+"""Rollouts (technicians): update boards' firmware in batches, and follow each board live."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from smib_core.auth import Permission
+from smib_core.ui import rollout_view as view
+from smib_core.ui.feedback import show_flash
+from smib_core.ui.session import page_principal
+
+principal = page_principal(Permission.OTA)
+
+st.title("Firmware rollouts")
+st.caption(
+    "Update boards over the air, a batch at a time. Each board is told where the firmware "
+    "is, downloads it, restarts and must come back reporting the new version. A rollout "
+    "carries on while enough boards are confirmed, and survives an app restart."
+)
+show_flash()
+view.service_status()
+
+with st.expander("Start a rollout", expanded=not view.store().recent(1), icon=":material/add:"):
+    view.start_section(principal)
+
+
+@st.fragment(run_every="2s")
+def live_rollouts() -> None:
+    st.header("Rollouts")
+    view.rollouts_section(principal)
+    st.caption(f"Last updated {time.strftime('%H:%M:%S')}")
+
+
+live_rollouts()

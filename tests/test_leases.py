@@ -1,0 +1,66 @@
+"""Leases on the embedded database: one holder at a time, expiry, renewal, release."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from smib_core.errors import InvalidInput
+from smib_core.store.leases import Lease, process_owner
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_one_holder_until_release(mongo_db: Any) -> None:
+    clock = Clock()
+    first = Lease(mongo_db, "job", "a", 10, clock=clock)
+    second = Lease(mongo_db, "job", "b", 10, clock=clock)
+    assert first.acquire()
+    assert not second.acquire()
+    assert first.acquire(), "acquiring a lease you hold renews it"
+    assert first.held and not second.held
+    holder = second.holder()
+    assert holder is not None and holder.owner == "a" and holder.expires_at == 1_010.0
+    first.release()
+    assert first.holder() is None
+    assert second.acquire() and second.held
+
+
+def test_expired_lease_is_taken_over_and_the_old_owner_cannot_renew(mongo_db: Any) -> None:
+    clock = Clock()
+    old = Lease(mongo_db, "job", "old", 5, clock=clock)
+    new = Lease(mongo_db, "job", "new", 5, clock=clock)
+    assert old.acquire()
+    clock.now += 3
+    assert old.renew(), "renewing before expiry keeps the lease"
+    clock.now += 6  # 1 s after the renewed expiry
+    assert old.holder() is None
+    assert new.acquire()
+    assert not old.renew(), "a lease taken over is lost for its old owner"
+    assert not old.acquire()
+    old.release()  # releasing a lease that is not ours changes nothing
+    assert new.held
+
+
+def test_leases_are_independent_by_name(mongo_db: Any) -> None:
+    assert Lease(mongo_db, "rollouts", "a", 5).acquire()
+    assert Lease(mongo_db, "collector", "b", 5).acquire()
+    assert not Lease(mongo_db, "rollouts", "b", 5).acquire()
+
+
+def test_bad_arguments_and_owner_names(mongo_db: Any) -> None:
+    with pytest.raises(InvalidInput):
+        Lease(mongo_db, "job", "a", 0)
+    with pytest.raises(InvalidInput):
+        Lease(mongo_db, "", "a", 5)
+    one, two = process_owner("runner:"), process_owner("runner:")
+    assert one.startswith("runner:") and one != two
