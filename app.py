@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import streamlit as st
 
-from smib_core.ui.navigation import navigation
-from smib_core.ui.resources import get_db, get_settings
+from smib_core.ui.navigation import navigation, signed_out_pages
+from smib_core.ui.resources import ensure_background_services, get_db, get_settings
 from smib_core.ui.session import current_principal, sign_out_button
 
 st.set_page_config(page_title="SMIB Console", page_icon=":material/casino:", layout="wide")
+ensure_background_services()
+
+
+def signed_out() -> None:
+    """The only page of a signed-out session (the gate has drawn its form already)."""
+
 
 principal = current_principal(get_db(), get_settings())
 if principal is None:
+    # Always call st.navigation: otherwise Streamlit falls back to listing pages/.
+    st.navigation(signed_out_pages(signed_out), position="hidden").run()
     st.stop()
 
 with st.sidebar:
     st.markdown(f"**{principal.name}** · {principal.role.value}")
     sign_out_button(get_db())
 
-st.navigation(navigation(principal)).run()
+st.navigation(navigation(principal), expanded=True).run()

@@ -13,9 +13,11 @@ from smib_core.ui.template_view import templates_section
 principal = page_principal(Permission.CONFIGURE_BOARD)
 
 st.title("Batch work")
-st.caption("Apply a template or one field change to many boards, or restart a whole "
-           "location. Every board is checked: a config write is read back, a restarted "
-           "board must come back. Up to 8 boards are worked on at a time.")  # fmt: skip
+st.caption(
+    "Apply a template or one field change to many boards, or restart a whole "
+    "location. Every board is checked: a config write is read back, a restarted "
+    "board must come back. Up to 8 boards are worked on at a time."
+)
 
 show_flash()
 

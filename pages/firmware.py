@@ -36,8 +36,10 @@ def label(info: FirmwareInfo) -> str:
 
 
 st.title("Firmware")
-st.caption("The .bin images boards can be updated to. Boards download them by file name "
-           "from the firmware server while an update runs.")  # fmt: skip
+st.caption(
+    "The .bin images boards can be updated to. Boards download them by file name "
+    "from the firmware server while an update runs."
+)
 if flash := st.session_state.pop(_FLASH, None):
     st.success(flash)
 

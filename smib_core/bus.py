@@ -248,8 +248,11 @@ class DeviceBus:
     ) -> None:
         if mid != self._subscribe_mid:
             return
-        refused = [t for t, rc in zip(self.topics.device_topics(), reason_codes, strict=False)
-                   if rc.is_failure]  # fmt: skip
+        refused = [
+            t
+            for t, rc in zip(self.topics.device_topics(), reason_codes, strict=False)
+            if rc.is_failure
+        ]
         if refused:
             log.warning("the broker %s refused subscriptions: %s", self.address.uri(), refused)
         self._connected.set()

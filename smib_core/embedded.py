@@ -68,8 +68,16 @@ class _Kind:
 
 
 def _broker_command(data_dir: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "smib_core.embedded", "broker",
-            "--port", str(port), "--data-dir", str(data_dir)]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "smib_core.embedded",
+        "broker",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
 
 
 # nx-27017's main() logs every request at INFO, to stderr and to its --log-file. A root
@@ -87,10 +95,21 @@ _NX_MAIN = (
 def _database_command(data_dir: Path, port: int) -> list[str]:
     # nx-27017 defaults to a global pid file and refuses to start while it exists, so
     # its pid and log files always live in the data folder.
-    return [sys.executable, "-c", _NX_MAIN, "--data-dir", str(data_dir / "mongo"),
-            "--host", "127.0.0.1", "-p", str(port),
-            "--pid-file", str(_DATABASE.path(data_dir, ".pid")),
-            "--log-file", str(_DATABASE.path(data_dir, ".log"))]  # fmt: skip
+    return [
+        sys.executable,
+        "-c",
+        _NX_MAIN,
+        "--data-dir",
+        str(data_dir / "mongo"),
+        "--host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--pid-file",
+        str(_DATABASE.path(data_dir, ".pid")),
+        "--log-file",
+        str(_DATABASE.path(data_dir, ".log")),
+    ]
 
 
 def _port_answers(port: int) -> bool:
@@ -118,10 +137,18 @@ def _mqtt_answers(port: int) -> bool:
     return connack == b"\x20\x02\x00\x00"
 
 
-_BROKER = _Kind("MQTT broker", "embedded-broker", "mqtt", "smib_core.embedded", 15.0,
-                _broker_command, _mqtt_answers)  # fmt: skip
-_DATABASE = _Kind("database", "embedded-mongo", "mongodb", "nx_27017", 30.0,
-                  _database_command, _port_answers)  # fmt: skip
+_BROKER = _Kind(
+    "MQTT broker",
+    "embedded-broker",
+    "mqtt",
+    "smib_core.embedded",
+    15.0,
+    _broker_command,
+    _mqtt_answers,
+)
+_DATABASE = _Kind(
+    "database", "embedded-mongo", "mongodb", "nx_27017", 30.0, _database_command, _port_answers
+)
 _KINDS = {"broker": _BROKER, "database": _DATABASE}
 
 
@@ -164,8 +191,13 @@ def status(data_dir: Path) -> dict[str, dict[str, object]]:
         entry: dict[str, object] = {"running": False, "log": str(kind.path(data_dir, ".log"))}
         if state is not None:
             running = _is_ours(state.pid, kind, data_dir) and kind.answers(state.port)
-            entry.update(running=running, uri=kind.uri(state.port), port=state.port,
-                         pid=state.pid, started_at=state.started_at)  # fmt: skip
+            entry.update(
+                running=running,
+                uri=kind.uri(state.port),
+                port=state.port,
+                pid=state.pid,
+                started_at=state.started_at,
+            )
         report[name] = entry
     return report
 
@@ -221,9 +253,14 @@ def _start(kind: _Kind, data_dir: Path) -> _State:
         port = _free_port()
         with log_file.open("ab") as log:
             process = subprocess.Popen(
-                kind.command(data_dir, port), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=log, cwd=data_dir, env=_child_env(), start_new_session=True,
-            )  # fmt: skip
+                kind.command(data_dir, port),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=data_dir,
+                env=_child_env(),
+                start_new_session=True,
+            )
         _children[process.pid] = process
         if _wait_until_answers(process, kind, port):
             return _State(port, process.pid, datetime.now(UTC).isoformat(timespec="seconds"))
@@ -360,8 +397,9 @@ def _serve_broker(port: int) -> None:
 
     from amqtt.broker import Broker
 
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     config = {
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
         # No BrokerSysPlugin (no $SYS topics) and no packet/event logger plugins.

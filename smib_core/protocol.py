@@ -408,8 +408,9 @@ def _decode_object(payload: bytes) -> dict[str, Any] | str:
 
 def _parse_meter_reply(base: dict[str, Any], pyd: object) -> MeterReply | Rejection:
     if not isinstance(pyd, str):
-        return Rejection("bad_field", "a meter reply's pyd must be hex text", base["topic"],
-                         base["relay"])  # fmt: skip
+        return Rejection(
+            "bad_field", "a meter reply's pyd must be hex text", base["topic"], base["relay"]
+        )
     try:
         reading = sas.decode_meter_reply(pyd)
     except (FrameError, DeviceError) as exc:
@@ -421,8 +422,9 @@ def parse_device_message(topic: str, payload: bytes, topics: Topics) -> Parsed:
     """Turn one MQTT message from a device into a typed message or a Rejection."""
     obj = _decode_object(payload)
     if isinstance(obj, str):
-        return Rejection(obj, f"{len(payload)} bytes on {topic[:80]}", topic,
-                         topics.relay_of_topic(topic))  # fmt: skip
+        return Rejection(
+            obj, f"{len(payload)} bytes on {topic[:80]}", topic, topics.relay_of_topic(topic)
+        )
     raw_relay = obj.get("rly")
     relay = topics.relay_of_topic(topic) if raw_relay is None else _relay_or_none(raw_relay)
     if relay is None:
@@ -445,8 +447,9 @@ def parse_device_message(topic: str, payload: bytes, topics: Topics) -> Parsed:
     if typ == "exp":
         code = obj.get("pyd")
         if not isinstance(code, str | int) or not str(code).strip():
-            return Rejection("bad_field", "an event's pyd must be a SAS exception code", topic,
-                             relay)  # fmt: skip
+            return Rejection(
+                "bad_field", "an event's pyd must be a SAS exception code", topic, relay
+            )
         code_text = str(code).strip().upper()
         extra = {k: v for k, v in obj.items() if k in ("mac", "tkn")}
         return EventMessage(**base, code=code_text, name=sas.event_name(code_text), extra=extra)

@@ -165,8 +165,10 @@ class Router:
             log.warning(
                 "more than %d relays heard: forgot the least recently heard (%s); "
                 "%d forgotten so far",
-                self.relays.max_relays, relay, self.relays.evicted,
-            )  # fmt: skip
+                self.relays.max_relays,
+                relay,
+                self.relays.evicted,
+            )
 
     def add_listener(self, fn: Listener) -> Callable[[], None]:
         """Call `fn(message)` for every routed device message; returns its remover."""

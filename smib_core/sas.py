@@ -107,8 +107,17 @@ METER_CODES: dict[str, MeterSpec] = dict(
 )
 
 STANDARD_METER_CODES: tuple[str, ...] = (
-    "0000", "0001", "0004", "0003", "0022", "0024", "0002", "000C", "0005", "0006",
-)  # fmt: skip
+    "0000",
+    "0001",
+    "0004",
+    "0003",
+    "0022",
+    "0024",
+    "0002",
+    "000C",
+    "0005",
+    "0006",
+)
 
 
 def meter_spec(code: str) -> MeterSpec:

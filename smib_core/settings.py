@@ -41,8 +41,11 @@ class BrokerAddress:
 
     def uri(self) -> str:
         """The URI with the password hidden: safe to show and log."""
-        user = f"{self.username}:••••••@" if self.password else (
-            f"{self.username}@" if self.username else "")  # fmt: skip
+        user = (
+            f"{self.username}:••••••@"
+            if self.password
+            else (f"{self.username}@" if self.username else "")
+        )
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
 

@@ -56,8 +56,10 @@ def test_create_and_verify(store: AccountStore, mongo_db: Any) -> None:
     assert store.has_any() and store.count() == 1
     assert store.verify("ALICE", PASSWORD) == Principal("alice", Role.TECHNICIAN, "local")
     assert store.get("alice").last_sign_in_at is not None  # type: ignore[union-attr]
-    assert audit_kinds(mongo_db) == [("cli:root", "account_create", "ok"),
-                                     ("alice", "sign_in", "ok")]  # fmt: skip
+    assert audit_kinds(mongo_db) == [
+        ("cli:root", "account_create", "ok"),
+        ("alice", "sign_in", "ok"),
+    ]
 
 
 def test_hash_is_argon2_and_never_leaves_the_store(store: AccountStore, mongo_db: Any) -> None:

@@ -95,15 +95,46 @@ def test_sign_in_opens_the_role_s_home(app: AppTest, mongo_db: Any) -> None:
 
 
 EXPECTED = {
-    Role.ADMIN: {"Home", "Fleet", "Cabinet", "Registry", "Batch work", "Bus status", "Dashboard",
-                 "Export", "Events", "Alerts", "Firmware library", "Rollouts", "Accounts",
-                 "Audit trail"},
-    Role.TECHNICIAN: {"Home", "Fleet", "Cabinet", "Registry", "Batch work", "Bus status",
-                      "Events", "Alerts", "Firmware library", "Rollouts"},
-    Role.MANAGER: {"Home", "Fleet", "Cabinet", "Registry", "Bus status", "Dashboard", "Events",
-                   "Alerts"},
+    Role.ADMIN: {
+        "Home",
+        "Fleet",
+        "Cabinet",
+        "Registry",
+        "Batch work",
+        "Bus status",
+        "Dashboard",
+        "Export",
+        "Events",
+        "Alerts",
+        "Firmware library",
+        "Rollouts",
+        "Accounts",
+        "Audit trail",
+    },
+    Role.TECHNICIAN: {
+        "Home",
+        "Fleet",
+        "Cabinet",
+        "Registry",
+        "Batch work",
+        "Bus status",
+        "Events",
+        "Alerts",
+        "Firmware library",
+        "Rollouts",
+    },
+    Role.MANAGER: {
+        "Home",
+        "Fleet",
+        "Cabinet",
+        "Registry",
+        "Bus status",
+        "Dashboard",
+        "Events",
+        "Alerts",
+    },
     Role.ANALYST: {"Home", "Dashboard", "Export"},
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("role", list(Role))

@@ -27,9 +27,13 @@ Responder = Callable[[str, Mapping[str, Any]], list[Reply]]
 
 
 def make_topics(prefix: str) -> Topics:
-    return Topics(pub=prefix + "sas/relay/", cfg=prefix + "smib/config",
-                  sub=prefix + "sas/gy/server", gli=prefix + "sas/gli/server/",
-                  server=prefix + "sas/server")  # fmt: skip
+    return Topics(
+        pub=prefix + "sas/relay/",
+        cfg=prefix + "smib/config",
+        sub=prefix + "sas/gy/server",
+        gli=prefix + "sas/gli/server/",
+        server=prefix + "sas/server",
+    )
 
 
 def meter_reply_hex() -> str:
@@ -174,8 +178,11 @@ def test_a_config_request_returns_the_reply_for_its_relay_and_component(
     def decoys_first(relay: str, cmd: Mapping[str, Any]) -> list[Reply]:
         other_relay = {"rly": R2, "typ": "cfg", "comp": "net", "netMode": 0}
         other_comp = {"rly": relay, "typ": "cfg", "comp": "mqtt", "mqttQOS": 0}
-        return [(topics.cfg, other_relay), (topics.cfg, other_comp),
-                *honest_board(topics)(relay, cmd)]  # fmt: skip
+        return [
+            (topics.cfg, other_relay),
+            (topics.cfg, other_comp),
+            *honest_board(topics)(relay, cmd),
+        ]
 
     heard_by_listener: list[DeviceMessage] = []
     bus.add_listener(heard_by_listener.append)
@@ -220,9 +227,11 @@ def test_a_request_answered_only_for_other_relays_and_components_times_out(
     mosquitto: Mosquitto, topics: Topics, bus: DeviceBus
 ) -> None:
     def wrong_answers(relay: str, cmd: Mapping[str, Any]) -> list[Reply]:
-        return [(topics.cfg, {"rly": R2, "typ": "cfg", "comp": "net"}),
-                (topics.cfg, {"rly": relay, "typ": "cfg", "comp": "coms"}),
-                (topics.sub, {"rly": relay, "typ": "rsp", "sta": "", "pyd": "-1"})]  # fmt: skip
+        return [
+            (topics.cfg, {"rly": R2, "typ": "cfg", "comp": "net"}),
+            (topics.cfg, {"rly": relay, "typ": "cfg", "comp": "coms"}),
+            (topics.sub, {"rly": relay, "typ": "rsp", "sta": "", "pyd": "-1"}),
+        ]
 
     with fake_board(mosquitto, topics, wrong_answers):
         with pytest.raises(RequestTimeout) as caught:

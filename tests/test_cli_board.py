@@ -79,8 +79,18 @@ def test_meters_json_has_the_standard_meters(cli_env: Any, capsys: Any) -> None:
     reading = json.loads(out)
     assert (reading["address"], reading["command"], reading["game"]) == (1, "6F", 0)
     values = {m["code"]: m["value"] for m in reading["meters"]}
-    assert set(values) == {"0000", "0001", "0004", "0003", "0022", "0024", "0002", "000C",
-                           "0005", "0006"}  # fmt: skip
+    assert set(values) == {
+        "0000",
+        "0001",
+        "0004",
+        "0003",
+        "0022",
+        "0024",
+        "0002",
+        "000C",
+        "0005",
+        "0006",
+    }
     assert values["0022"] == values["0001"] + values["0002"]
     assert reading["meters"][0]["name"] == "Total coin in (handle)"
 

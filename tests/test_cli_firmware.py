@@ -44,7 +44,11 @@ def test_add_list_archive(cli_db: Any, tmp_path: Path, capsys: pytest.CaptureFix
     assert _run(["firmware", "list", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert (row["product"], row["version"], row["sha256"], row["notes"]) == (
-        "cloudy", "v0.0.2", sha, "door fix")  # fmt: skip
+        "cloudy",
+        "v0.0.2",
+        sha,
+        "door fix",
+    )
     assert row["uploaded_by"].startswith("cli:")
 
     assert _run(["firmware", "archive", "cloudy", "v0.0.2"]) == 0
@@ -64,8 +68,11 @@ def test_refuses_what_is_not_a_firmware(
 ) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "empty.bin").write_bytes(b"")
-    for name, message in (("notes.txt", "its name must end .bin"), ("empty.bin", "is empty"),
-                          ("missing.bin", "is not a file")):  # fmt: skip
+    for name, message in (
+        ("notes.txt", "its name must end .bin"),
+        ("empty.bin", "is empty"),
+        ("missing.bin", "is not a file"),
+    ):
         argv = ["firmware", "add", str(tmp_path / name), "--product", "p", "--version", "1"]
         assert _run(argv) == 1
         assert message in capsys.readouterr().err

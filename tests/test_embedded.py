@@ -57,8 +57,13 @@ def test_database_is_shared_within_and_across_processes(data_dir: Path) -> None:
     pid = state(data_dir, "embedded-mongo")["pid"]
 
     code = "import sys, pathlib, smib_core.embedded as e; print(e.ensure_database(pathlib.Path(sys.argv[1])))"  # noqa: E501
-    other = subprocess.run([sys.executable, "-c", code, str(data_dir)],
-                           capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    other = subprocess.run(
+        [sys.executable, "-c", code, str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
 
     assert other.stdout.strip() == first
     assert state(data_dir, "embedded-mongo")["pid"] == pid
@@ -84,8 +89,12 @@ def test_racing_threads_start_one_database(data_dir: Path) -> None:
 
 
 def dead_pid() -> int:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(done.stdout)
 
 
@@ -121,7 +130,9 @@ def test_pymongo_and_gridfs_work_through_it(data_dir: Path) -> None:
     try:
         db.relays.insert_one({"relay_id": "R-001", "location": "floor 1"})
         assert db.relays.find_one({"relay_id": "R-001"}, {"_id": 0}) == {
-            "relay_id": "R-001", "location": "floor 1"}  # fmt: skip
+            "relay_id": "R-001",
+            "location": "floor 1",
+        }
         firmware = bytes(range(256)) * 1200
         file_id = gridfs.GridFS(db).put(firmware, filename="fw.bin")
         assert gridfs.GridFS(db).get(file_id).read() == firmware

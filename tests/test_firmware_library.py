@@ -28,9 +28,13 @@ def library(mongo_db: Any) -> FirmwareLibrary:
 def test_add_list_get_read_round_trip(library: FirmwareLibrary) -> None:
     before = datetime.now(UTC)
     info = library.add(
-        IMAGE, filename="wifi.bin", product="cloudy", version="v0.0.2",
-        notes=" fixes the door event ", actor="alice",
-    )  # fmt: skip
+        IMAGE,
+        filename="wifi.bin",
+        product="cloudy",
+        version="v0.0.2",
+        notes=" fixes the door event ",
+        actor="alice",
+    )
     assert info.filename == "cloudy_v0.0.2.bin"
     assert protocol.ota_start(info.filename).payload == {"typ": "ota_ud", "bin": info.filename}
     assert info.size == len(IMAGE)

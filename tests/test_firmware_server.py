@@ -178,9 +178,14 @@ def test_a_file_in_the_folder_but_not_in_the_library_is_not_served(
 
 @pytest.mark.parametrize(
     ("header", "first", "last"),
-    [("bytes=0-99", 0, 99), ("bytes=1000-", 1000, None), ("bytes=-10", -10, None),
-     ("bytes=5-5", 5, 5), ("bytes=300000-999999999", 300000, None)],
-)  # fmt: skip
+    [
+        ("bytes=0-99", 0, 99),
+        ("bytes=1000-", 1000, None),
+        ("bytes=-10", -10, None),
+        ("bytes=5-5", 5, 5),
+        ("bytes=300000-999999999", 300000, None),
+    ],
+)
 def test_a_single_range_is_served_as_206(
     served: Served, header: str, first: int, last: int | None
 ) -> None:
@@ -258,8 +263,10 @@ def test_materialise_refuses_a_damaged_file_and_repairs_a_changed_copy(served: S
     with pytest.raises(StoreError, match="damaged"):
         materialise.materialise(served.library, wrong, served.folder)
     assert sorted(p.name for p in served.folder.iterdir()) == [
-        ".gitkeep", ".served.json", served.info.filename,
-    ]  # fmt: skip
+        ".gitkeep",
+        ".served.json",
+        served.info.filename,
+    ]
     assert target.read_bytes() == IMAGE
 
 

@@ -17,8 +17,7 @@ def event(relay: str, code: str = "7E") -> EventMessage:
 
 
 def config(relay: str, comp: str, **fields: object) -> ConfigReply:
-    return ConfigReply(relay=relay, typ="cfg", topic="smib/config", component=comp,
-                       fields=fields)  # fmt: skip
+    return ConfigReply(relay=relay, typ="cfg", topic="smib/config", component=comp, fields=fields)
 
 
 def test_an_inbox_is_a_ring_of_the_latest_messages() -> None:

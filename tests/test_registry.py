@@ -22,8 +22,16 @@ def registry(mongo_db: Any) -> Registry:
 
 def test_add_edit_retire_cabinet_is_audited(registry: Registry, mongo_db: Any) -> None:
     floor = registry.add_location("Main floor", "alice")
-    cab = registry.add_cabinet({"name": "Buffalo 7", "location_id": floor.id, "relay": " E831CDFA8384 ",
-                                "denomination": "0.25", "serial": "SN1"}, "alice")  # fmt: skip
+    cab = registry.add_cabinet(
+        {
+            "name": "Buffalo 7",
+            "location_id": floor.id,
+            "relay": " E831CDFA8384 ",
+            "denomination": "0.25",
+            "serial": "SN1",
+        },
+        "alice",
+    )
     assert cab.relay == RELAY and cab.denomination == 0.25
     assert registry.cabinet_for_relay(RELAY) == cab
     edited = registry.update_cabinet(cab.id, {"game": "Buffalo Gold"}, "bob")

@@ -38,9 +38,9 @@ def meter_reply_hex() -> str:
 def test_a_config_reply_is_routed_and_remembered() -> None:
     router = Router(TOPICS)
     parsed = router.handle_payload(
-        TOPICS.cfg, payload(rly=R1.upper(), typ="cfg", comp="app", firmware="cloudy",
-                            version="v0.0.1"),
-    )  # fmt: skip
+        TOPICS.cfg,
+        payload(rly=R1.upper(), typ="cfg", comp="app", firmware="cloudy", version="v0.0.1"),
+    )
     assert isinstance(parsed, ConfigReply) and parsed.relay == R1
     [entry] = router.relays.inbox(R1)
     assert entry.message == parsed and entry.seq == 1
@@ -135,8 +135,9 @@ def test_listeners_are_called_and_their_errors_counted() -> None:
 def test_wait_for_messages_counts_every_message_in() -> None:
     router = Router(TOPICS)
     assert not router.wait_for_messages(1, timeout=0.01)
-    feeder = threading.Timer(0.05, lambda: [router.handle_payload(TOPICS.sub, b"x")
-                                             for _ in range(3)])  # fmt: skip
+    feeder = threading.Timer(
+        0.05, lambda: [router.handle_payload(TOPICS.sub, b"x") for _ in range(3)]
+    )
     feeder.start()
     assert router.wait_for_messages(3, timeout=5)
     feeder.join()
@@ -145,8 +146,10 @@ def test_wait_for_messages_counts_every_message_in() -> None:
 def test_a_million_messages_keep_memory_bounded() -> None:
     """Pushed straight into the routing function: the broker is not what is tested."""
     router = Router(TOPICS, inbox_size=20, max_relays=100)
-    messages = [EventMessage(relay=f"{n:012x}", typ="exp", topic=TOPICS.sub, code="7E", name="")
-                for n in range(50)]  # fmt: skip
+    messages = [
+        EventMessage(relay=f"{n:012x}", typ="exp", topic=TOPICS.sub, code="7E", name="")
+        for n in range(50)
+    ]
     route = router.route
     for n in range(1_000_000):
         route(messages[n % 50])
@@ -159,10 +162,15 @@ def test_a_million_messages_keep_memory_bounded() -> None:
 
 def imported_modules(module: str) -> set[str]:
     tree = ast.parse(Path(importlib.import_module(module).__file__ or "").read_text())
-    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-             for alias in node.names}  # fmt: skip
-    names |= {node.module for node in ast.walk(tree)
-              if isinstance(node, ast.ImportFrom) and node.module}  # fmt: skip
+    names = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    names |= {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
     return {name.split(".")[0] for name in names}
 
 

@@ -30,8 +30,13 @@ from tests.servers import Mosquitto
 
 TECH = Principal("tina", Role.TECHNICIAN)
 RELAYS = [f"e831cd{n:06x}" for n in range(1, 21)]
-FAST = BatchSettings(offline_after_s=60, reply_timeout_s=0.05, restart_timeout_s=0.5,
-                     restart_grace_s=0.0, poll_s=0.01)  # fmt: skip
+FAST = BatchSettings(
+    offline_after_s=60,
+    reply_timeout_s=0.05,
+    restart_timeout_s=0.5,
+    restart_grace_s=0.0,
+    poll_s=0.01,
+)
 
 
 @dataclass
@@ -131,8 +136,14 @@ def test_default_concurrency_is_eight() -> None:
 
 def test_config_outcomes_are_mapped() -> None:
     r_ok, r_off, r_bus, r_mute, r_wrong, r_readback, r_lost = RELAYS[:7]
-    boards = FakeBoards(silent={r_off}, unreachable={r_bus}, mute={r_mute}, wrong={r_wrong},
-                        mute_writes={r_readback}, lost_reads={r_lost})  # fmt: skip
+    boards = FakeBoards(
+        silent={r_off},
+        unreachable={r_bus},
+        mute={r_mute},
+        wrong={r_wrong},
+        mute_writes={r_readback},
+        lost_reads={r_lost},
+    )
     run = run_job(boards, channel(RELAYS[:7]))
     states = run.progress.states()
     assert states == {
@@ -199,8 +210,12 @@ def test_bad_jobs_are_refused(
 
 
 def test_job_normalises_and_describes_masked() -> None:
-    job = BatchJob("config", (" E831CD000001", "e831cd000001"), "net",
-                   {"netStaPwd": "hunter2222", "netStaChan": "11"})  # fmt: skip
+    job = BatchJob(
+        "config",
+        (" E831CD000001", "e831cd000001"),
+        "net",
+        {"netStaPwd": "hunter2222", "netStaChan": "11"},
+    )
     assert job.relays == ("e831cd000001",)
     assert job.fields == {"netStaPwd": "hunter2222", "netStaChan": 11}
     assert job.describe() == "set net: netStaPwd=••••••, netStaChan=11"
@@ -230,8 +245,9 @@ def test_jobs_registry_keeps_recent_runs_bounded() -> None:
     for n in range(4):
         progress = BatchProgress([RELAYS[n]])
         progress.finish()
-        run = BatchRun(f"job{n}", BatchJob("restart", (RELAYS[n],)), "tina", progress,
-                       started_at=float(n))  # fmt: skip
+        run = BatchRun(
+            f"job{n}", BatchJob("restart", (RELAYS[n],)), "tina", progress, started_at=float(n)
+        )
         jobs.add(run)
         runs.append(run)
     assert [r.id for r in jobs.recent()] == ["job3", "job2"]
@@ -243,13 +259,18 @@ def test_jobs_registry_keeps_recent_runs_bounded() -> None:
 
 @pytest.fixture
 def live(mosquitto: Mosquitto, topic_prefix: str) -> Iterator[tuple[Fleet, DeviceBus]]:
-    topics = Topics(pub=f"{topic_prefix}sas/relay/", cfg=f"{topic_prefix}smib/config",
-                    sub=f"{topic_prefix}sas/gy/server", gli=f"{topic_prefix}sas/gli/server/",
-                    server=f"{topic_prefix}sas/server")  # fmt: skip
+    topics = Topics(
+        pub=f"{topic_prefix}sas/relay/",
+        cfg=f"{topic_prefix}smib/config",
+        sub=f"{topic_prefix}sas/gy/server",
+        gli=f"{topic_prefix}sas/gli/server/",
+        server=f"{topic_prefix}sas/server",
+    )
     with DeviceBus(mosquitto.uri, topics, client_id_prefix="batch-test") as bus:
         assert bus.wait_connected(5)
-        with Fleet(mosquitto.uri, topics, relays=5, seed=21, reboot_s=1.0,
-                   events_per_minute=0) as fleet:  # fmt: skip
+        with Fleet(
+            mosquitto.uri, topics, relays=5, seed=21, reboot_s=1.0, events_per_minute=0
+        ) as fleet:
             deadline = time.monotonic() + 5
             while len(bus.relays_seen()) < 5 and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -287,8 +308,9 @@ def test_location_restart_with_one_board_offline(
     for relay in awake:  # the others are heard again now
         actions.request(relay, protocol.config_read("app"), 2.0)
     settings = BatchSettings(offline_after_s=1.0, restart_timeout_s=10.0)
-    run = start_batch(BatchJob("restart", tuple(fleet.relay_ids[:4])), actions, bus, settings,
-                      audit)  # fmt: skip
+    run = start_batch(
+        BatchJob("restart", tuple(fleet.relay_ids[:4])), actions, bus, settings, audit
+    )
     assert run.wait(15)
     assert run.progress.states() == dict.fromkeys(awake, "confirmed") | {asleep: "offline"}
     restarts = audit.query(kind="restart")

@@ -32,12 +32,23 @@ import pandas as pd
 from smib_core.analytics.rollups import MONEY_COLUMNS, select_period
 
 AMOUNTS: tuple[str, ...] = (
-    "coin_in", "coin_out", "drop", "cancelled", "handpaid_cancelled", "jackpot",
-)  # fmt: skip
+    "coin_in",
+    "coin_out",
+    "drop",
+    "cancelled",
+    "handpaid_cancelled",
+    "jackpot",
+)
 COUNTS: tuple[str, ...] = ("games_played", "games_won")
 KPI_COLUMNS: tuple[str, ...] = (
-    *AMOUNTS, "net_win", "hold_pct", "games_played", "games_won", "avg_bet", "cabinets",
-)  # fmt: skip
+    *AMOUNTS,
+    "net_win",
+    "hold_pct",
+    "games_played",
+    "games_won",
+    "avg_bet",
+    "cabinets",
+)
 
 
 class Kpis(TypedDict):

@@ -88,8 +88,13 @@ CREDIT_METERS: tuple[str, ...] = tuple(m for m in MOVEMENT_METERS if m not in CO
 FLAGS: tuple[str, ...] = ("rollover", "ram_clear", "absurd")
 IDENTITY: tuple[str, ...] = ("relay", "cabinet", "location")
 MOVEMENT_COLUMNS: tuple[str, ...] = (
-    *IDENTITY, "start", "end", "denomination", *MOVEMENT_METERS, *FLAGS,
-)  # fmt: skip
+    *IDENTITY,
+    "start",
+    "end",
+    "denomination",
+    *MOVEMENT_METERS,
+    *FLAGS,
+)
 DEFAULT_DIGITS = 8
 _MAX_DIGITS = 18  # 10**18 still fits an int64; SAS meters are at most 9 bytes
 

@@ -30,8 +30,14 @@ from smib_core.analytics.movement import FLAGS
 from smib_core.analytics.periods import to_utc
 
 QUALITY_COLUMNS: tuple[str, ...] = (
-    "cabinet", "location", "readings", "failed_readings", "last_reading", *FLAGS, "no_reading",
-)  # fmt: skip
+    "cabinet",
+    "location",
+    "readings",
+    "failed_readings",
+    "last_reading",
+    *FLAGS,
+    "no_reading",
+)
 _ONE_NS = pd.Timedelta(1, unit="ns")
 
 

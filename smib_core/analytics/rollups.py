@@ -45,9 +45,18 @@ from smib_core.errors import InvalidInput
 MONEY_COLUMNS: dict[str, str] = {m: f"{m}_money" for m in CREDIT_METERS}
 SUM_COLUMNS: tuple[str, ...] = (*MOVEMENT_METERS, *MONEY_COLUMNS.values(), *FLAGS, "intervals")
 ROLLUP_COLUMNS: tuple[str, ...] = (
-    "cabinet", "bucket", "relay", "location", "denomination", "intervals", "start", "end",
-    *MOVEMENT_METERS, *MONEY_COLUMNS.values(), *FLAGS,
-)  # fmt: skip
+    "cabinet",
+    "bucket",
+    "relay",
+    "location",
+    "denomination",
+    "intervals",
+    "start",
+    "end",
+    *MOVEMENT_METERS,
+    *MONEY_COLUMNS.values(),
+    *FLAGS,
+)
 KEY = ["cabinet", "bucket"]
 _ONE_NS = pd.Timedelta(1, unit="ns")
 

@@ -17,8 +17,18 @@ from smib_core.errors import SmibError
 
 # Modules under smib_core.cli that add commands, in the order `smib --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "decode", "meters", "sim", "serve", "user", "firmware", "embedded", "bench",
-)  # fmt: skip
+    "decode",
+    "meters",
+    "sim",
+    "serve",
+    "user",
+    "firmware",
+    "embedded",
+    "bench",
+    "ota",
+    "collect",
+    "export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

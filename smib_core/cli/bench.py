@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 
@@ -20,6 +21,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ingest.add_argument("--flood", type=int, default=500_000, help="messages in the flood")
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(func=run_ingest)
+    meters = bsub.add_parser("meters", help="dashboard build time, export rows/s, export RSS")
+    meters.add_argument("--cabinets", type=int, default=500, help="simulated cabinets")
+    meters.add_argument("--days", type=int, default=90, help="days of history (daily rollups)")
+    meters.add_argument("--window", type=int, default=30, help="dashboard period in days")
+    meters.add_argument("--raw-days", type=int, default=2, help="days of raw snapshots stored")
+    meters.add_argument("--formats", default="csv,xlsx,parquet", help="export formats")
+    meters.add_argument("--data-dir", type=Path, help="embedded database folder (default: temp)")
+    meters.add_argument("--json", action="store_true")
+    meters.set_defaults(func=run_meters)
 
 
 def run_ingest(args: argparse.Namespace) -> int:
@@ -67,6 +77,18 @@ def run_ingest(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print(report)
+    return 0
+
+
+def run_meters(args: argparse.Namespace) -> int:
+    from smib_core.bench import meters
+
+    plan = meters.Plan(args.cabinets, args.days, args.window, args.raw_days)
+    report = meters.run(plan, args.formats.split(","), args.data_dir)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        meters.print_report(report)
     return 0
 
 

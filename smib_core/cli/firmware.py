@@ -60,11 +60,17 @@ def run_add(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise InvalidInput(f"{args.file} is not a file")
     info = add_firmware(
-        _db(), _principal(), args.file,
-        product=args.product, version=args.version, notes=args.notes,
-    )  # fmt: skip
-    print(f"added {info.product} {info.version}: {info.filename}, {info.size:,} bytes, "
-          f"sha256 {info.sha256}")  # fmt: skip
+        _db(),
+        _principal(),
+        args.file,
+        product=args.product,
+        version=args.version,
+        notes=args.notes,
+    )
+    print(
+        f"added {info.product} {info.version}: {info.filename}, {info.size:,} bytes, "
+        f"sha256 {info.sha256}"
+    )
     return 0
 
 
@@ -80,16 +86,26 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     for i in infos:
         flag = "  (archived)" if i.archived else ""
-        print(f"{i.product:<16} {i.version:<14} {i.size:>10,}  {i.sha256[:12]}  "
-              f"{i.uploaded_at:%Y-%m-%d %H:%M}Z  {i.uploaded_by}  {i.filename}{flag}")  # fmt: skip
+        print(
+            f"{i.product:<16} {i.version:<14} {i.size:>10,}  {i.sha256[:12]}  "
+            f"{i.uploaded_at:%Y-%m-%d %H:%M}Z  {i.uploaded_by}  {i.filename}{flag}"
+        )
     return 0
 
 
 def _as_json(i: FirmwareInfo) -> dict[str, Any]:
-    return {"id": i.id, "product": i.product, "version": i.version, "filename": i.filename,
-            "size": i.size, "sha256": i.sha256, "notes": i.notes,
-            "uploaded_at": i.uploaded_at.isoformat(), "uploaded_by": i.uploaded_by,
-            "archived": i.archived}  # fmt: skip
+    return {
+        "id": i.id,
+        "product": i.product,
+        "version": i.version,
+        "filename": i.filename,
+        "size": i.size,
+        "sha256": i.sha256,
+        "notes": i.notes,
+        "uploaded_at": i.uploaded_at.isoformat(),
+        "uploaded_by": i.uploaded_by,
+        "archived": i.archived,
+    }
 
 
 def run_archive(args: argparse.Namespace) -> int:

@@ -110,8 +110,10 @@ def config_set(args: argparse.Namespace) -> int:
     now = dict(getattr(reply, "fields", {}))
     differ = sorted(k for k, v in written.items() if now.get(k) != v)
     if differ:
-        print(f"not confirmed: the board reports other values for {', '.join(differ)}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"not confirmed: the board reports other values for {', '.join(differ)}",
+            file=sys.stderr,
+        )
         return 1
     print("confirmed: the board reports the new values")
     return 0

@@ -40,8 +40,17 @@ def run(args: argparse.Namespace) -> int:
             sim = [*smib, "sim", "--relays", str(args.sim), "--seed", str(args.seed)]
             children.append(subprocess.Popen(sim))
             print(f"simulated fleet: {args.sim} boards (seed {args.seed})")
-        web = [sys.executable, "-m", "streamlit", "run", str(APP),
-               "--server.port", str(args.port), "--server.address", args.address]  # fmt: skip
+        web = [
+            sys.executable,
+            "-m",
+            "smib_core.ui.launch",
+            "run",
+            str(APP),
+            "--server.port",
+            str(args.port),
+            "--server.address",
+            args.address,
+        ]
         print(f"SMIB Console: http://{args.address}:{args.port}")
         app = subprocess.Popen(web, env=dict(os.environ))
         children.append(app)

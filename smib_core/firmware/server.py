@@ -182,14 +182,21 @@ class FirmwareServer:
         self.stopping.clear()
         self._next_cleanup = time.monotonic() + self._cleanup_every_s
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-            name="firmware-server", daemon=True,
-        )  # fmt: skip
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="firmware-server",
+            daemon=True,
+        )
         self._thread.start()
         if self.bind in _UNSPECIFIED_HOSTS and not self._base_url:
             log.warning("firmware server listens on all addresses; set FIRMWARE_BASE_URL")
-        log.info("firmware server on %s:%d serves %s as %s", self.bind, self.port,
-                 self.folder, self.base_url)  # fmt: skip
+        log.info(
+            "firmware server on %s:%d serves %s as %s",
+            self.bind,
+            self.port,
+            self.folder,
+            self.base_url,
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop listening, abort downloads in progress and join every thread it started."""
@@ -233,9 +240,15 @@ class FirmwareServer:
     def _record(self, record: DownloadRecord) -> None:
         with self._log_lock:
             self._log.append(record)
-        log.info("firmware download %s by %s: status %d, %d of %d bytes%s", record.name,
-                 record.client, record.status, record.bytes_sent, record.size,
-                 "" if record.complete else " (incomplete)")  # fmt: skip
+        log.info(
+            "firmware download %s by %s: status %d, %d of %d bytes%s",
+            record.name,
+            record.client,
+            record.status,
+            record.bytes_sent,
+            record.size,
+            "" if record.complete else " (incomplete)",
+        )
         if self.on_download is not None:
             try:
                 self.on_download(record)
@@ -258,9 +271,11 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         thread = threading.Thread(
-            target=self.process_request_thread, args=(request, client_address),
-            name=f"firmware-download-{client_address[0]}", daemon=True,
-        )  # fmt: skip
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"firmware-download-{client_address[0]}",
+            daemon=True,
+        )
         with self._connections_lock:
             self._connections = {t: s for t, s in self._connections.items() if t.is_alive()}
             self._connections[thread] = request
@@ -342,8 +357,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return None
             materialise.touch(owner.folder, name)
             sent = self._copy(stream, first, length)
-        owner._record(DownloadRecord(datetime.now(UTC), self.client_address[0], name,
-                                     status, sent, size, sent == length))  # fmt: skip
+        owner._record(
+            DownloadRecord(
+                datetime.now(UTC), self.client_address[0], name, status, sent, size, sent == length
+            )
+        )
         return None
 
     def _copy(self, stream: BinaryIO, first: int, length: int) -> int:
@@ -361,8 +379,12 @@ class _Handler(BaseHTTPRequestHandler):
         return sent
 
     def _refuse(self) -> None:
-        log.info("firmware server refused %s %r from %s", self.command, self.path[:200],
-                 self.client_address[0])  # fmt: skip
+        log.info(
+            "firmware server refused %s %r from %s",
+            self.command,
+            self.path[:200],
+            self.client_address[0],
+        )
         self._plain(404, "not found")
 
     def _plain(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:

@@ -294,8 +294,7 @@ def start_batch(
         require(actions.principal, job.permission)
     except PermissionDenied as exc:
         if audit is not None:
-            audit.record(actions.actor, kind, job.relays, {**detail, "reason": str(exc)},
-                         "refused")  # fmt: skip
+            audit.record(actions.actor, kind, job.relays, {**detail, "reason": str(exc)}, "refused")
         raise
     run = BatchRun(uuid.uuid4().hex[:8], job, actions.actor, BatchProgress(job.relays))
     audit_id = None
@@ -308,8 +307,7 @@ def start_batch(
     if jobs is not None:
         jobs.add(run)
     run.thread.start()
-    log.info("batch %s by %s: %s on %d boards", run.id, run.actor, job.describe(),
-             len(job.relays))  # fmt: skip
+    log.info("batch %s by %s: %s on %d boards", run.id, run.actor, job.describe(), len(job.relays))
     return run
 
 

@@ -20,8 +20,18 @@ from smib_core.errors import PermissionDenied
 from smib_core.store.audit import AuditTrail
 from smib_core.store.firmware import FirmwareInfo, FirmwareLibrary
 
-TABLE_COLUMNS = ["product", "version", "file", "size", "sha256", "uploaded_by", "uploaded_at",
-                 "archived", "notes", "id"]  # fmt: skip
+TABLE_COLUMNS = [
+    "product",
+    "version",
+    "file",
+    "size",
+    "sha256",
+    "uploaded_by",
+    "uploaded_at",
+    "archived",
+    "notes",
+    "id",
+]
 
 
 def may_manage(principal: Principal | None) -> Principal:
@@ -90,6 +100,12 @@ def _guard(
 
 
 def _audit(db: Database[Any], actor: str, kind: str, info: FirmwareInfo) -> None:
-    detail = {"product": info.product, "version": info.version, "file": info.filename,
-              "size": info.size, "sha256": info.sha256, "id": info.id}  # fmt: skip
+    detail = {
+        "product": info.product,
+        "version": info.version,
+        "file": info.filename,
+        "size": info.size,
+        "sha256": info.sha256,
+        "id": info.id,
+    }
     AuditTrail(db).record(actor, kind, [], detail, "ok")

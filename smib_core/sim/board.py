@@ -361,8 +361,16 @@ def make_boards(
     for index, (relay, board_seed) in enumerate(identities):
         rng = random.Random(board_seed ^ 0x5EED)
         config = _default_config(rng, topics, broker_uri, ota_url, index in non_sas_at)
-        board = Board(relay, Machine.from_seed(board_seed), config, rng=rng, topics=topics,
-                      faults=faults, reboot_s=reboot_s, time_scale=time_scale)  # fmt: skip
+        board = Board(
+            relay,
+            Machine.from_seed(board_seed),
+            config,
+            rng=rng,
+            topics=topics,
+            faults=faults,
+            reboot_s=reboot_s,
+            time_scale=time_scale,
+        )
         boards.append(board)
     return boards
 

@@ -93,17 +93,27 @@ class Fleet:
         connect_timeout_s: float = 10.0,
     ) -> None:
         if events_per_minute < 0 or reboot_s < 0 or time_scale <= 0:
-            raise InvalidInput("events per minute and reboot time cannot be negative, "
-                               "the time scale must be positive")  # fmt: skip
+            raise InvalidInput(
+                "events per minute and reboot time cannot be negative, "
+                "the time scale must be positive"
+            )
         self.address = BrokerAddress.parse(broker_uri)
         self.topics = topics or Topics()
         self.faults = faults or Faults()
         self.events_per_minute = events_per_minute
         self.ota_timeout_s = ota_timeout_s
         self.connect_timeout_s = connect_timeout_s
-        boards = make_boards(relays, seed, topics=self.topics, broker_uri=broker_uri,
-                             ota_url=ota_url, faults=self.faults, non_sas=non_sas,
-                             reboot_s=reboot_s, time_scale=time_scale)  # fmt: skip
+        boards = make_boards(
+            relays,
+            seed,
+            topics=self.topics,
+            broker_uri=broker_uri,
+            ota_url=ota_url,
+            faults=self.faults,
+            non_sas=non_sas,
+            reboot_s=reboot_s,
+            time_scale=time_scale,
+        )
         self._boards: dict[str, Board] = {board.relay: board for board in boards}
         self._order = list(self._boards.values())
         self._rng = random.Random(f"{seed}-events")
@@ -225,8 +235,7 @@ class Fleet:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
         if reason_code.is_failure:
-            log.warning("the broker %s refused the simulator: %s", self.address.uri(),
-                        reason_code)  # fmt: skip
+            log.warning("the broker %s refused the simulator: %s", self.address.uri(), reason_code)
             return
         _, self._subscribe_mid = client.subscribe(self._subscriptions())
 
@@ -303,12 +312,22 @@ class Fleet:
             outcome = board.last_ota
             self._stats["ota_ok" if outcome and outcome.ok else "ota_failed"] += 1
         if outcome is not None and outcome.ok:
-            log.info("board %s: OTA %s flashed (%s); restarting on %s", board.relay,
-                     download.bin, detail, outcome.version)  # fmt: skip
+            log.info(
+                "board %s: OTA %s flashed (%s); restarting on %s",
+                board.relay,
+                download.bin,
+                detail,
+                outcome.version,
+            )
         elif outcome is not None:
             reason = detail if not ok else "flashing failed (injected)"
-            log.warning("board %s: OTA %s failed: %s; restarting on %s", board.relay,
-                        download.bin, reason, outcome.version)  # fmt: skip
+            log.warning(
+                "board %s: OTA %s failed: %s; restarting on %s",
+                board.relay,
+                download.bin,
+                reason,
+                outcome.version,
+            )
         self._carry_out(board, effects)
 
     # --- events -----------------------------------------------------------------------

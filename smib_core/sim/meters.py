@@ -33,8 +33,32 @@ DAY_S = 86_400.0
 
 # Share of the daily mean occupancy by UTC hour of day (a casino's night-heavy curve);
 # the mean of the 24 factors is 1.
-_HOURLY = (1.5, 1.4, 1.2, 0.9, 0.6, 0.4, 0.3, 0.3, 0.4, 0.5, 0.6, 0.8,
-           0.9, 1.0, 1.0, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.7)  # fmt: skip
+_HOURLY = (
+    1.5,
+    1.4,
+    1.2,
+    0.9,
+    0.6,
+    0.4,
+    0.3,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.8,
+    0.9,
+    1.0,
+    1.0,
+    1.0,
+    1.1,
+    1.2,
+    1.3,
+    1.4,
+    1.5,
+    1.6,
+    1.7,
+    1.7,
+)
 _HOURLY_MEAN = sum(_HOURLY) / len(_HOURLY)
 HOURLY_OCCUPANCY: tuple[float, ...] = tuple(f / _HOURLY_MEAN for f in _HOURLY)
 

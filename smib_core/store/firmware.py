@@ -228,8 +228,11 @@ def _check_upload(data: bytes, filename: str | None) -> str:
 def _check_label(what: str, text: str, rule: re.Pattern[str]) -> str:
     text = text.strip() if isinstance(text, str) else ""
     if not rule.match(text):
-        allowed = "letters, digits, spaces, '.', '-' or '_'" if what == "product" else (
-            "letters, digits, '.', '-', '_' or '+'")  # fmt: skip
+        allowed = (
+            "letters, digits, spaces, '.', '-' or '_'"
+            if what == "product"
+            else ("letters, digits, '.', '-', '_' or '+'")
+        )
         raise InvalidInput(
             f"the {what} {text!r} is not valid: up to 40 characters, starting with a letter "
             f"or digit, then {allowed}"

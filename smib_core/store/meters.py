@@ -118,9 +118,16 @@ def _time_filter(start: datetime, end: datetime) -> dict[str, Any]:
 
 
 def _in(field: str, values: Iterable[str] | None, query: dict[str, Any]) -> None:
-    """Filter on `field` in `values` ($in also matches indexed arrays on nx-27017)."""
-    if values is not None:
-        query[field] = {"$in": [str(v) for v in values]}
+    """Filter on the scalar `field` being one of `values`.
+
+    One value is an equality: nx-27017 answers `$in` with a time range by scanning the
+    whole collection (1.8 s against 0.2 s on 50,000 snapshots), and the collector asks
+    for one cabinet on every reading.
+    """
+    if values is None:
+        return
+    wanted = [str(v) for v in values]
+    query[field] = wanted[0] if len(wanted) == 1 else {"$in": wanted}
 
 
 def _bounded_chunk(chunk_rows: int) -> int:

@@ -66,8 +66,10 @@ def choose_boards() -> list[str]:
     if by == "By location":
         locations = registry.locations()
         if not locations:
-            st.info("No location is registered yet: add locations and cabinets on the "
-                    "Registry page, or choose boards one by one.")  # fmt: skip
+            st.info(
+                "No location is registered yet: add locations and cabinets on the "
+                "Registry page, or choose boards one by one."
+            )
             return []
         place = st.selectbox("Location", locations, format_func=lambda loc: loc.name)
         relays = location_relays(registry, place.id) if place is not None else []
@@ -79,8 +81,10 @@ def choose_boards() -> list[str]:
     labels = cabinet_labels(registry)
     options = board_choices(registry, resources.get_bus().relays_seen())
     if not options:
-        st.info("No board is known yet: boards appear here once they are heard on the bus "
-                "or registered to a cabinet.")  # fmt: skip
+        st.info(
+            "No board is known yet: boards appear here once they are heard on the bus "
+            "or registered to a cabinet."
+        )
         return []
     return st.multiselect(
         "Boards",
@@ -99,8 +103,10 @@ def choose_change(principal: Principal, relays: list[str]) -> BatchJob | None:
     what = st.radio("What to do", kinds, horizontal=True)
     try:
         if what == RESTART:
-            st.caption("Each board drops off the bus for some seconds and is confirmed once it "
-                       "is heard again.")  # fmt: skip
+            st.caption(
+                "Each board drops off the bus for some seconds and is confirmed once it "
+                "is heard again."
+            )
             return BatchJob("restart", tuple(relays)) if relays else None
         if what == TEMPLATE:
             return _template_job(relays)
@@ -148,8 +154,9 @@ def _field_job(relays: list[str]) -> BatchJob | None:
 def confirm_and_start(principal: Principal, job: BatchJob) -> None:
     st.subheader("3 · Check and start")
     settings = resources.get_settings()
-    targets = targets_frame(job.relays, resources.get_registry(), resources.get_bus(),
-                            settings.offline_after_s)  # fmt: skip
+    targets = targets_frame(
+        job.relays, resources.get_registry(), resources.get_bus(), settings.offline_after_s
+    )
     offline = int((targets["status"] == "offline").sum())
     if st.session_state.get(PENDING_KEY) != job:
         st.session_state.pop(PENDING_KEY, None)
@@ -170,8 +177,10 @@ def confirm_and_start(principal: Principal, job: BatchJob) -> None:
             column_config=_TARGET_COLUMNS,
         )
         if offline:
-            st.warning(f"{offline} of these boards look offline: nothing will be sent to them "
-                       "and they will be listed as offline.")  # fmt: skip
+            st.warning(
+                f"{offline} of these boards look offline: nothing will be sent to them "
+                "and they will be listed as offline."
+            )
         buttons = st.container(horizontal=True)
         if buttons.button(f"Confirm and start on {len(job.relays)} boards", type="primary"):
             _start(principal, job, settings.offline_after_s)
@@ -236,8 +245,9 @@ def live_progress(job_id: str) -> None:
     if run.done:
         st.rerun()  # once, to show the final outcome without polling
     progress = run.progress
-    st.progress(progress.fraction(), text=f"{progress.finished_count()} of {progress.total} "
-                "boards done")  # fmt: skip
+    st.progress(
+        progress.fraction(), text=f"{progress.finished_count()} of {progress.total} boards done"
+    )
     _metrics(progress)
     _table(progress)
     st.caption(f"Working… last updated {time.strftime('%H:%M:%S')}")
@@ -254,9 +264,13 @@ def outcome(run: BatchRun) -> None:
     _metrics(progress)
     st.markdown("##### Outcome per board")
     frame = _table(progress)
-    st.download_button("Download the outcome (CSV)", frame.to_csv(index=False).encode("utf-8"),
-                       file_name=f"batch-{run.id}.csv", mime="text/csv",
-                       on_click="ignore")  # fmt: skip
+    st.download_button(
+        "Download the outcome (CSV)",
+        frame.to_csv(index=False).encode("utf-8"),
+        file_name=f"batch-{run.id}.csv",
+        mime="text/csv",
+        on_click="ignore",
+    )
 
 
 def _metrics(progress: BatchProgress) -> None:

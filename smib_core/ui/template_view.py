@@ -35,10 +35,12 @@ def field_input(spec: FieldSpec, key: str, label: str | None = None) -> str:
 def templates_section(principal: Principal) -> None:
     store = TemplateStore(resources.get_db(), resources.get_audit())
     st.subheader("Configuration templates")
-    st.caption("A template is a named partial configuration of one component (for example "
-               "the WiFi channel and password of a floor), applied to many boards at once "
-               "from Run a batch. Secrets are kept to be rolled out, and always shown "
-               "masked.")  # fmt: skip
+    st.caption(
+        "A template is a named partial configuration of one component (for example "
+        "the WiFi channel and password of a floor), applied to many boards at once "
+        "from Run a batch. Secrets are kept to be rolled out, and always shown "
+        "masked."
+    )
     frame = store.frame()
     if frame.empty:
         st.info("No template yet. Create one below, then apply it from Run a batch.")

@@ -71,12 +71,13 @@ def served_app(
         SMIB_DATA_DIR=str(data_dir),
         FIRMWARE_PORT=str(free_port()),
         SMIB_OFFLINE_AFTER_S="20",
+        SMIB_HEARTBEAT_S="5",
     )
     log = (data_dir / "streamlit.log").open("ab")
     cmd = [
         sys.executable,
         "-m",
-        "streamlit",
+        "smib_core.ui.launch",
         "run",
         str(ROOT / "app.py"),
         "--server.port",

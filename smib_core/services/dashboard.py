@@ -1,0 +1,268 @@
+"""The managers' dashboard: KPIs, their change, chart frames, the cabinet table and the
+data quality of a period, from rollups. No streamlit.
+
+Contract: `build_dashboard(source, registry, period, scope, settings)` reads rollups
+only, never raw snapshots (apart from the failed readings of the period, which exist
+only as snapshots): daily rollups for whole gaming days, hourly rollups for periods of
+two days or less (shown hour by hour) and for the part of a day the comparison is cut
+at. `coin_in_heatmap` reads the period's hourly rollups one gaming day at a time (the
+hour-of-day by weekday grid needs hours; a month of them for 500 cabinets is 360,000
+rows, so pages load it after the rest).
+
+Rollups are read by time range alone and cut to the scope in pandas: an index on time
+serves every query, and a filtered dashboard never reads more than the whole fleet's.
+Analytics run keyed by cabinet and location *ids* (two cabinets may share a name);
+the frames handed out carry names, for people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import pandas as pd
+
+from smib_core import analytics
+from smib_core.analytics import DataQuality, KpiChange, Kpis, period_bounds
+from smib_core.services.meter_report import MeterSource, ReportPeriod, Scope, day_start
+from smib_core.settings import Settings
+
+Freq = Literal["h", "D"]
+TOP_N = 10
+CABINET_TABLE_COLUMNS = (
+    "cabinet",
+    "location",
+    "trend",
+    "net_win",
+    "hold_pct",
+    "coin_in",
+    "coin_out",
+    "drop",
+    "cancelled",
+    "jackpot",
+    "games_played",
+    "avg_bet",
+    "cabinet_id",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Dashboard:
+    """Everything the dashboard page shows for one period and scope (money in $)."""
+
+    period: ReportPeriod
+    kpis: Kpis
+    previous: Kpis
+    change: dict[str, KpiChange]
+    over_time: pd.DataFrame = field(repr=False)  # bucket + KPI columns
+    by_location: pd.DataFrame = field(repr=False)  # location + KPI columns, best first
+    top: pd.DataFrame = field(repr=False)  # best cabinets by net win
+    bottom: pd.DataFrame = field(repr=False)  # worst cabinets by net win
+    hold: pd.DataFrame = field(repr=False)  # cabinet, location, hold_pct, ... highest first
+    cabinets: pd.DataFrame = field(repr=False)  # CABINET_TABLE_COLUMNS, best net win first
+    quality: DataQuality = field(repr=False)
+    rows_read: int = 0
+
+    @property
+    def empty(self) -> bool:
+        """No play recorded in the period for the scope (the page shows what to do)."""
+        return self.cabinets.empty
+
+
+def _ranges(
+    period: ReportPeriod, settings: Settings, tz: str
+) -> list[tuple[Freq, pd.Timestamp, pd.Timestamp]]:
+    """(freq, start, end) reads covering the compared period and the period, adjacent
+    reads of one frequency merged."""
+    start, end = period.start, period.end
+    before, cut = period.previous_start, period.previous_end
+    if period.hourly:
+        wanted: list[tuple[Freq, pd.Timestamp, pd.Timestamp]] = [("h", before, cut)]
+    else:
+        whole = max(before, day_start(cut, settings.gaming_day_start_hour, tz))
+        wanted = [("D", before, whole)] if whole > before else []
+        if cut > whole:
+            wanted.append(("h", whole, cut))
+    wanted.append(("h" if period.hourly else "D", start, end))
+    merged: list[tuple[Freq, pd.Timestamp, pd.Timestamp]] = []
+    for freq, first, last in wanted:
+        if merged and merged[-1][0] == freq and merged[-1][2] == first:
+            merged[-1] = (freq, merged[-1][1], last)
+        else:
+            merged.append((freq, first, last))
+    return merged
+
+
+def _read(
+    source: MeterSource,
+    freq: Freq,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    scope: Scope,
+    tz: str,
+) -> pd.DataFrame:
+    frame = source.rollups(freq, start.to_pydatetime(), end.to_pydatetime(), tz=tz)
+    return scope.keep(frame)
+
+
+def _names(rows: pd.DataFrame, roster: pd.DataFrame) -> dict[str, str]:
+    """Cabinet and location id -> name: the registry's, else the newest in the rows."""
+    names: dict[str, str] = {}
+    for id_column, name_column in (("cabinet_id", "cabinet"), ("location_id", "location")):
+        latest = rows.sort_values("bucket").drop_duplicates(id_column, keep="last")
+        names.update(zip(latest[id_column], latest[name_column], strict=True))
+        known = roster.dropna(subset=[id_column])
+        names.update(zip(known[id_column], known[name_column], strict=True))
+    return {k: v or k for k, v in names.items()}
+
+
+def _keyed(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows keyed by ids for the analytics (names may repeat, ids do not)."""
+    return rows.assign(cabinet=rows["cabinet_id"], location=rows["location_id"])
+
+
+def _named(frame: pd.DataFrame, names: Mapping[str, str]) -> pd.DataFrame:
+    named = frame.copy()
+    if "cabinet" in named.columns:
+        named.insert(len(named.columns), "cabinet_id", named["cabinet"])
+        named["cabinet"] = _unique_labels(named["cabinet"], names)
+    if "location" in named.columns:
+        named["location"] = named["location"].map(lambda i: names.get(i, i))
+    return named
+
+
+def _unique_labels(ids: pd.Series, names: Mapping[str, str]) -> pd.Series:
+    """Each id's name, with the id added where two cabinets of the frame share a name."""
+    labels = ids.map(lambda i: names.get(i, i))
+    shared = labels.groupby(labels).transform("size") > 1
+    return labels.where(~shared, labels + " (" + ids + ")")
+
+
+def build_dashboard(
+    source: MeterSource,
+    registry: pd.DataFrame,
+    period: ReportPeriod,
+    scope: Scope | None = None,
+    settings: Settings | None = None,
+    *,
+    tz: str = "UTC",
+    top_n: int = TOP_N,
+) -> Dashboard:
+    """The dashboard of `period` for the cabinets of `scope` (`registry`: Registry.frame())."""
+    scope = scope or Scope()
+    settings = settings or Settings()
+    jackpot = settings.net_win_subtracts_jackpot
+    parts = [_read(source, f, a, b, scope, tz) for f, a, b in _ranges(period, settings, tz)]
+    rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    roster = scope.roster(registry)
+    names = _names(rows, roster)
+    keyed = _keyed(rows)
+    current = analytics.select_period(keyed, period.start, period.end)
+    before = analytics.select_period(keyed, period.previous_start, period.previous_end)
+    now = analytics.kpis(current, period.start, period.end, jackpot)
+    previous = analytics.kpis(before, period.previous_start, period.previous_end, jackpot)
+    top, bottom = analytics.top_bottom_cabinets(current, top_n, net_win_subtracts_jackpot=jackpot)
+    hold = analytics.hold_by_cabinet(current, net_win_subtracts_jackpot=jackpot)
+    return Dashboard(
+        period=period,
+        kpis=now,
+        previous=previous,
+        change=analytics.kpi_change(now, previous),
+        over_time=analytics.series_over_time(
+            current,
+            "h" if period.hourly else "D",
+            gaming_day_start_hour=settings.gaming_day_start_hour,
+            tz=tz,
+            net_win_subtracts_jackpot=jackpot,
+        ),
+        by_location=_named(
+            analytics.by_location(current, net_win_subtracts_jackpot=jackpot), names
+        ),
+        top=_named(top, names),
+        bottom=_named(bottom, names),
+        hold=_named(hold, names),
+        cabinets=_cabinet_table(current, hold, names, jackpot),
+        quality=_quality(source, current, roster, period, names),
+        rows_read=len(rows),
+    )
+
+
+def _cabinet_table(
+    current: pd.DataFrame, per_cabinet: pd.DataFrame, names: Mapping[str, str], jackpot: bool
+) -> pd.DataFrame:
+    """One row per cabinet that played, best net win first, with its net win trend."""
+    if per_cabinet.empty:
+        return pd.DataFrame(columns=list(CABINET_TABLE_COLUMNS))
+    lines = analytics.sparkline_per_cabinet(current, net_win_subtracts_jackpot=jackpot)
+    table = per_cabinet.merge(lines.rename(columns={"sparkline": "trend"}), on="cabinet")
+    table = table.sort_values(["net_win", "cabinet"], ascending=[False, True], kind="stable")
+    return _named(table, names)[list(CABINET_TABLE_COLUMNS)].reset_index(drop=True)
+
+
+def _quality(
+    source: MeterSource,
+    current: pd.DataFrame,
+    roster: pd.DataFrame,
+    period: ReportPeriod,
+    names: Mapping[str, str],
+) -> DataQuality:
+    """Data quality from the rollups (readings = intervals closed in the period, last
+    reading = the latest interval end, flag counts) and the period's failed readings."""
+    start, end = period.start, period.end
+    failed = source.failed_readings(start.to_pydatetime(), end.to_pydatetime())
+    if "cabinet_id" not in failed.columns:
+        relay_to_id = dict(zip(roster["relay"], roster["cabinet_id"], strict=True))
+        failed = failed.assign(cabinet_id=failed["relay"].map(relay_to_id))
+    failed = failed.dropna(subset=["cabinet_id"])
+    failed = failed[failed["cabinet_id"].isin(set(roster["cabinet_id"]) | set(current["cabinet"]))]
+    cabinets = roster.assign(cabinet=roster["cabinet_id"], location=roster["location_id"])
+    last = current.groupby("cabinet", as_index=False).agg(at=("end", "max"))
+    quality = analytics.data_quality(
+        last[last["at"].notna()],
+        current,
+        failed.assign(cabinet=failed["cabinet_id"]),
+        cabinets[["cabinet", "location", "relay"]],
+        (start, end),
+    )
+    table = quality.per_cabinet
+    readings = current.groupby("cabinet")["intervals"].sum()
+    table = table.assign(readings=table["cabinet"].map(readings).fillna(0).astype("int64"))
+    silent = table.loc[table["no_reading"], "cabinet"]
+    return replace(
+        quality,
+        per_cabinet=_named(table, names),
+        silent=[names.get(c, c) for c in silent],
+        readings=int(table["readings"].sum()),
+    )
+
+
+def _day_end(moment: pd.Timestamp, gaming_day_start_hour: int, tz: str) -> pd.Timestamp:
+    return period_bounds("day", moment, gaming_day_start_hour=gaming_day_start_hour, tz=tz)[1]
+
+
+def coin_in_heatmap(
+    source: MeterSource,
+    period: ReportPeriod,
+    scope: Scope | None = None,
+    settings: Settings | None = None,
+    *,
+    tz: str = "UTC",
+) -> pd.DataFrame:
+    """Coin in ($) by weekday (rows Mon..Sun) and hour (0..23) over the period, from
+    hourly rollups read one gaming day at a time (memory bounded by a day's rows)."""
+    scope = scope or Scope()
+    settings = settings or Settings()
+    hours = []
+    day, last = period.start, min(period.end, period.now + pd.Timedelta(hours=1))
+    while day < last:
+        following = min(last, _day_end(day, settings.gaming_day_start_hour, tz))
+        rows = _read(source, "h", day, following, scope, tz)
+        hours.append(
+            rows.groupby("bucket", as_index=False).agg(coin_in_money=("coin_in_money", "sum"))
+        )
+        day = following
+    hourly = pd.concat(hours, ignore_index=True)
+    return analytics.heatmap_hour_weekday(
+        hourly, gaming_day_start_hour=settings.gaming_day_start_hour, tz=tz
+    )

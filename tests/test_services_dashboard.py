@@ -1,0 +1,264 @@
+"""The dashboard from hand-made rollups: exact KPIs, change against the previous period
+(cut to the same hour while a period runs), filters, data quality, the heatmap, and an
+empty period. A fake source records which rollups were read: never raw snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from smib_core.analytics.movement import CREDIT_METERS, FLAGS, MOVEMENT_METERS
+from smib_core.analytics.rollups import ROLLUP_COLUMNS, rollup
+from smib_core.services.dashboard import CABINET_TABLE_COLUMNS, build_dashboard, coin_in_heatmap
+from smib_core.services.meter_report import Scope, report_period
+from smib_core.settings import Settings
+
+CABINETS = {  # id: (name, location id, location, relay, denomination)
+    "a1": ("Buffalo 1", "main", "Main floor", "aa0000000001", 0.01),
+    "b1": ("Dragon 7", "vip", "VIP room", "aa0000000002", 0.25),
+    "c1": ("Quiet one", "vip", "VIP room", "aa0000000003", 0.05),
+}
+
+
+def registry() -> pd.DataFrame:
+    rows = [
+        {"id": i, "name": n, "location_id": lid, "location": loc, "relay": r, "denomination": d}
+        for i, (n, lid, loc, r, d) in CABINETS.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def hour(cabinet_id: str, when: str, **money: float) -> dict[str, Any]:
+    """One hourly rollup row; `money` in $ by meter name (games in games), converted to
+    credits by the cabinet's denomination as the collector's rollups are."""
+    name, location_id, location, relay, denomination = CABINETS[cabinet_id]
+    bucket = pd.Timestamp(when, tz="UTC")
+    row: dict[str, Any] = {c: 0.0 for c in ROLLUP_COLUMNS}
+    row.update(cabinet=name, bucket=bucket, relay=relay, location=location)
+    row.update(denomination=denomination, intervals=12, cabinet_id=cabinet_id)
+    row.update(start=bucket, end=bucket + pd.Timedelta(hours=1), location_id=location_id)
+    for meter in MOVEMENT_METERS:
+        amount = float(money.get(meter, 0.0))
+        if meter in CREDIT_METERS:
+            row[meter] = amount / denomination
+            row[f"{meter}_money"] = amount
+        else:
+            row[meter] = amount
+    for flag in FLAGS:
+        row[flag] = int(money.get(flag, 0))
+    return row
+
+
+class FakeSource:
+    """Stands in for MeterStore: hourly rows given, daily rows rolled up from them."""
+
+    def __init__(
+        self, hours: list[dict[str, Any]], failed: list[dict[str, Any]] | None = None
+    ) -> None:
+        self.hourly = pd.DataFrame(hours, columns=[*ROLLUP_COLUMNS, "cabinet_id", "location_id"])
+        self.hourly["bucket"] = pd.to_datetime(self.hourly["bucket"], utc=True)
+        for column in ("start", "end"):
+            self.hourly[column] = pd.to_datetime(self.hourly[column], utc=True)
+        self.failed = pd.DataFrame(
+            failed or [], columns=["relay", "cabinet", "location", "at", "failure", "failure_check"]
+        )
+        self.failed["at"] = pd.to_datetime(self.failed["at"], utc=True)
+        self.reads: list[tuple[str, pd.Timestamp, pd.Timestamp]] = []
+
+    def daily(self) -> pd.DataFrame:
+        keyed = self.hourly.assign(cabinet=self.hourly["cabinet_id"])
+        days = rollup(keyed, "D")
+        days["cabinet_id"] = days["cabinet"]
+        days["location_id"] = days["cabinet"].map(lambda c: CABINETS[c][1])
+        days["cabinet"] = days["cabinet"].map(lambda c: CABINETS[c][0])
+        return days
+
+    def rollups(
+        self,
+        freq: str,
+        start: datetime,
+        end: datetime,
+        cabinet_ids: Iterable[str] | None = None,
+        location_ids: Iterable[str] | None = None,
+        *,
+        tz: str = "UTC",
+    ) -> pd.DataFrame:
+        assert cabinet_ids is None and location_ids is None  # cut to scope in pandas
+        self.reads.append((freq, pd.Timestamp(start), pd.Timestamp(end)))
+        frame = self.hourly if freq == "h" else self.daily()
+        inside = (frame["bucket"] >= start) & (frame["bucket"] < end)
+        return frame[inside].reset_index(drop=True)
+
+    def failed_readings(self, start: datetime, end: datetime, **_: object) -> pd.DataFrame:
+        inside = (self.failed["at"] >= start) & (self.failed["at"] < end)
+        return self.failed[inside].reset_index(drop=True)
+
+
+NOW = pd.Timestamp("2024-05-15 12:30", tz="UTC")  # a Wednesday
+
+
+def fleet() -> FakeSource:
+    return FakeSource(
+        [
+            # Tuesday 14 May (the period "yesterday")
+            hour(
+                "a1",
+                "2024-05-14 10:00",
+                coin_in=100,
+                coin_out=80,
+                drop=40,
+                cancelled=10,
+                games_played=200,
+            ),
+            hour(
+                "b1",
+                "2024-05-14 20:00",
+                coin_in=300,
+                coin_out=250,
+                drop=100,
+                cancelled=150,
+                jackpot=20,
+                games_played=60,
+                ram_clear=1,
+            ),
+            # Monday 13 May (the compared period)
+            hour("a1", "2024-05-13 09:00", coin_in=50, drop=30, cancelled=5, games_played=100),
+            # Wednesday 15 May (today, running): before and after 12:30
+            hour("a1", "2024-05-15 08:00", coin_in=10, drop=10, games_played=20),
+        ],
+        failed=[
+            {"relay": "aa0000000001", "at": "2024-05-14 11:00", "failure": "crc"},
+            {"relay": "aa0000000003", "at": "2024-05-14 12:00", "failure": "timeout"},
+            {"relay": "ffff00000000", "at": "2024-05-14 12:00", "failure": "crc"},
+        ],
+    )
+
+
+def test_kpis_are_exact_and_compared_with_the_previous_period() -> None:
+    source = fleet()
+    board = build_dashboard(source, registry(), report_period("yesterday", NOW))
+    k = board.kpis
+    assert (k["coin_in"], k["coin_out"], k["drop"]) == (400.0, 330.0, 140.0)
+    assert (k["cancelled"], k["jackpot"]) == (160.0, 20.0)
+    assert k["net_win"] == pytest.approx(140 - 160)
+    assert k["hold_pct"] == pytest.approx(-20 / 400 * 100)
+    assert k["games_played"] == 260
+    assert k["avg_bet"] == pytest.approx(400 / 260)
+    assert board.previous["net_win"] == pytest.approx(25.0)
+    change = board.change["net_win"]
+    assert change["delta"] == pytest.approx(-45.0)
+    assert change["pct"] == pytest.approx(-45 / 25 * 100)
+    assert board.change["coin_in"]["pct"] == pytest.approx((400 - 50) / 50 * 100)
+    assert {f for f, _, _ in source.reads} == {"h"}  # a day is read hour by hour
+
+
+def test_net_win_may_subtract_jackpots() -> None:
+    settings = Settings(net_win_subtracts_jackpot=True)
+    board = build_dashboard(fleet(), registry(), report_period("yesterday", NOW), None, settings)
+    assert board.kpis["net_win"] == pytest.approx(140 - 160 - 20)
+
+
+def test_chart_frames_and_cabinet_table_carry_names() -> None:
+    board = build_dashboard(fleet(), registry(), report_period("yesterday", NOW))
+    assert board.over_time["bucket"].dt.hour.tolist() == [10, 20]
+    assert board.over_time["net_win"].tolist() == pytest.approx([30.0, -50.0])
+    assert board.by_location[["location", "net_win"]].values.tolist() == [
+        ["Main floor", 30.0],
+        ["VIP room", -50.0],
+    ]
+    assert board.top["cabinet"].tolist() == ["Buffalo 1", "Dragon 7"]
+    assert board.bottom["cabinet"].tolist() == ["Dragon 7", "Buffalo 1"]
+    assert board.hold["hold_pct"].tolist() == pytest.approx([30.0, -50 / 3])
+    table = board.cabinets
+    assert list(table.columns) == list(CABINET_TABLE_COLUMNS)
+    assert table["cabinet"].tolist() == ["Buffalo 1", "Dragon 7"]
+    assert table["cabinet_id"].tolist() == ["a1", "b1"]
+    assert table["trend"].tolist() == [[30.0, 0.0], [0.0, -50.0]]
+
+
+def test_filters_cut_to_locations_and_cabinets() -> None:
+    vip = build_dashboard(fleet(), registry(), report_period("yesterday", NOW), Scope.of(["vip"]))
+    assert vip.kpis["coin_in"] == 300.0
+    assert vip.previous["coin_in"] == 0.0
+    assert vip.change["coin_in"]["pct"] is None  # nothing to compare with
+    assert vip.cabinets["cabinet"].tolist() == ["Dragon 7"]
+    assert vip.quality.silent == ["Quiet one"]
+    one = build_dashboard(
+        fleet(), registry(), report_period("yesterday", NOW), Scope.of(None, ["a1"])
+    )
+    assert one.kpis["coin_in"] == 100.0
+    assert one.quality.cabinets == 1
+
+
+def test_a_running_period_is_compared_with_the_same_part_of_the_previous_one() -> None:
+    source = fleet()
+    source.hourly = pd.concat(
+        [source.hourly, pd.DataFrame([hour("a1", "2024-05-14 13:00", coin_in=999)])],
+        ignore_index=True,
+    )
+    board = build_dashboard(source, registry(), report_period("today", NOW))
+    assert board.period.previous_end == pd.Timestamp("2024-05-14 13:00", tz="UTC")
+    assert board.kpis["coin_in"] == 10.0
+    assert board.previous["coin_in"] == 100.0  # Tuesday up to 13:00, not the 999 after
+
+
+def test_longer_periods_read_daily_rollups_and_hours_only_for_the_cut() -> None:
+    source = fleet()
+    board = build_dashboard(source, registry(), report_period("this_week", NOW))
+    assert board.kpis["coin_in"] == 460.0
+    assert board.over_time["bucket"].dt.day.tolist() == [13, 14, 15]
+    assert board.cabinets.set_index("cabinet")["trend"]["Buffalo 1"] == [25.0, 30.0, 10.0]
+    week = pd.Timestamp("2024-05-13", tz="UTC")
+    assert source.reads == [
+        ("D", week - pd.Timedelta(days=7), week - pd.Timedelta(days=5)),
+        ("h", week - pd.Timedelta(days=5), pd.Timestamp("2024-05-08 13:00", tz="UTC")),
+        ("D", week, week + pd.Timedelta(days=7)),
+    ]
+    custom = report_period("custom", NOW, first_day=date(2024, 5, 13), last_day=date(2024, 5, 14))
+    source.reads.clear()
+    build_dashboard(source, registry(), custom)
+    assert [f for f, _, _ in source.reads] == ["h"]  # two days: hourly, previous and period
+    three = report_period("custom", NOW, first_day=date(2024, 5, 12), last_day=date(2024, 5, 14))
+    source.reads.clear()
+    assert build_dashboard(source, registry(), three).kpis["coin_in"] == 450.0
+    assert source.reads == [("D", pd.Timestamp("2024-05-09", tz="UTC"), three.end)]
+
+
+def test_data_quality_counts_silent_cabinets_flags_and_failed_readings() -> None:
+    quality = build_dashboard(fleet(), registry(), report_period("yesterday", NOW)).quality
+    assert quality.silent == ["Quiet one"]
+    assert quality.ram_clears == 1
+    assert quality.rollovers == 0
+    assert quality.failed_readings == 2  # the unregistered board's failure is not ours
+    table = quality.per_cabinet.set_index("cabinet")
+    assert table.loc["Buffalo 1", "readings"] == 12
+    assert table.loc["Quiet one", "failed_readings"] == 1
+    assert bool(table.loc["Quiet one", "no_reading"])
+    assert table.loc["Dragon 7", "last_reading"] == pd.Timestamp("2024-05-14 21:00", tz="UTC")
+
+
+def test_heatmap_of_coin_in_by_weekday_and_hour() -> None:
+    source = fleet()
+    grid = coin_in_heatmap(source, report_period("this_week", NOW))
+    assert grid.shape == (7, 24)
+    assert grid.loc["Tue", 10] == 100.0
+    assert grid.loc["Tue", 20] == 300.0
+    assert grid.loc["Mon", 9] == 50.0
+    assert grid.to_numpy().sum() == 460.0
+    assert [f for f, _, _ in source.reads] == ["h"] * 3  # a day at a time, none after now
+    vip = coin_in_heatmap(source, report_period("this_week", NOW), Scope.of("vip"))
+    assert vip.to_numpy().sum() == 300.0
+
+
+def test_an_empty_period_says_so() -> None:
+    board = build_dashboard(FakeSource([]), registry(), report_period("today", NOW))
+    assert board.empty
+    assert board.kpis["coin_in"] == 0.0
+    assert board.kpis["hold_pct"] is None
+    assert board.over_time.empty and board.top.empty
+    assert sorted(board.quality.silent) == ["Buffalo 1", "Dragon 7", "Quiet one"]
+    assert coin_in_heatmap(FakeSource([]), report_period("today", NOW)).to_numpy().sum() == 0
