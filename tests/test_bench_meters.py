@@ -28,6 +28,8 @@ def test_a_tiny_run_reports_every_figure(
     assert board["cabinets"] == 3 and board["rollup_rows_read"] == 3 * 4
     assert board["build_s"] > 0 and board["baseline_read_s"] > 0
     assert board["heatmap_hourly_rows"] == 3 * 2 * 24
+    assert board["heatmap_location_rows"] == 3 * 2 * 24  # three cabinets, three locations
+    assert board["heatmap_same"] and board["heatmap_s"] > 0
     formats = report["export"]["formats"]
     assert set(formats) == {"csv", "parquet"}
     assert all(

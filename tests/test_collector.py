@@ -21,7 +21,7 @@ from smib_core.services.demo import register_demo_fleet
 from smib_core.settings import Settings
 from smib_core.sim.board import Faults
 from smib_core.sim.fleet import Fleet
-from smib_core.store.meters import MeterStore
+from smib_core.store.meters import MeterStore, location_hourly_frame
 from smib_core.store.registry import Registry
 from tests.servers import Mosquitto
 from tests.test_bus import make_topics
@@ -211,6 +211,19 @@ def test_once_reads_every_board_and_keeps_the_rollups_right(
     gap = snapshots[snapshots["relay"] == silent]["0000"]
     moved = store.rollups("h", *WIDE, cabinet_ids=[fleet_registry.cabinet_for_relay(silent).id])
     assert moved["coin_in"].sum() == gap.iloc[-1] - gap.iloc[0] > 0, "the gap is counted"
+    assert_location_hours_match(store)
+
+
+def assert_location_hours_match(store: MeterStore) -> None:
+    """The location-hourly rows say what the hourly rollups say, location by hour."""
+    hourly = store.rollups("h", *WIDE)
+    places = store.location_hourly(*WIDE)
+    expected = location_hourly_frame(hourly)
+    assert len(places) == len(expected) > 0
+    assert list(places["location_id"]) == list(expected["location_id"])
+    assert list(places["bucket"]) == list(expected["bucket"])
+    assert list(places["cabinets"]) == list(expected["cabinets"])
+    assert list(places["coin_in_money"]) == pytest.approx(list(expected["coin_in_money"]))
 
 
 @pytest.mark.integration
@@ -258,3 +271,4 @@ def test_only_the_lease_holder_reads_on_its_schedule(
     for relay, at in zip(snapshots["relay"], snapshots["at"], strict=True):
         late = (at.timestamp() - offset_s(relay, 2)) % 2
         assert late < 0.8, f"{relay} read {late:.2f} s after its slot"
+    assert_location_hours_match(MeterStore(mongo_db))  # flushed on start and stop

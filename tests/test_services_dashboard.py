@@ -16,6 +16,7 @@ from smib_core.analytics.rollups import ROLLUP_COLUMNS, rollup
 from smib_core.services.dashboard import CABINET_TABLE_COLUMNS, build_dashboard, coin_in_heatmap
 from smib_core.services.meter_report import Scope, report_period
 from smib_core.settings import Settings
+from smib_core.store.meters import location_hourly_frame
 
 CABINETS = {  # id: (name, location id, location, relay, denomination)
     "a1": ("Buffalo 1", "main", "Main floor", "aa0000000001", 0.01),
@@ -252,6 +253,60 @@ def test_heatmap_of_coin_in_by_weekday_and_hour() -> None:
     assert [f for f, _, _ in source.reads] == ["h"] * 3  # a day at a time, none after now
     vip = coin_in_heatmap(source, report_period("this_week", NOW), Scope.of("vip"))
     assert vip.to_numpy().sum() == 300.0
+
+
+class LocationSource(FakeSource):
+    """A FakeSource that also keeps the location-hourly coin in (from `since` on)."""
+
+    def __init__(self, hours: list[dict[str, Any]], since: str | None = None) -> None:
+        super().__init__(hours)
+        places = location_hourly_frame(self.hourly)
+        self.places = places if since is None else places[places["bucket"] >= since]
+        self.location_reads: list[tuple[pd.Timestamp, pd.Timestamp, list[str] | None]] = []
+
+    def location_hourly(
+        self,
+        start: datetime,
+        end: datetime,
+        location_ids: Iterable[str] | None = None,
+        *,
+        tz: str = "UTC",
+    ) -> pd.DataFrame:
+        wanted = None if location_ids is None else list(location_ids)
+        self.location_reads.append((pd.Timestamp(start), pd.Timestamp(end), wanted))
+        rows = self.places[(self.places["bucket"] >= start) & (self.places["bucket"] < end)]
+        return rows[rows["location_id"].isin(wanted)] if wanted is not None else rows
+
+
+def test_the_heatmap_of_locations_reads_location_hours_and_equals_the_cabinets_one() -> None:
+    week = report_period("this_week", NOW)
+    rows = fleet().hourly.to_dict("records")
+    for scope in (Scope(), Scope.of("vip"), Scope.of(["main", "vip"])):
+        source = LocationSource(rows)
+        expected = coin_in_heatmap(fleet(), week, scope)
+        pd.testing.assert_frame_equal(coin_in_heatmap(source, week, scope), expected)
+        assert len(source.location_reads) == 1
+        assert source.location_reads[0][2] == (list(scope.location_ids) or None)
+        first = source.places["bucket"].min() if not scope.location_ids else None
+        if first is not None:  # only the hours before the first location row, per cabinet
+            assert source.reads == [("h", week.start, first)]
+    assert coin_in_heatmap(LocationSource(rows), week).loc["Tue", 20] == 300.0
+    chosen = LocationSource(rows)
+    grid = coin_in_heatmap(chosen, week, Scope.of(cabinet_ids="b1"))
+    assert grid.to_numpy().sum() == 300.0 and not chosen.location_reads, "cabinets: rollups"
+
+
+def test_the_heatmap_takes_older_hours_from_the_hourly_rollups() -> None:
+    week = report_period("this_week", NOW)
+    rows = fleet().hourly.to_dict("records")
+    expected = coin_in_heatmap(fleet(), week)
+    late = LocationSource(rows, since="2024-05-14 00:00")  # Monday's hours predate them
+    pd.testing.assert_frame_equal(coin_in_heatmap(late, week), expected)
+    assert late.reads[-1][2] == pd.Timestamp("2024-05-14 10:00", tz="UTC")
+    none = LocationSource(rows, since="2030-01-01")
+    pd.testing.assert_frame_equal(coin_in_heatmap(none, week), expected)
+    assert [f for f, _, _ in none.reads] == ["h"] * 3
+    assert coin_in_heatmap(LocationSource([]), week).to_numpy().sum() == 0
 
 
 def test_an_empty_period_says_so() -> None:

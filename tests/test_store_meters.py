@@ -10,7 +10,10 @@ import pytest
 
 from smib_core.analytics import meter_movement, rollup
 from smib_core.errors import InvalidInput
-from smib_core.store.meters import MeterStore, snapshot_document
+from smib_core.services.dashboard import coin_in_heatmap
+from smib_core.services.meter_report import ReportPeriod, Scope
+from smib_core.services.meter_seed import SeedCabinet, seed_history
+from smib_core.store.meters import MeterStore, location_hourly_frame, snapshot_document
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
@@ -127,3 +130,37 @@ def test_last_reading_times_and_previous_snapshots(store: MeterStore) -> None:
     before = store.previous_snapshots("c1", T0 + timedelta(minutes=5), count=3)
     assert list(before["0000"]) == [100]
     assert store.previous_snapshots("c1", T0).empty
+
+
+def test_location_hours_upsert_read_back_and_make_the_same_heatmap(store: MeterStore) -> None:
+    cabinets = [
+        SeedCabinet(f"c{n}", f"Cabinet {n}", f"l{n % 2}", f"Floor {n % 2}", f"bb{n:010x}", n, 0.25)
+        for n in range(3)
+    ]
+    start = datetime(2024, 5, 13, tzinfo=UTC)
+    assert seed_history(store, cabinets[:2], start, 2 * 288 + 1).location_hourly == 2 * 48
+    later = seed_history(store, cabinets[2:], start, 2 * 288 + 1)  # c2 joins c0 on l0
+    assert later.location_hourly == 48
+    end = start + timedelta(days=2)
+    hourly = store.rollups("h", start, end)
+    places = store.location_hourly(start, end)
+    assert list(places.columns) == ["location_id", "bucket", "coin_in_money", "cabinets"]
+    assert len(places) == 2 * 48 and places["cabinets"].sum() == len(hourly) == 3 * 48
+    expected = location_hourly_frame(hourly).sort_values(["location_id", "bucket"])
+    pd.testing.assert_frame_equal(places, expected.reset_index(drop=True))
+    assert store.upsert_location_hourly(places.head(5)) == 5, "replaced, not added"
+    assert len(store.location_hourly(start, end)) == 2 * 48
+    one = store.location_hourly(start, start + timedelta(hours=1), location_ids=["l1"])
+    assert list(one["cabinets"]) == [1] and str(one["bucket"].dt.tz) == "UTC"
+    assert store.location_hourly(start, end, location_ids=["nowhere"]).empty
+
+    first, last = pd.Timestamp(start), pd.Timestamp(end)
+    period = ReportPeriod("custom", first, last, first - (last - first), first, last)
+    from_places = coin_in_heatmap(store, period)
+    assert from_places.to_numpy().sum() == hourly["coin_in_money"].sum() > 0
+    every_cabinet = Scope.of(cabinet_ids=[c.cabinet_id for c in cabinets])
+    pd.testing.assert_frame_equal(from_places, coin_in_heatmap(store, period, every_cabinet))
+    floor = coin_in_heatmap(store, period, Scope.of("l0"))
+    pd.testing.assert_frame_equal(
+        floor, coin_in_heatmap(store, period, Scope.of("l0", ["c0", "c2"]))
+    )

@@ -11,7 +11,10 @@ Every attempt becomes a meter snapshot (`store.meters`): ok with its meters and 
 or failed with the reason (the board's "-1" is `device_error`, a frame that failed a
 check names the check, no reply is `timeout`), so gaps are visible, never silent. A
 good reading refreshes the rollups it touches (`services.meter_rollups`), and a RAM
-clear seen in the interval it closes raises a `ram_clear` alert.
+clear seen in the interval it closes raises a `ram_clear` alert. The (location, hour)
+pairs those refreshes touched are remembered and their `rollups_location_hourly` rows
+recomputed at most every `LOCATION_FLUSH_S` by the loop's thread (at the end of
+`run_once`, and for every location's current and previous hour when the loop starts).
 
 One per deployment: the periodic loop runs only while this process holds the lease
 `collector` (`store.leases`); other processes (more replicas, a `smib collect` next to
@@ -43,7 +46,11 @@ from smib_core import protocol
 from smib_core.errors import InvalidInput, RequestTimeout, SmibError
 from smib_core.protocol import Command, DeviceMessage, MeterReply
 from smib_core.sas import MeterReading
-from smib_core.services.meter_rollups import refresh_rollups
+from smib_core.services.meter_rollups import (
+    reading_hour,
+    refresh_location_hours,
+    refresh_rollups,
+)
 from smib_core.settings import Settings
 from smib_core.store.leases import Lease, process_owner
 from smib_core.store.meters import MeterStore
@@ -53,6 +60,7 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "collector"
 SAS_MODE = 0
+LOCATION_FLUSH_S = 60.0  # how stale the location-hourly coin in may get
 
 
 class MeterBus(Protocol):
@@ -189,6 +197,8 @@ class Collector:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._renewed = 0.0  # when the lease was last renewed (clock seconds)
+        self._dirty: set[tuple[str, datetime]] = set()  # (location_id, hour) to recompute
+        self._flushed = 0.0  # when the location hours were last recomputed (clock seconds)
 
     # --- what to read ----------------------------------------------------------------
 
@@ -265,7 +275,11 @@ class Collector:
         movement = refresh_rollups(
             self.store, target.cabinet_id, at, gaming_day_start_hour=hour, tz=self.config.tz
         )
-        if not self._alerts or movement.empty:
+        if movement.empty:
+            return
+        with self._lock:
+            self._dirty.add((target.location_id, reading_hour(at, self.config.tz).to_pydatetime()))
+        if not self._alerts:
             return
         closing = movement[movement["end"] == pd.Timestamp(at)]
         if bool(closing["ram_clear"].any()):
@@ -287,7 +301,41 @@ class Collector:
             return []
         workers = min(self.config.concurrency, len(found))
         with ThreadPoolExecutor(workers, thread_name_prefix="smib-collect-once") as pool:
-            return list(pool.map(self.read, found))
+            readings = list(pool.map(self.read, found))
+        self.flush_location_hours()
+        return readings
+
+    # --- location-hourly coin in -----------------------------------------------------
+
+    def flush_location_hours(self) -> int:
+        """Recompute the location-hour rows the readings since the last flush touched;
+        returns how many were written (on a store failure the pairs wait for the next)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            self._flushed = self._clock()
+        if not dirty:
+            return 0
+        try:
+            return refresh_location_hours(self.store, dirty)
+        except Exception:
+            with self._lock:
+                self._dirty |= dirty
+                self._stats.store_errors += 1
+            log.exception("collector: could not recompute %d location hours", len(dirty))
+            return 0
+
+    def _recompute_recent_hours(self) -> None:
+        """Every location's current and previous hour: what a stop may have left stale."""
+        now = reading_hour(datetime.fromtimestamp(self._clock(), UTC), self.config.tz)
+        hours = (now, now - pd.Timedelta(hours=1))
+        locations = {t.location_id for t in self.targets()}
+        with self._lock:
+            self._dirty |= {(loc, hour.to_pydatetime()) for loc in locations for hour in hours}
+        self.flush_location_hours()
+
+    def _maybe_flush(self) -> None:
+        if self._clock() - self._flushed >= LOCATION_FLUSH_S:
+            self.flush_location_hours()
 
     # --- the periodic loop -----------------------------------------------------------
 
@@ -312,6 +360,7 @@ class Collector:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self.flush_location_hours()
         self.lease.release()
         with self._lock:
             self._stats.holding_lease = False
@@ -347,6 +396,7 @@ class Collector:
     def _hold(self) -> None:
         """Read period after period while the lease stays ours."""
         period = self.config.period_s
+        self._recompute_recent_hours()
         cursor = self._renewed = self._clock()
         while not self._stopping.is_set():
             if self._clock() - cursor > period:
@@ -366,6 +416,7 @@ class Collector:
     def _wait_until(self, due: float) -> bool:
         """Sleep until `due`, renewing the lease; False when stopping or the lease is lost."""
         while (wait := due - self._clock()) > 0:
+            self._maybe_flush()
             if self._stopping.wait(min(wait, self._heartbeat_s())):
                 return False
             if self._clock() - self._renewed >= self._heartbeat_s():

@@ -10,17 +10,22 @@ The hour is recomputed from the cabinet's readings of that hour plus its last fe
 readings before it (the baseline the first interval is measured from), the day from
 the stored hourly rows of that day. Histories are keyed by `cabinet_id` (a renamed
 cabinet keeps one history); the rows carry the names of the latest reading.
+
+`refresh_location_hours` recomputes, whole, the `rollups_location_hourly` rows of some
+(location, hour) pairs from the hourly rows of that location and hour (the collector
+gathers the pairs its readings touched and flushes them every minute or so).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import pandas as pd
 
 from smib_core.analytics import meter_movement, period_bounds, update_rollups
 from smib_core.analytics.rollups import ROLLUP_COLUMNS
-from smib_core.store.meters import MeterStore
+from smib_core.store.meters import MeterStore, location_hourly_frame
 
 BASELINE_READINGS = 3  # readings before the hour: a meter missing from one still has a base
 _JUST_AFTER = timedelta(milliseconds=1)  # MongoDB keeps milliseconds
@@ -37,8 +42,7 @@ def refresh_rollups(
 ) -> pd.DataFrame:
     """Recompute and store the hourly and daily rows touched by the cabinet's reading
     taken at `at`; returns the movement of that hour (its `cabinet` is the id)."""
-    end_of_interval = pd.Timestamp(at).tz_convert("UTC") - _ONE_NS
-    hour_start, hour_end = period_bounds("hour", end_of_interval, tz=tz)
+    hour_start, hour_end = _hour_bounds(at, tz)
     readings = store.snapshots(hour_start, hour_end + _JUST_AFTER, cabinet_ids=[cabinet_id])
     baseline = store.previous_snapshots(cabinet_id, hour_start, count=BASELINE_READINGS)
     history = pd.concat([f for f in (baseline, readings) if not f.empty], ignore_index=True)
@@ -69,3 +73,33 @@ def refresh_rollups(
     store.upsert_rollups("h", hourly[hourly["bucket"] == hour_start].assign(**names))
     store.upsert_rollups("D", daily.assign(**names))
     return movement
+
+
+def reading_hour(at: datetime, tz: str = "UTC") -> pd.Timestamp:
+    """The hourly bucket (in `tz`) holding the interval a reading taken at `at` closes:
+    a reading on the hour closes the previous hour's last interval."""
+    return _hour_bounds(at, tz)[0]
+
+
+def _hour_bounds(at: datetime, tz: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    end_of_interval = pd.Timestamp(at).tz_convert("UTC") - _ONE_NS
+    return period_bounds("hour", end_of_interval, tz=tz)
+
+
+def refresh_location_hours(store: MeterStore, keys: Iterable[tuple[str, datetime]]) -> int:
+    """Recompute and store the location-hour row of each (location_id, hour bucket) from
+    that hour's hourly rollup rows of the location (an indexed read per pair; a pair
+    without rows loses its row); returns how many rows were written or removed."""
+    frames = []
+    for location_id, bucket in sorted(set(keys)):
+        start = pd.Timestamp(bucket).tz_convert("UTC")
+        hourly = store.rollups(
+            "h", start, start + pd.Timedelta(hours=1), location_ids=[location_id]
+        )
+        frame = location_hourly_frame(hourly)
+        if frame.empty:
+            frame = pd.DataFrame([{"location_id": location_id, "bucket": start}])
+        frames.append(frame)
+    if not frames:
+        return 0
+    return store.upsert_location_hourly(pd.concat(frames, ignore_index=True))

@@ -6,13 +6,14 @@ plus `cabinet_id`, `location_id`), the meters wrapped to the machine's BCD width
 the board would read them. `rollups_of` computes the hourly and gaming-day rollups of
 such a frame with the analytics functions, keyed by `cabinet_id` like the collector's
 (`services.meter_rollups`), and `snapshot_documents` turns it into `meter_snapshots`
-documents. `seed_history` does all three into a `MeterStore`.
+documents. `seed_history` does all three into a `MeterStore`, and stores the
+location-hourly coin in of the seeded hours (`store.meters.location_hourly_frame`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
@@ -23,7 +24,7 @@ import pandas as pd
 from smib_core.analytics import meter_movement, rollup
 from smib_core.sas import STANDARD_METER_CODES
 from smib_core.sim.meters import Machine, history
-from smib_core.store.meters import MeterStore, snapshot_document
+from smib_core.store.meters import MeterStore, location_hourly_frame, snapshot_document
 
 CODES = tuple(sorted(STANDARD_METER_CODES))
 
@@ -117,6 +118,7 @@ class SeedCounts:
     snapshots: int
     hourly: int
     daily: int
+    location_hourly: int = 0
 
 
 def seed_history(
@@ -132,6 +134,7 @@ def seed_history(
     """Store each cabinet's simulated readings and their rollups (whole buckets only:
     a history should start and end on a gaming-day boundary to be complete)."""
     counts = SeedCounts(0, 0, 0)
+    seeded_hours = []
     for cabinet in cabinets:
         frame = machine_history(cabinet, start.astimezone(UTC), steps, step_s)
         hourly, daily = rollups_of(frame, gaming_day_start_hour=gaming_day_start_hour, tz=tz)
@@ -140,4 +143,20 @@ def seed_history(
             counts.hourly + store.upsert_rollups("h", hourly),
             counts.daily + store.upsert_rollups("D", daily),
         )
-    return counts
+        seeded_hours.append(hourly[["location_id", "bucket"]])
+    if not seeded_hours:
+        return counts
+    return replace(counts, location_hourly=_seed_location_hours(store, seeded_hours))
+
+
+def _seed_location_hours(store: MeterStore, seeded: list[pd.DataFrame]) -> int:
+    """Store the location-hour rows of the seeded (location, hour) pairs, from every
+    stored hourly row of them (cabinets seeded before share the locations' hours)."""
+    pairs = pd.concat(seeded, ignore_index=True).drop_duplicates()
+    if pairs.empty:
+        return 0
+    first, last = pairs["bucket"].min(), pairs["bucket"].max() + pd.Timedelta(hours=1)
+    stored = store.rollups("h", first.to_pydatetime(), last.to_pydatetime())
+    keys = pairs.assign(bucket=pd.to_datetime(pairs["bucket"], utc=True).dt.as_unit("ns"))
+    places = location_hourly_frame(stored).merge(keys, on=["location_id", "bucket"])
+    return store.upsert_location_hourly(places)

@@ -14,6 +14,15 @@ Contract (the collector writes, dashboards and exports read):
   with `replace_one(upsert=True)`: a bucket's row is always recomputed whole, so
   writing it twice changes nothing. Indexes: (bucket), (cabinet_id, bucket),
   (location_id, bucket).
+- `rollups_location_hourly`: one document per (location_id, hour bucket), `_id` =
+  `"{location_id}|{bucket as UTC ISO}"`: `{location_id, bucket, coin_in_money,
+  cabinets}`, the coin in ($) of the location's hourly rollup rows of that hour summed,
+  and how many rows (cabinets) there were. Small enough for the month-long hour-of-day
+  heatmap of a large fleet (the hourly rollups are 24 x cabinets rows a day). Written
+  whole with `replace_one(upsert=True)` (an hour left without rows is deleted),
+  recomputed from the hourly rollups (the collector,
+  `services.meter_rollups.refresh_location_hours`; the seeds, with
+  `location_hourly_frame`). Indexes: (bucket), (location_id, bucket).
 - `meter_last_readings`: per relay, the epoch seconds of its newest reading attempt
   and newest good reading (`$max`), so "when did we last hear it" needs no scan.
 
@@ -32,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pandas as pd
-from pymongo import ASCENDING, DESCENDING, ReplaceOne
+from pymongo import ASCENDING, DESCENDING, DeleteOne, ReplaceOne
 from pymongo.database import Database
 
 from smib_core.analytics.movement import FLAGS
@@ -43,6 +52,8 @@ from smib_core.store.documents import as_utc, batches
 SNAPSHOTS = "meter_snapshots"
 LAST_READINGS = "meter_last_readings"
 ROLLUP_COLLECTIONS: dict[str, str] = {"h": "rollups_hourly", "D": "rollups_daily"}
+LOCATION_HOURLY = "rollups_location_hourly"
+LOCATION_HOURLY_COLUMNS = ["location_id", "bucket", "coin_in_money", "cabinets"]
 FAILURE_CHECKS = ("crc", "length", "size", "bcd", "hex", "command", "device_error", "timeout")
 SNAPSHOT_COLUMNS = [
     "relay",
@@ -176,6 +187,28 @@ def rollup_id(cabinet_id: str, bucket: datetime) -> str:
     return f"{cabinet_id}|{as_utc(bucket).isoformat()}"
 
 
+def location_hourly_frame(hourly: pd.DataFrame) -> pd.DataFrame:
+    """Per (location_id, bucket) of hourly rollup rows (with `location_id`): the coin in
+    ($) summed and the number of rows (cabinets); LOCATION_HOURLY_COLUMNS."""
+    if hourly.empty:
+        return location_hourly_types(pd.DataFrame(columns=LOCATION_HOURLY_COLUMNS))
+    keyed = hourly.assign(location_id=hourly["location_id"].fillna("").astype("str"))
+    frame = keyed.groupby(["location_id", "bucket"], as_index=False, sort=True).agg(
+        coin_in_money=("coin_in_money", "sum"), cabinets=("coin_in_money", "size")
+    )
+    return location_hourly_types(frame)
+
+
+def location_hourly_types(frame: pd.DataFrame, tz: str = "UTC") -> pd.DataFrame:
+    """A location-hourly frame with its dtypes (bucket in `tz`), empty too."""
+    frame = frame.reindex(columns=LOCATION_HOURLY_COLUMNS)
+    frame["location_id"] = frame["location_id"].fillna("").astype("str")
+    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True).dt.tz_convert(tz).dt.as_unit("ns")
+    frame["coin_in_money"] = pd.to_numeric(frame["coin_in_money"]).fillna(0).astype("float64")
+    frame["cabinets"] = pd.to_numeric(frame["cabinets"]).fillna(0).astype("int64")
+    return frame
+
+
 class MeterStore:
     """Meter snapshots and their rollups (see the module docstring)."""
 
@@ -183,6 +216,9 @@ class MeterStore:
         self._snapshots = db[SNAPSHOTS]
         self._last = db[LAST_READINGS]
         self._rollups = {freq: db[name] for freq, name in ROLLUP_COLLECTIONS.items()}
+        self._location_hourly = db[LOCATION_HOURLY]
+        self._location_hourly.create_index([("bucket", ASCENDING)])
+        self._location_hourly.create_index([("location_id", ASCENDING), ("bucket", ASCENDING)])
         self._snapshots.create_index([("relay", ASCENDING), ("at", ASCENDING)])
         self._snapshots.create_index([("cabinet_id", ASCENDING), ("at", ASCENDING)])
         self._snapshots.create_index([("at", ASCENDING)])
@@ -365,6 +401,43 @@ class MeterStore:
         docs = list(self._rollup_collection(freq).find(query).batch_size(DEFAULT_CHUNK_ROWS))
         frame = pd.DataFrame([{c: d.get(c) for c in columns} for d in docs], columns=columns)
         return _rollup_types(frame, tz).sort_values(KEY, kind="stable").reset_index(drop=True)
+
+    # --- location-hourly coin in -----------------------------------------------------
+
+    def upsert_location_hourly(self, frame: pd.DataFrame) -> int:
+        """Write whole location-hour rows (LOCATION_HOURLY_COLUMNS), replacing the stored
+        row of each (location_id, bucket); a row of no cabinets removes it (an hour without
+        hourly rows has no row). Returns how many were written or removed."""
+        writes: list[ReplaceOne[Any] | DeleteOne] = []
+        for record in location_hourly_types(frame).to_dict("records"):
+            doc = {c: _plain(record[c]) for c in LOCATION_HOURLY_COLUMNS}
+            doc["_id"] = rollup_id(doc["location_id"], doc["bucket"])
+            if doc["cabinets"] > 0:
+                writes.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+            else:
+                writes.append(DeleteOne({"_id": doc["_id"]}))
+        for batch in batches(writes, MAX_BATCH):
+            self._location_hourly.bulk_write(batch, ordered=False)
+        return len(writes)
+
+    def location_hourly(
+        self,
+        start: datetime,
+        end: datetime,
+        location_ids: Iterable[str] | None = None,
+        *,
+        tz: str = "UTC",
+    ) -> pd.DataFrame:
+        """Location-hour rows whose bucket starts in `[start, end)` (LOCATION_HOURLY_COLUMNS,
+        bucket in `tz`), sorted by location_id, bucket."""
+        query: dict[str, Any] = {"bucket": _time_filter(start, end)}
+        _in("location_id", location_ids, query)
+        projection = {c: 1 for c in LOCATION_HOURLY_COLUMNS}
+        cursor = self._location_hourly.find(query, projection).batch_size(DEFAULT_CHUNK_ROWS)
+        rows = [{c: d.get(c) for c in LOCATION_HOURLY_COLUMNS} for d in cursor]
+        frame = location_hourly_types(pd.DataFrame(rows, columns=LOCATION_HOURLY_COLUMNS), tz)
+        keys = ["location_id", "bucket"]
+        return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def _rollup_types(frame: pd.DataFrame, tz: str) -> pd.DataFrame:
