@@ -392,3 +392,20 @@ def test_nvs_clear_frames(kind: sas.NvsClear, frame: str) -> None:
 @pytest.mark.parametrize("frame", ["", "E10105", "E101015B2D", "E101015B2C00", "-1"])
 def test_nvs_kind_of_unknown_frames(frame: str) -> None:
     assert sas.nvs_kind_of(frame) is None
+
+
+def _kermit_bitwise(data: bytes) -> int:
+    """CRC-16/KERMIT straight from its definition: reflected 0x1021, init 0, no xor out."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+def test_crc_equals_the_bitwise_definition_on_random_data() -> None:
+    rng = random.Random(16)
+    for length in [0, 1, 2, 3, *range(4, 300, 7)]:
+        data = bytes(rng.randrange(256) for _ in range(length))
+        assert sas.crc16_kermit(data) == _kermit_bitwise(data)
