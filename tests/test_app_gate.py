@@ -144,3 +144,42 @@ def test_navigation_shows_only_what_a_role_may_use(
     monkeypatch.setattr(navigation.Path, "exists", lambda _self: True)
     titles = {spec.title for spec in navigation.visible_pages(Principal("x", role))}
     assert titles == EXPECTED[role]
+
+
+AUTH = {
+    "auth": {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "s" * 32,
+        "client_id": "console",
+        "client_secret": "x" * 16,
+        "server_metadata_url": "https://idp.example/.well-known/openid-configuration",
+    }
+}
+
+
+def test_identity_provider_offered_when_configured(app: AppTest, mongo_db: Any) -> None:
+    _accounts(mongo_db).create("tina", Role.TECHNICIAN, PASSWORD, actor="test")
+    app.secrets.update(AUTH)
+    app.user = {"is_logged_in": False}
+    app.run()
+    assert not app.exception
+    labels = [b.label for b in app.button]
+    assert "Sign in" in labels and "Sign in with your organisation" in labels
+
+
+def test_mapped_identity_gets_its_role_unmapped_is_refused(app: AppTest, mongo_db: Any) -> None:
+    accounts = _accounts(mongo_db)
+    accounts.create("root", Role.ADMIN, PASSWORD, actor="test")
+    accounts.map_identity("mona@casino.example", Role.MANAGER, actor="root")
+    app.secrets.update(AUTH)
+    app.user = {"is_logged_in": True, "email": "Mona@Casino.example", "email_verified": True}
+    app.run()
+    assert not app.exception
+    assert app.session_state["principal"] == Principal("mona@casino.example", Role.MANAGER, "oidc")
+
+    other = AppTest.from_file(APP, default_timeout=30)
+    other.secrets.update(AUTH)
+    other.user = {"is_logged_in": True, "email": "eve@elsewhere.example", "email_verified": True}
+    other.run()
+    assert "principal" not in other.session_state
+    assert "ask an administrator" in other.warning[0].value
