@@ -212,6 +212,14 @@ def test_once_reads_every_board_and_keeps_the_rollups_right(
     moved = store.rollups("h", *WIDE, cabinet_ids=[fleet_registry.cabinet_for_relay(silent).id])
     assert moved["coin_in"].sum() == gap.iloc[-1] - gap.iloc[0] > 0, "the gap is counted"
     assert_location_hours_match(store)
+    assert_daily_digests_match(store)
+
+
+def assert_daily_digests_match(store: MeterStore) -> None:
+    """The daily digests hold the daily rollup rows, every day of them."""
+    daily = store.rollups("D", *WIDE)
+    assert len(daily) > 0
+    pd.testing.assert_frame_equal(store.daily_digest(*WIDE), daily)
 
 
 def assert_location_hours_match(store: MeterStore) -> None:
@@ -272,3 +280,4 @@ def test_only_the_lease_holder_reads_on_its_schedule(
         late = (at.timestamp() - offset_s(relay, 2)) % 2
         assert late < 0.8, f"{relay} read {late:.2f} s after its slot"
     assert_location_hours_match(MeterStore(mongo_db))  # flushed on start and stop
+    assert_daily_digests_match(MeterStore(mongo_db))

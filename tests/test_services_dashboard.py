@@ -317,3 +317,59 @@ def test_an_empty_period_says_so() -> None:
     assert board.over_time.empty and board.top.empty
     assert sorted(board.quality.silent) == ["Buffalo 1", "Dragon 7", "Quiet one"]
     assert coin_in_heatmap(FakeSource([]), report_period("today", NOW)).to_numpy().sum() == 0
+
+
+class DigestSource(FakeSource):
+    """A FakeSource that also keeps daily digests (of the days from `since`, but `hole`)."""
+
+    def __init__(self, since: str | None = None, hole: str | None = None) -> None:
+        super().__init__(fleet().hourly.to_dict("records"))
+        days = self.daily()
+        if since is not None:
+            days = days[days["bucket"] >= pd.Timestamp(since, tz="UTC")]
+        if hole is not None:
+            days = days[days["bucket"] != pd.Timestamp(hole, tz="UTC")]
+        self.digests = days
+        self.digest_reads: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+
+    def daily_digest(self, start: datetime, end: datetime, *, tz: str = "UTC") -> pd.DataFrame:
+        self.digest_reads.append((pd.Timestamp(start), pd.Timestamp(end)))
+        inside = (self.digests["bucket"] >= start) & (self.digests["bucket"] < end)
+        return self.digests[inside].reset_index(drop=True)
+
+
+def assert_same_dashboard(one: Any, other: Any) -> None:
+    assert one.kpis == other.kpis and one.previous == other.previous
+    assert one.change == other.change
+    for name in ("cabinets", "over_time", "by_location", "top", "bottom", "hold"):
+        pd.testing.assert_frame_equal(getattr(one, name), getattr(other, name))
+    assert one.quality.silent == other.quality.silent
+    assert one.quality.readings == other.quality.readings
+    assert one.rows_read == other.rows_read
+
+
+@pytest.mark.parametrize("scope", [Scope(), Scope.of("vip"), Scope.of(cabinet_ids="a1")])
+def test_whole_days_come_from_the_daily_digests_with_the_same_numbers(scope: Scope) -> None:
+    month = report_period("custom", NOW, first_day=date(2024, 5, 1), last_day=date(2024, 5, 14))
+    for period in (report_period("this_week", NOW), month):
+        expected = build_dashboard(fleet(), registry(), period, scope)
+        digests = DigestSource()
+        assert_same_dashboard(build_dashboard(digests, registry(), period, scope), expected)
+        assert digests.digest_reads  # whole days: digests, the cut of a day: hours
+        days = digests.daily()["bucket"]
+        for freq, first, last in digests.reads:  # daily rollups only of days without play
+            assert freq == "h" or not ((days >= first) & (days < last)).any()
+
+
+def test_days_without_a_digest_are_read_from_the_daily_rollups() -> None:
+    month = report_period("custom", NOW, first_day=date(2024, 5, 1), last_day=date(2024, 5, 14))
+    expected = build_dashboard(fleet(), registry(), month)
+    assert expected.kpis["coin_in"] == 450.0
+    april = pd.Timestamp("2024-04-17", tz="UTC")  # the compared period's first day
+    monday, tuesday = pd.Timestamp("2024-05-13", tz="UTC"), pd.Timestamp("2024-05-14", tz="UTC")
+    older = DigestSource(since="2024-05-14")  # digests began on Tuesday
+    assert_same_dashboard(build_dashboard(older, registry(), month), expected)
+    assert older.reads == [("D", april, tuesday)]
+    holed = DigestSource(hole="2024-05-14")  # a day the collector has not flushed yet
+    assert_same_dashboard(build_dashboard(holed, registry(), month), expected)
+    assert holed.reads == [("D", april, monday), ("D", tuesday, month.end)]

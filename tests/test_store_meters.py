@@ -10,7 +10,7 @@ import pytest
 
 from smib_core.analytics import meter_movement, rollup
 from smib_core.errors import InvalidInput
-from smib_core.services.dashboard import coin_in_heatmap
+from smib_core.services.dashboard import build_dashboard, coin_in_heatmap
 from smib_core.services.meter_report import ReportPeriod, Scope
 from smib_core.services.meter_seed import SeedCabinet, seed_history
 from smib_core.store.meters import MeterStore, location_hourly_frame, snapshot_document
@@ -164,3 +164,52 @@ def test_location_hours_upsert_read_back_and_make_the_same_heatmap(store: MeterS
     pd.testing.assert_frame_equal(
         floor, coin_in_heatmap(store, period, Scope.of("l0", ["c0", "c2"]))
     )
+
+
+class RollupsOnly:
+    """The store without its daily digests (what the dashboard read before them)."""
+
+    def __init__(self, store: MeterStore) -> None:
+        self.rollups = store.rollups
+        self.failed_readings = store.failed_readings
+        self.iter_snapshot_chunks = store.iter_snapshot_chunks
+
+
+def test_daily_digests_round_trip_and_make_the_same_dashboard(store: MeterStore) -> None:
+    cabinets = [
+        SeedCabinet(f"c{n}", f"Cabinet {n}", f"l{n % 2}", f"Floor {n % 2}", f"bb{n:010x}", n, 0.25)
+        for n in range(3)
+    ]
+    start = datetime(2024, 5, 13, tzinfo=UTC)
+    assert seed_history(store, cabinets[:2], start, 3 * 288 + 1).daily_digest == 3
+    assert seed_history(store, cabinets[2:], start, 3 * 288 + 1).daily_digest == 3
+    end = start + timedelta(days=3)
+    daily = store.rollups("D", start, end)
+    assert len(daily) == 9
+    pd.testing.assert_frame_equal(store.daily_digest(start, end), daily)
+    local = store.daily_digest(start, end, tz="Europe/Paris")
+    pd.testing.assert_frame_equal(local, store.rollups("D", start, end, tz="Europe/Paris"))
+    assert store.upsert_daily_digest(daily) == 3, "replaced, not added"
+    pd.testing.assert_frame_equal(store.daily_digest(start, end), daily)
+    one = store.daily_digest(start, start + timedelta(days=1))
+    assert set(one["cabinet_id"]) == {"c0", "c1", "c2"} and str(one["bucket"].dt.tz) == "UTC"
+
+    first, last = pd.Timestamp(start), pd.Timestamp(end)
+    period = ReportPeriod("custom", first, last, first - (last - first), first, last)
+    registry = pd.DataFrame(
+        [
+            {"id": c.cabinet_id, "name": c.cabinet, "location_id": c.location_id}
+            | {"location": c.location, "relay": c.relay}
+            for c in cabinets
+        ]
+    )
+    for scope in (Scope(), Scope.of("l1")):
+        digests = build_dashboard(store, registry, period, scope)
+        rows = build_dashboard(RollupsOnly(store), registry, period, scope)  # type: ignore[arg-type]
+        assert digests.kpis == rows.kpis and digests.kpis["coin_in"] > 0
+        pd.testing.assert_frame_equal(digests.cabinets, rows.cabinets)
+        pd.testing.assert_frame_equal(digests.over_time, rows.over_time)
+
+    assert store.upsert_daily_digest(daily.iloc[0:0], days=[start]) == 1, "no rows: removed"
+    assert len(store.daily_digest(start, end)) == 6
+    assert store.upsert_daily_digest(daily.iloc[0:0]) == 0

@@ -4,14 +4,17 @@ Setup (timed and reported too): a fresh embedded database in its own data folder
 a fleet of simulated cabinets (`services.meter_seed`: the simulator's meter model, 5-
 minute readings) whose rollups are computed with the analytics functions. Inserting
 is the embedded database's bottleneck (a few thousand documents a second), so not all
-of the history is stored: daily rollups for every day (`days`), hourly rollups for the
-dashboard window (`window`) and their location-hourly coin in (what the heatmap of
-all cabinets reads), raw snapshots for the last `raw_days` (what the exports read).
-The report says exactly what was stored.
+of the history is stored: daily rollups for every day (`days`) and their daily digests
+(what the dashboard reads), hourly rollups for the dashboard window (`window`) and
+their location-hourly coin in (what the heatmap of all cabinets reads), raw snapshots
+for the last `raw_days` (what the exports read). The report says exactly what was
+stored.
 
 Figures, each beside a baseline from the same run:
-- the dashboard for the window, all cabinets, from rollups (`build_dashboard`) vs
-  reading the same rows straight from the database (plain `find`, no processing);
+- the dashboard for the window, all cabinets, from the daily digests
+  (`build_dashboard`) vs reading the same digest documents straight from the database
+  (plain `find`, no processing), and beside them the plain read of the daily rollup
+  rows the digests hold (what the dashboard read before them);
   the heatmap of all cabinets (location-hourly rows) likewise, and beside it the
   heatmap from the hourly rollups (every cabinet chosen: how it was built before);
 - export throughput in rows/s per format over the raw snapshots vs the raw read rate
@@ -49,6 +52,7 @@ from smib_core.services.meter_seed import (
     snapshot_documents,
 )
 from smib_core.store.meters import (
+    DAILY_DIGEST,
     LOCATION_HOURLY,
     ROLLUP_COLLECTIONS,
     SNAPSHOTS,
@@ -157,10 +161,11 @@ def seed(db: Any, plan: Plan, workers: int = 2) -> dict[str, Any]:
     rollups = _insert(db[ROLLUP_COLLECTIONS["D"]], _rollup_documents(daily))
     rollups += _insert(db[ROLLUP_COLLECTIONS["h"]], _rollup_documents(hourly))
     rollups += store.upsert_location_hourly(location_hourly_frame(hourly))
+    rollups += store.upsert_daily_digest(daily)
     rollup_s = time.perf_counter() - began
     return {
         "cabinets": plan.cabinets,
-        "stored": f"daily rollups for {plan.days} days, hourly rollups for the last "
+        "stored": f"daily rollups and digests for {plan.days} days, hourly rollups for the last "
         f"{plan.window} days and their coin in per location and hour, raw 5-minute "
         f"snapshots for the last {plan.raw_days} days "
         f"(all {plan.days} days simulated at 5 minutes to compute the rollups)",
@@ -168,6 +173,7 @@ def seed(db: Any, plan: Plan, workers: int = 2) -> dict[str, Any]:
         "daily_rows": len(daily),
         "hourly_rows": len(hourly),
         "location_hourly_rows": db[LOCATION_HOURLY].estimated_document_count(),
+        "daily_digest_docs": db[DAILY_DIGEST].estimated_document_count(),
         "generate_s": round(generated, 1),
         "insert_snapshots_s": round(snapshot_s, 1),
         "insert_rollups_s": round(rollup_s, 1),
@@ -205,15 +211,20 @@ def dashboard_figures(db: Any, plan: Plan) -> dict[str, Any]:
     store = MeterStore(db)
     registry = registry_frame(fleet(plan.cabinets))
 
+    def failed() -> int:
+        return sum(1 for _ in db[SNAPSHOTS].find({"at": {"$gte": start, "$lt": end}, "ok": False}))
+
     def baseline() -> int:
-        rows = _plain(db, ROLLUP_COLLECTIONS["D"], "bucket", before, end)
-        failed = db[SNAPSHOTS].find({"at": {"$gte": start, "$lt": end}, "ok": False})
-        return rows + sum(1 for _ in failed)
+        return _plain(db, DAILY_DIGEST, "bucket", before, end) + failed()
 
     def build() -> int:
         return build_dashboard(store, registry, period).kpis["cabinets"]
 
-    baseline_s, build_s, rows, cabinets = _paired(baseline, build, repeat=3)
+    baseline_s, build_s, docs, cabinets = _paired(baseline, build, repeat=3)
+    rows_base_s, _, rows, _ = _paired(
+        lambda: _plain(db, ROLLUP_COLLECTIONS["D"], "bucket", before, end) + failed(),
+        lambda: None,
+    )
     heat_base_s, heat_s, places, grid = _paired(
         lambda: _plain(db, LOCATION_HOURLY, "bucket", start, end),
         lambda: coin_in_heatmap(store, period),
@@ -231,9 +242,11 @@ def dashboard_figures(db: Any, plan: Plan) -> dict[str, Any]:
         "cabinets": cabinets,
         "failed_readings_query_s": round(failed_s, 3),
         "snapshots_in_period": db[SNAPSHOTS].estimated_document_count(),
+        "digest_docs_read": docs,
         "rollup_rows_read": rows,
         "build_s": round(build_s, 3),
         "baseline_read_s": round(baseline_s, 3),
+        "rollup_rows_baseline_read_s": round(rows_base_s, 3),
         "heatmap_location_rows": places,
         "heatmap_s": round(heat_s, 3),
         "heatmap_baseline_read_s": round(heat_base_s, 3),
@@ -353,14 +366,16 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"  {seeded['snapshots']:,} snapshots, {seeded['hourly_rows']:,} hourly and "
         f"{seeded['daily_rows']:,} daily rollup rows, {seeded['location_hourly_rows']:,} "
-        f"location-hour rows; simulated in {seeded['generate_s']} s, "
+        f"location-hour rows, {seeded['daily_digest_docs']:,} daily digests; "
+        f"simulated in {seeded['generate_s']} s, "
         f"inserted in {seeded['insert_snapshots_s']} + {seeded['insert_rollups_s']} s "
         f"({seeded['insert_docs_per_s']:,} docs/s)"
     )
     print(
-        f"dashboard, {board['period_days']} days x {board['cabinets']} cabinets from rollups: "
-        f"{board['build_s']} s (baseline: reading the same {board['rollup_rows_read']:,} rows "
-        f"{board['baseline_read_s']} s)"
+        f"dashboard, {board['period_days']} days x {board['cabinets']} cabinets from daily "
+        f"digests: {board['build_s']} s (baseline: reading the same {board['digest_docs_read']:,} "
+        f"digest docs {board['baseline_read_s']} s; the {board['rollup_rows_read']:,} daily "
+        f"rollup rows they hold {board['rollup_rows_baseline_read_s']} s)"
     )
     print(
         f"  of which the failed-readings query (the only snapshot read) over the "

@@ -12,9 +12,10 @@ or failed with the reason (the board's "-1" is `device_error`, a frame that fail
 check names the check, no reply is `timeout`), so gaps are visible, never silent. A
 good reading refreshes the rollups it touches (`services.meter_rollups`), and a RAM
 clear seen in the interval it closes raises a `ram_clear` alert. The (location, hour)
-pairs those refreshes touched are remembered and their `rollups_location_hourly` rows
-recomputed at most every `LOCATION_FLUSH_S` by the loop's thread (at the end of
-`run_once`, and for every location's current and previous hour when the loop starts).
+pairs those refreshes touched, and their gaming days, are remembered and their
+`rollups_location_hourly` rows and `rollups_daily_digest` documents recomputed at most
+every `LOCATION_FLUSH_S` by the loop's thread (at the end of `run_once`, on stop, and
+for every location's current and previous hour, and their days, when the loop starts).
 
 One per deployment: the periodic loop runs only while this process holds the lease
 `collector` (`store.leases`); other processes (more replicas, a `smib collect` next to
@@ -47,7 +48,9 @@ from smib_core.errors import InvalidInput, RequestTimeout, SmibError
 from smib_core.protocol import Command, DeviceMessage, MeterReply
 from smib_core.sas import MeterReading
 from smib_core.services.meter_rollups import (
+    reading_day,
     reading_hour,
+    refresh_daily_digests,
     refresh_location_hours,
     refresh_rollups,
 )
@@ -198,6 +201,7 @@ class Collector:
         self._pool: ThreadPoolExecutor | None = None
         self._renewed = 0.0  # when the lease was last renewed (clock seconds)
         self._dirty: set[tuple[str, datetime]] = set()  # (location_id, hour) to recompute
+        self._dirty_days: set[datetime] = set()  # gaming days whose digest to recompute
         self._flushed = 0.0  # when the location hours were last recomputed (clock seconds)
 
     # --- what to read ----------------------------------------------------------------
@@ -277,8 +281,10 @@ class Collector:
         )
         if movement.empty:
             return
+        day = reading_day(at, hour, self.config.tz).to_pydatetime()
         with self._lock:
             self._dirty.add((target.location_id, reading_hour(at, self.config.tz).to_pydatetime()))
+            self._dirty_days.add(day)
         if not self._alerts:
             return
         closing = movement[movement["end"] == pd.Timestamp(at)]
@@ -308,29 +314,37 @@ class Collector:
     # --- location-hourly coin in -----------------------------------------------------
 
     def flush_location_hours(self) -> int:
-        """Recompute the location-hour rows the readings since the last flush touched;
-        returns how many were written (on a store failure the pairs wait for the next)."""
+        """Recompute the location-hour rows and the daily digests the readings since the
+        last flush touched; returns how many location-hour rows were written (on a store
+        failure the pairs and days wait for the next flush)."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
+            days, self._dirty_days = self._dirty_days, set()
             self._flushed = self._clock()
-        if not dirty:
-            return 0
+        written = 0
         try:
-            return refresh_location_hours(self.store, dirty)
+            written = refresh_location_hours(self.store, dirty) if dirty else 0
+            dirty = set()  # stored: only the days remain to retry
+            hour, tz = self.config.gaming_day_start_hour, self.config.tz
+            refresh_daily_digests(self.store, days, gaming_day_start_hour=hour, tz=tz)
         except Exception:
             with self._lock:
                 self._dirty |= dirty
+                self._dirty_days |= days
                 self._stats.store_errors += 1
-            log.exception("collector: could not recompute %d location hours", len(dirty))
-            return 0
+            log.exception("collector: could not recompute the location hours / daily digests")
+        return written
 
     def _recompute_recent_hours(self) -> None:
         """Every location's current and previous hour: what a stop may have left stale."""
         now = reading_hour(datetime.fromtimestamp(self._clock(), UTC), self.config.tz)
         hours = (now, now - pd.Timedelta(hours=1))
         locations = {t.location_id for t in self.targets()}
+        start = self.config.gaming_day_start_hour
+        days = {reading_day(h + pd.Timedelta(hours=1), start, self.config.tz) for h in hours}
         with self._lock:
             self._dirty |= {(loc, hour.to_pydatetime()) for loc in locations for hour in hours}
+            self._dirty_days |= {day.to_pydatetime() for day in days}
         self.flush_location_hours()
 
     def _maybe_flush(self) -> None:

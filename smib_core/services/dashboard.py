@@ -5,11 +5,15 @@ Contract: `build_dashboard(source, registry, period, scope, settings)` reads rol
 only, never raw snapshots (apart from the failed readings of the period, which exist
 only as snapshots): daily rollups for whole gaming days, hourly rollups for periods of
 two days or less (shown hour by hour) and for the part of a day the comparison is cut
-at. `coin_in_heatmap` needs hours: for the whole fleet or whole locations it reads the
-location-hourly coin in (`rollups_location_hourly`: a month of 10 locations is 7,200
-rows, where the hourly rollups of 500 cabinets are 360,000), and the hourly rollups,
-one gaming day at a time, for chosen cabinets and for the hours before the location
-rows begin (history older than them).
+at. Whole gaming days come from the daily digests (`rollups_daily_digest`: one document
+a day holding the daily rows of every cabinet; a month is 30 documents, where the
+daily rollups of 500 cabinets are 15,000 to read), and from the daily rollups for the
+days without a digest (history older than them). `coin_in_heatmap` needs hours: for
+the whole fleet or whole locations it reads the location-hourly coin in
+(`rollups_location_hourly`: a month of 10 locations is 7,200 rows, where the hourly
+rollups of 500 cabinets are 360,000), and the hourly rollups, one gaming day at a
+time, for chosen cabinets and for the hours before the location rows begin (history
+older than them).
 
 Rollups are read by time range alone and cut to the scope in pandas: an index on time
 serves every query, and a filtered dashboard never reads more than the whole fleet's.
@@ -19,7 +23,7 @@ the frames handed out carry names, for people.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -28,6 +32,7 @@ import pandas as pd
 
 from smib_core import analytics
 from smib_core.analytics import DataQuality, KpiChange, Kpis, period_bounds
+from smib_core.analytics.rollups import KEY
 from smib_core.services.meter_report import MeterSource, ReportPeriod, Scope, day_start
 from smib_core.settings import Settings
 
@@ -87,6 +92,13 @@ class LocationHourlySource(Protocol):
     ) -> pd.DataFrame: ...
 
 
+@runtime_checkable
+class DailyDigestSource(Protocol):
+    """A source that also keeps the daily digests (`MeterStore` does)."""
+
+    def daily_digest(self, start: datetime, end: datetime, *, tz: str = "UTC") -> pd.DataFrame: ...
+
+
 def _ranges(
     period: ReportPeriod, settings: Settings, tz: str
 ) -> list[tuple[Freq, pd.Timestamp, pd.Timestamp]]:
@@ -121,6 +133,51 @@ def _read(
 ) -> pd.DataFrame:
     frame = source.rollups(freq, start.to_pydatetime(), end.to_pydatetime(), tz=tz)
     return scope.keep(frame)
+
+
+def _read_days(
+    source: MeterSource,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    scope: Scope,
+    settings: Settings,
+    tz: str,
+) -> pd.DataFrame:
+    """The daily rows of the whole gaming days of `[start, end)`: the digests' where a
+    day has one, the daily rollups' (runs of adjacent days read at once) where not."""
+    if not isinstance(source, DailyDigestSource):
+        return _read(source, "D", start, end, scope, tz)
+    digest = source.daily_digest(start.to_pydatetime(), end.to_pydatetime(), tz=tz)
+    covered = set(_utc_ns(digest["bucket"]))
+    parts = [scope.keep(digest)]
+    runs: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+    for day, following in _gaming_days(start, end, settings, tz):
+        if _utc_ns(pd.Series([day])).iloc[0] in covered:
+            continue
+        if runs and runs[-1][1] == day:
+            runs[-1] = (runs[-1][0], following)
+        else:
+            runs.append((day, following))
+    parts.extend(_read(source, "D", first, last, scope, tz) for first, last in runs)
+    if len(parts) == 1:
+        return parts[0]
+    rows = pd.concat(parts, ignore_index=True)
+    return rows.sort_values(KEY, kind="stable").reset_index(drop=True)
+
+
+def _gaming_days(
+    start: pd.Timestamp, end: pd.Timestamp, settings: Settings, tz: str
+) -> Iterator[tuple[pd.Timestamp, pd.Timestamp]]:
+    """(start, end) of each gaming day of `[start, end)`, the first and last cut to it."""
+    day = start
+    while day < end:
+        following = min(end, _day_end(day, settings.gaming_day_start_hour, tz))
+        yield day, following
+        day = following
+
+
+def _utc_ns(moments: pd.Series) -> pd.Series:
+    return pd.to_datetime(moments, utc=True).dt.as_unit("ns")
 
 
 def _names(rows: pd.DataFrame, roster: pd.DataFrame) -> dict[str, str]:
@@ -170,7 +227,12 @@ def build_dashboard(
     scope = scope or Scope()
     settings = settings or Settings()
     jackpot = settings.net_win_subtracts_jackpot
-    parts = [_read(source, f, a, b, scope, tz) for f, a, b in _ranges(period, settings, tz)]
+    parts = [
+        _read_days(source, a, b, scope, settings, tz)
+        if f == "D"
+        else _read(source, f, a, b, scope, tz)
+        for f, a, b in _ranges(period, settings, tz)
+    ]
     rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     roster = scope.roster(registry)
     names = _names(rows, roster)
@@ -305,10 +367,7 @@ def _cabinet_hours(
 ) -> list[pd.DataFrame]:
     """Coin in by hour of `[start, end)` from the hourly rollups of the scope's cabinets,
     read one gaming day at a time (memory bounded by a day's rows)."""
-    hours = []
-    day = start
-    while day < end:
-        following = min(end, _day_end(day, settings.gaming_day_start_hour, tz))
-        hours.append(_coin_in_by_hour(_read(source, "h", day, following, scope, tz)))
-        day = following
-    return hours
+    return [
+        _coin_in_by_hour(_read(source, "h", day, following, scope, tz))
+        for day, following in _gaming_days(start, end, settings, tz)
+    ]

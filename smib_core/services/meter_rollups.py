@@ -13,7 +13,9 @@ cabinet keeps one history); the rows carry the names of the latest reading.
 
 `refresh_location_hours` recomputes, whole, the `rollups_location_hourly` rows of some
 (location, hour) pairs from the hourly rows of that location and hour (the collector
-gathers the pairs its readings touched and flushes them every minute or so).
+gathers the pairs its readings touched and flushes them every minute or so), and
+`refresh_daily_digests` the `rollups_daily_digest` documents of some gaming days from
+the daily rows of those days (flushed with them).
 """
 
 from __future__ import annotations
@@ -81,6 +83,13 @@ def reading_hour(at: datetime, tz: str = "UTC") -> pd.Timestamp:
     return _hour_bounds(at, tz)[0]
 
 
+def reading_day(at: datetime, gaming_day_start_hour: int = 0, tz: str = "UTC") -> pd.Timestamp:
+    """The gaming-day bucket (in `tz`) holding the hour a reading taken at `at` closes."""
+    return period_bounds(
+        "day", reading_hour(at, tz), gaming_day_start_hour=gaming_day_start_hour, tz=tz
+    )[0]
+
+
 def _hour_bounds(at: datetime, tz: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     end_of_interval = pd.Timestamp(at).tz_convert("UTC") - _ONE_NS
     return period_bounds("hour", end_of_interval, tz=tz)
@@ -103,3 +112,19 @@ def refresh_location_hours(store: MeterStore, keys: Iterable[tuple[str, datetime
     if not frames:
         return 0
     return store.upsert_location_hourly(pd.concat(frames, ignore_index=True))
+
+
+def refresh_daily_digests(
+    store: MeterStore, days: Iterable[datetime], *, gaming_day_start_hour: int = 0, tz: str = "UTC"
+) -> int:
+    """Recompute and store the daily digest of each gaming day (its bucket) from that
+    day's daily rollup rows (an indexed read per day; a day without rows loses its
+    digest); returns how many digests were written or removed."""
+    written = 0
+    for day in sorted(set(days)):
+        start, end = period_bounds(
+            "day", pd.Timestamp(day), gaming_day_start_hour=gaming_day_start_hour, tz=tz
+        )
+        daily = store.rollups("D", start.to_pydatetime(), end.to_pydatetime(), tz=tz)
+        written += store.upsert_daily_digest(daily, days=[start.to_pydatetime()])
+    return written

@@ -7,7 +7,8 @@ the board would read them. `rollups_of` computes the hourly and gaming-day rollu
 such a frame with the analytics functions, keyed by `cabinet_id` like the collector's
 (`services.meter_rollups`), and `snapshot_documents` turns it into `meter_snapshots`
 documents. `seed_history` does all three into a `MeterStore`, and stores the
-location-hourly coin in of the seeded hours (`store.meters.location_hourly_frame`).
+location-hourly coin in of the seeded hours (`store.meters.location_hourly_frame`) and
+the daily digests of the seeded gaming days.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class SeedCounts:
     hourly: int
     daily: int
     location_hourly: int = 0
+    daily_digest: int = 0
 
 
 def seed_history(
@@ -134,7 +136,7 @@ def seed_history(
     """Store each cabinet's simulated readings and their rollups (whole buckets only:
     a history should start and end on a gaming-day boundary to be complete)."""
     counts = SeedCounts(0, 0, 0)
-    seeded_hours = []
+    seeded_hours, seeded_days = [], []
     for cabinet in cabinets:
         frame = machine_history(cabinet, start.astimezone(UTC), steps, step_s)
         hourly, daily = rollups_of(frame, gaming_day_start_hour=gaming_day_start_hour, tz=tz)
@@ -144,9 +146,25 @@ def seed_history(
             counts.daily + store.upsert_rollups("D", daily),
         )
         seeded_hours.append(hourly[["location_id", "bucket"]])
+        seeded_days.append(daily["bucket"])
     if not seeded_hours:
         return counts
-    return replace(counts, location_hourly=_seed_location_hours(store, seeded_hours))
+    return replace(
+        counts,
+        location_hourly=_seed_location_hours(store, seeded_hours),
+        daily_digest=_seed_daily_digests(store, seeded_days, tz),
+    )
+
+
+def _seed_daily_digests(store: MeterStore, seeded: list[pd.Series], tz: str) -> int:
+    """Store the digests of the seeded gaming days, from every stored daily row of them
+    (cabinets seeded before share the days)."""
+    days = pd.concat(seeded, ignore_index=True).drop_duplicates()
+    if days.empty:
+        return 0
+    first, last = days.min(), days.max() + pd.Timedelta(days=2)
+    stored = store.rollups("D", first.to_pydatetime(), last.to_pydatetime(), tz=tz)
+    return store.upsert_daily_digest(stored[stored["bucket"].isin(set(days))])
 
 
 def _seed_location_hours(store: MeterStore, seeded: list[pd.DataFrame]) -> int:

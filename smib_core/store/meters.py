@@ -23,6 +23,13 @@ Contract (the collector writes, dashboards and exports read):
   recomputed from the hourly rollups (the collector,
   `services.meter_rollups.refresh_location_hours`; the seeds, with
   `location_hourly_frame`). Indexes: (bucket), (location_id, bucket).
+- `rollups_daily_digest`: one document per gaming day, `_id` = the bucket as UTC ISO:
+  `{bucket, cabinets, rows}`, `rows` the day's `rollups_daily` rows of every cabinet
+  (the rollup columns plus `cabinet_id`, `location_id`), `cabinets` how many. A month
+  of dashboard is 30 documents to read, where the daily rollups of 500 cabinets are
+  15,000. Written whole with `replace_one(upsert=True)` (a day left without rows is
+  deleted), recomputed from the daily rollups (the collector,
+  `services.meter_rollups.refresh_daily_digests`; the seeds). Index: (bucket).
 - `meter_last_readings`: per relay, the epoch seconds of its newest reading attempt
   and newest good reading (`$max`), so "when did we last hear it" needs no scan.
 
@@ -54,6 +61,7 @@ LAST_READINGS = "meter_last_readings"
 ROLLUP_COLLECTIONS: dict[str, str] = {"h": "rollups_hourly", "D": "rollups_daily"}
 LOCATION_HOURLY = "rollups_location_hourly"
 LOCATION_HOURLY_COLUMNS = ["location_id", "bucket", "coin_in_money", "cabinets"]
+DAILY_DIGEST = "rollups_daily_digest"
 FAILURE_CHECKS = ("crc", "length", "size", "bcd", "hex", "command", "device_error", "timeout")
 SNAPSHOT_COLUMNS = [
     "relay",
@@ -73,6 +81,8 @@ _NUMBER_COLUMNS = tuple(
 MAX_BATCH = 500
 DEFAULT_CHUNK_ROWS = 5_000
 MAX_CHUNK_ROWS = 50_000
+MAX_DIGEST_BATCH = 20  # digest documents per bulk write (each holds a day of the fleet)
+DIGEST_CHUNK_DAYS = 8
 
 Freq = Literal["h", "D"]
 
@@ -219,6 +229,8 @@ class MeterStore:
         self._location_hourly = db[LOCATION_HOURLY]
         self._location_hourly.create_index([("bucket", ASCENDING)])
         self._location_hourly.create_index([("location_id", ASCENDING), ("bucket", ASCENDING)])
+        self._daily_digest = db[DAILY_DIGEST]
+        self._daily_digest.create_index([("bucket", ASCENDING)])
         self._snapshots.create_index([("relay", ASCENDING), ("at", ASCENDING)])
         self._snapshots.create_index([("cabinet_id", ASCENDING), ("at", ASCENDING)])
         self._snapshots.create_index([("at", ASCENDING)])
@@ -373,9 +385,7 @@ class MeterStore:
         columns = [*ROLLUP_COLUMNS, *ID_COLUMNS]
         writes: list[ReplaceOne[Any]] = []
         for record in frame.reindex(columns=columns).to_dict("records"):
-            doc = {c: _plain(record[c]) for c in columns}
-            doc["cabinet_id"] = str(doc["cabinet_id"])
-            doc["location_id"] = str(doc["location_id"] or "")
+            doc = _rollup_row(record)
             doc["_id"] = rollup_id(doc["cabinet_id"], doc["bucket"])
             writes.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
         for batch in batches(writes, MAX_BATCH):
@@ -397,10 +407,42 @@ class MeterStore:
         query: dict[str, Any] = {"bucket": _time_filter(start, end)}
         _in("cabinet_id", cabinet_ids, query)
         _in("location_id", location_ids, query)
-        columns = [*ROLLUP_COLUMNS, *ID_COLUMNS]
         docs = list(self._rollup_collection(freq).find(query).batch_size(DEFAULT_CHUNK_ROWS))
-        frame = pd.DataFrame([{c: d.get(c) for c in columns} for d in docs], columns=columns)
-        return _rollup_types(frame, tz).sort_values(KEY, kind="stable").reset_index(drop=True)
+        return _rollup_frame(docs, tz)
+
+    # --- daily digest ----------------------------------------------------------------
+
+    def upsert_daily_digest(self, daily: pd.DataFrame, days: Iterable[datetime] = ()) -> int:
+        """Write the digest of each gaming day of `daily` (daily rollup rows with
+        `cabinet_id`, `location_id`: all of that day's rows) whole, replacing the stored
+        one; a day of `days` without rows loses its digest. Returns how many days were
+        written or removed."""
+        columns = [*ROLLUP_COLUMNS, *ID_COLUMNS]
+        grouped: dict[str, tuple[datetime, list[dict[str, Any]]]] = {}
+        for day in days:
+            grouped.setdefault(as_utc(day).isoformat(), (as_utc(day), []))
+        for record in daily.reindex(columns=columns).to_dict("records"):
+            row = _rollup_row(record)
+            bucket = as_utc(row["bucket"])
+            grouped.setdefault(bucket.isoformat(), (bucket, []))[1].append(row)
+        writes: list[ReplaceOne[Any] | DeleteOne] = []
+        for key, (bucket, rows) in grouped.items():
+            if rows:
+                doc = {"_id": key, "bucket": bucket, "cabinets": len(rows), "rows": rows}
+                writes.append(ReplaceOne({"_id": key}, doc, upsert=True))
+            else:
+                writes.append(DeleteOne({"_id": key}))
+        for batch in batches(writes, MAX_DIGEST_BATCH):
+            self._daily_digest.bulk_write(batch, ordered=False)
+        return len(writes)
+
+    def daily_digest(self, start: datetime, end: datetime, *, tz: str = "UTC") -> pd.DataFrame:
+        """The daily rollup rows of the gaming days in `[start, end)` that have a digest,
+        in the frame `rollups("D", ...)` returns (one indexed read of a document a day)."""
+        query = {"bucket": _time_filter(start, end)}
+        # no projection: the embedded database serves whole documents faster
+        cursor = self._daily_digest.find(query).batch_size(DIGEST_CHUNK_DAYS)
+        return _rollup_frame((row for doc in cursor for row in doc.get("rows") or ()), tz)
 
     # --- location-hourly coin in -----------------------------------------------------
 
@@ -438,6 +480,23 @@ class MeterStore:
         frame = location_hourly_types(pd.DataFrame(rows, columns=LOCATION_HOURLY_COLUMNS), tz)
         keys = ["location_id", "bucket"]
         return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def _rollup_row(record: Mapping[Any, Any]) -> dict[str, Any]:
+    """A rollup frame record as a stored row (plain values, text ids)."""
+    row = {c: _plain(record[c]) for c in (*ROLLUP_COLUMNS, *ID_COLUMNS)}
+    row["cabinet_id"] = str(row["cabinet_id"])
+    row["location_id"] = str(row["location_id"] or "")
+    return row
+
+
+def _rollup_frame(docs: Iterable[Mapping[str, Any]], tz: str) -> pd.DataFrame:
+    """Stored rollup rows as an analytics rollup frame plus ids, sorted by cabinet, bucket."""
+    columns = [*ROLLUP_COLUMNS, *ID_COLUMNS]
+    frame = pd.DataFrame(list(docs), columns=columns)  # other keys (_id) left out
+    if frame.empty:
+        frame = pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+    return _rollup_types(frame, tz).sort_values(KEY, kind="stable").reset_index(drop=True)
 
 
 def _rollup_types(frame: pd.DataFrame, tz: str) -> pd.DataFrame:
