@@ -35,6 +35,19 @@ __all__ = ["BusStats", "DeviceBus", "InboxEntry", "Listener", "RecentRejection"]
 log = logging.getLogger(__name__)
 
 
+class _AfterDisconnect(logging.Filter):
+    """paho 2.2's loop thread runs once more after a clean disconnect and logs "Client is
+    not connected" at ERROR; that is not an error (lost connections are logged by
+    `_on_disconnect` and counted as reconnects)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_PAHO_LOG = logging.getLogger(f"{__name__}.paho")
+_PAHO_LOG.addFilter(_AfterDisconnect())
+
+
 def _label(command: Command) -> str:
     """How a command is named in errors: 'cfg net', 'meters', 'restart'."""
     if command.reply_comp:
@@ -102,7 +115,7 @@ class DeviceBus:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
             client.tls_set_context(tls_context or ssl.create_default_context())
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.enable_logger(_PAHO_LOG)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe

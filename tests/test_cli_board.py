@@ -120,7 +120,7 @@ def test_config_set_confirms_and_is_audited(cli_env: Any, capsys: Any) -> None:
     code, out, _ = run(
         capsys, "config", "set", relay, "net", "netStaChan=11", "netStaPwd=new-secret-9"
     )
-    assert code == 0 and "confirmed" in out and "new-secret-9" not in out
+    assert code == 0 and "Confirmed" in out and "new-secret-9" not in out
     assert fleet.board(relay).config["net"]["netStaChan"] == 11
     import os
 

@@ -14,7 +14,7 @@ from typing import Any
 from smib_core import protocol
 from smib_core.cli.decode import print_reading
 from smib_core.cli.runtime import board_actions
-from smib_core.errors import DeviceError, FrameError, InvalidInput
+from smib_core.errors import DeviceError, FrameError, InvalidInput, RequestTimeout
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,25 +98,28 @@ def parse_assignments(assignments: list[str]) -> dict[str, str]:
 
 
 def config_set(args: argparse.Namespace) -> int:
+    """Validate, publish one partial write, then confirm it by reading the component back
+    (the same `write_and_confirm` the Cabinet page uses, audited with before/after)."""
+    from smib_core.services.board_config import FieldChange, write_and_confirm
+
     relay = protocol.normalize_relay_id(args.relay)
     command = protocol.config_write(args.comp, parse_assignments(args.assignments))
     written = {k: v for k, v in command.payload.items() if k not in ("typ", "comp")}
     with board_actions() as actions:
-        actions.send_command([relay], command)
-        print(f"sent {args.comp} write to {relay}: {protocol.mask_secrets(written)}")
         if args.no_confirm:
+            actions.send_command([relay], command)
+            print(f"sent {args.comp} write to {relay}: {protocol.mask_secrets(written)}")
             return 0
-        reply = actions.request(relay, protocol.config_read(args.comp), args.timeout)
-    now = dict(getattr(reply, "fields", {}))
-    differ = sorted(k for k, v in written.items() if now.get(k) != v)
-    if differ:
-        print(
-            f"not confirmed: the board reports other values for {', '.join(differ)}",
-            file=sys.stderr,
-        )
-        return 1
-    print("confirmed: the board reports the new values")
-    return 0
+        try:
+            current = actions.request(relay, protocol.config_read(args.comp), args.timeout)
+            before = dict(getattr(current, "fields", {}))
+        except RequestTimeout:
+            before = {}  # a board that does not answer still gets the write
+        changes = [FieldChange(name, before.get(name), value) for name, value in written.items()]
+        result = write_and_confirm(actions, relay, args.comp, changes, args.timeout)
+    print(f"sent {args.comp} write to {relay}: {protocol.mask_secrets(written)}")
+    print(result.message, file=sys.stdout if result.outcome == "confirmed" else sys.stderr)
+    return 0 if result.outcome == "confirmed" else 1
 
 
 def version(args: argparse.Namespace) -> int:
