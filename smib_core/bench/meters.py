@@ -53,6 +53,7 @@ from smib_core.services.meter_seed import (
 )
 from smib_core.store.meters import (
     DAILY_DIGEST,
+    FAILURES,
     LOCATION_HOURLY,
     ROLLUP_COLLECTIONS,
     SNAPSHOTS,
@@ -155,7 +156,7 @@ def seed(db: Any, plan: Plan, workers: int = 2) -> dict[str, Any]:
     raw = pd.concat([p[2] for p in parts], ignore_index=True).sort_values("at", kind="stable")
     del parts
     began = time.perf_counter()
-    snapshots = _insert(db[SNAPSHOTS], snapshot_documents(raw))
+    snapshots = MeterStore(db).insert_snapshots(snapshot_documents(raw))  # + meter_failures
     snapshot_s = time.perf_counter() - began
     began = time.perf_counter()
     rollups = _insert(db[ROLLUP_COLLECTIONS["D"]], _rollup_documents(daily))
@@ -212,7 +213,7 @@ def dashboard_figures(db: Any, plan: Plan) -> dict[str, Any]:
     registry = registry_frame(fleet(plan.cabinets))
 
     def failed() -> int:
-        return sum(1 for _ in db[SNAPSHOTS].find({"at": {"$gte": start, "$lt": end}, "ok": False}))
+        return sum(1 for _ in db[FAILURES].find({"at": {"$gte": start, "$lt": end}}))
 
     def baseline() -> int:
         return _plain(db, DAILY_DIGEST, "bucket", before, end) + failed()

@@ -62,6 +62,9 @@ ROLLUP_COLLECTIONS: dict[str, str] = {"h": "rollups_hourly", "D": "rollups_daily
 LOCATION_HOURLY = "rollups_location_hourly"
 LOCATION_HOURLY_COLUMNS = ["location_id", "bucket", "coin_in_money", "cabinets"]
 DAILY_DIGEST = "rollups_daily_digest"
+# Failed attempts are also copied here, so the dashboard's data-quality panel reads the
+# few failures of a period instead of scanning every snapshot of it.
+FAILURES = "meter_failures"
 FAILURE_CHECKS = ("crc", "length", "size", "bcd", "hex", "command", "device_error", "timeout")
 SNAPSHOT_COLUMNS = [
     "relay",
@@ -231,6 +234,10 @@ class MeterStore:
         self._location_hourly.create_index([("location_id", ASCENDING), ("bucket", ASCENDING)])
         self._daily_digest = db[DAILY_DIGEST]
         self._daily_digest.create_index([("bucket", ASCENDING)])
+        self._failures = db[FAILURES]
+        self._failures.create_index([("at", ASCENDING)])
+        self._failures.create_index([("relay", ASCENDING), ("at", ASCENDING)])
+        self._failures.create_index([("cabinet_id", ASCENDING), ("at", ASCENDING)])
         self._snapshots.create_index([("relay", ASCENDING), ("at", ASCENDING)])
         self._snapshots.create_index([("cabinet_id", ASCENDING), ("at", ASCENDING)])
         self._snapshots.create_index([("at", ASCENDING)])
@@ -255,6 +262,13 @@ class MeterStore:
 
     def _insert(self, batch: list[dict[str, Any]]) -> int:
         stored = len(self._snapshots.insert_many(batch, ordered=False).inserted_ids)
+        failed = [
+            {c: doc.get(c) for c in (*FAILURE_COLUMNS, *ID_COLUMNS)}
+            for doc in batch
+            if not doc["ok"]
+        ]
+        if failed:
+            self._failures.insert_many(failed, ordered=False)
         newest: dict[str, dict[str, float]] = {}
         for doc in batch:
             seen = newest.setdefault(doc["relay"], {})
@@ -302,10 +316,10 @@ class MeterStore:
     ) -> pd.DataFrame:
         """Failed reading attempts in `[start, end)`: relay, cabinet, location, at,
         failure, failure_check (time order)."""
-        query = self._query(start, end, False, relays, cabinet_ids)
+        query = self._query(start, end, None, relays, cabinet_ids)
         projection = {c: 1 for c in FAILURE_COLUMNS}
         rows = [
-            {c: d.get(c) for c in FAILURE_COLUMNS} for d in self._snapshots.find(query, projection)
+            {c: d.get(c) for c in FAILURE_COLUMNS} for d in self._failures.find(query, projection)
         ]
         if not rows:
             return _empty(FAILURE_COLUMNS, {})
