@@ -67,7 +67,7 @@ class _Kind:
         return f"{self.scheme}://127.0.0.1:{port}" + ("/" if self.scheme == "mongodb" else "")
 
 
-def _broker_command(data_dir: Path, port: int) -> list[str]:
+def broker_command(data_dir: Path, port: int) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -112,7 +112,8 @@ def _database_command(data_dir: Path, port: int) -> list[str]:
     ]
 
 
-def _port_answers(port: int) -> bool:
+def port_answers(port: int) -> bool:
+    """Something accepts TCP connections on 127.0.0.1:port."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
@@ -143,11 +144,11 @@ _BROKER = _Kind(
     "mqtt",
     "smib_core.embedded",
     15.0,
-    _broker_command,
+    broker_command,
     _mqtt_answers,
 )
 _DATABASE = _Kind(
-    "database", "embedded-mongo", "mongodb", "nx_27017", 30.0, _database_command, _port_answers
+    "database", "embedded-mongo", "mongodb", "nx_27017", 30.0, _database_command, port_answers
 )
 _KINDS = {"broker": _BROKER, "database": _DATABASE}
 
@@ -250,7 +251,7 @@ def _locked(lock_file: Path) -> Iterator[None]:
 def _start(kind: _Kind, data_dir: Path) -> _State:
     log_file = kind.path(data_dir, ".log")
     for _attempt in range(2):  # a second try covers losing the free port to someone else
-        port = _free_port()
+        port = free_port()
         with log_file.open("ab") as log:
             process = subprocess.Popen(
                 kind.command(data_dir, port),
@@ -291,7 +292,8 @@ def _wait_until_answers(process: subprocess.Popen[bytes], kind: _Kind, port: int
     return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (also for benchmarks' private servers)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

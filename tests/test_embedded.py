@@ -180,7 +180,7 @@ def test_stop_leaves_nothing_listening(data_dir: Path) -> None:
     stopped = embedded.stop(data_dir)
 
     assert len(stopped) == 2
-    assert not any(embedded._port_answers(port) for port in ports)
+    assert not any(embedded.port_answers(port) for port in ports)
     assert not any(psutil.pid_exists(int(str(pid))) for pid in pids)
     assert not list(data_dir.glob("*.json"))
     assert not any(entry["running"] for entry in embedded.status(data_dir).values())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -11,22 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from smib_core.embedded import broker_command, free_port, port_answers
 
 
 def _wait(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"no broker on port {port}")
+    while not port_answers(port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no broker on port {port}")
+        time.sleep(0.05)
 
 
 @contextmanager
@@ -36,7 +28,7 @@ def private_broker() -> Iterator[tuple[str, str]]:
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
     with tempfile.TemporaryDirectory(prefix="smib-bench-") as folder:
-        port = _free_port()
+        port = free_port()
         if binary:
             conf = Path(folder) / "mosquitto.conf"
             conf.write_text(
@@ -46,18 +38,7 @@ def private_broker() -> Iterator[tuple[str, str]]:
             cmd = [binary, "-c", str(conf)]
             name = "mosquitto"
         else:
-            import sys
-
-            cmd = [
-                sys.executable,
-                "-m",
-                "smib_core.embedded",
-                "broker",
-                "--port",
-                str(port),
-                "--data-dir",
-                folder,
-            ]
+            cmd = broker_command(Path(folder), port)
             name = "amqtt (embedded)"
         process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
