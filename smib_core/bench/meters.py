@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +51,7 @@ from smib_core.services.meter_seed import (
     rollups_of,
     snapshot_documents,
 )
+from smib_core.store.documents import batches
 from smib_core.store.meters import (
     DAILY_DIGEST,
     FAILURES,
@@ -130,17 +131,11 @@ def _rollup_documents(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return docs
 
 
-def _insert(collection: Any, docs: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> int:
-    batch: list[dict[str, Any]] = []
-    stored = 0
-    for doc in docs:
-        batch.append(doc)
-        if len(batch) >= BATCH:
-            stored += len(collection.insert_many(batch, ordered=False).inserted_ids)
-            batch = []
-    if batch:
-        stored += len(collection.insert_many(batch, ordered=False).inserted_ids)
-    return stored
+def _insert(collection: Any, docs: Iterable[dict[str, Any]]) -> int:
+    return sum(
+        len(collection.insert_many(batch, ordered=False).inserted_ids)
+        for batch in batches(docs, BATCH)
+    )
 
 
 def seed(db: Any, plan: Plan, workers: int = 2) -> dict[str, Any]:
