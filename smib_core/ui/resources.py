@@ -34,6 +34,7 @@ from smib_core.store.firmware import FirmwareLibrary
 from smib_core.store.leases import Lease, process_owner
 from smib_core.store.meters import MeterStore
 from smib_core.store.registry import Registry
+from smib_core.ui.stores import audit_for, database_key
 
 
 @st.cache_resource
@@ -85,9 +86,8 @@ def board_actions(principal: Principal | None) -> BoardActions:
     return BoardActions(get_bus(), get_audit(), principal)
 
 
-@st.cache_resource
 def get_audit() -> AuditTrail:
-    return AuditTrail(get_db())
+    return audit_for(get_db())
 
 
 @st.cache_resource
@@ -127,27 +127,22 @@ def get_alert_store() -> AlertStore:
     return _alert_store(get_db())
 
 
-def _database_key(db: Database) -> tuple[int, str]:  # type: ignore[type-arg]
-    return id(db.client), db.name
-
-
-# Keyed by the database handle (one per process in production), so a store never
-# outlives the client it was built on (page tests hand each test its own database).
-@st.cache_resource(hash_funcs={Database: _database_key})
+# Keyed by the database handle, like the stores of smib_core.ui.stores.
+@st.cache_resource(hash_funcs={Database: database_key})
 def _event_store(db: Database) -> EventStore:  # type: ignore[type-arg]
     return EventStore(db)
 
 
-@st.cache_resource(hash_funcs={Database: _database_key})
+@st.cache_resource(hash_funcs={Database: database_key})
 def _alert_store(db: Database) -> AlertStore:  # type: ignore[type-arg]
-    return AlertStore(db, AuditTrail(db))
+    return AlertStore(db, audit_for(db))
 
 
 def get_meter_store() -> MeterStore:
     return _meter_store(get_db())
 
 
-@st.cache_resource(hash_funcs={Database: _database_key})
+@st.cache_resource(hash_funcs={Database: database_key})
 def _meter_store(db: Database) -> MeterStore:  # type: ignore[type-arg]
     return MeterStore(db)
 

@@ -29,7 +29,8 @@ from smib_core.auth import (
 from smib_core.errors import PermissionDenied, SmibError
 from smib_core.settings import Settings
 from smib_core.store.accounts import AccountStore
-from smib_core.store.audit import AuditTrail, utc_now
+from smib_core.store.audit import utc_now
+from smib_core.ui.stores import accounts_for, audit_for
 
 PRINCIPAL_KEY = "principal"
 LAST_ACTIVITY_KEY = "last_activity"
@@ -38,7 +39,7 @@ _NOTICE_KEY = "session_notice"
 
 def current_principal(db: Database[Any], settings: Settings) -> Principal | None:
     """The signed-in principal, or None after rendering the form to sign in."""
-    accounts = AccountStore(db)
+    accounts = accounts_for(db)
     now = utc_now()
     principal = _session_principal(accounts, settings, now)
     if principal is not None:
@@ -71,7 +72,7 @@ def sign_out(db: Database[Any], reason: str = "signed out") -> None:
     principal = st.session_state.pop(PRINCIPAL_KEY, None)
     st.session_state.pop(LAST_ACTIVITY_KEY, None)
     if isinstance(principal, Principal):
-        AuditTrail(db).record(principal.name, "sign_out", [], {"reason": reason}, "ok")
+        audit_for(db).record(principal.name, "sign_out", [], {"reason": reason}, "ok")
         if principal.source == "oidc":
             st.logout()
             return
