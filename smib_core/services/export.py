@@ -28,6 +28,7 @@ from smib_core.analytics.kpis import net_win
 from smib_core.analytics.movement import CREDIT_METERS, FLAGS, MOVEMENT_METERS
 from smib_core.errors import InvalidInput
 from smib_core.services.meter_report import MeterSource, Scope, span
+from smib_core.xlsx import CellKind
 
 Granularity = Literal["raw", "hour", "day"]
 Format = Literal["csv", "xlsx", "parquet"]
@@ -62,7 +63,7 @@ METER_LABELS: dict[str, str] = {
 RAW_METERS = tuple(sorted(sas.STANDARD_METER_CODES))
 _CODE_METER = {code: name for name, code in MOVEMENT_METERS.items()}
 
-Kind = Literal["time", "date", "text", "int", "float", "bool"]
+Kind = CellKind  # how a column is typed in every format
 
 
 def _unit(code: str) -> str:
