@@ -21,8 +21,9 @@ from smib_core.services.demo import register_demo_fleet
 from smib_core.settings import Settings
 from smib_core.sim.board import Faults
 from smib_core.sim.fleet import Fleet
-from smib_core.store.meters import MeterStore, location_hourly_frame
+from smib_core.store.meters import MeterStore
 from smib_core.store.registry import Registry
+from smib_core.store.rollups import location_hourly_frame
 from tests.servers import Mosquitto
 from tests.test_bus import make_topics
 

@@ -16,7 +16,7 @@ from smib_core.analytics.rollups import ROLLUP_COLUMNS, rollup
 from smib_core.services.dashboard import CABINET_TABLE_COLUMNS, build_dashboard, coin_in_heatmap
 from smib_core.services.meter_report import Scope, report_period
 from smib_core.settings import Settings
-from smib_core.store.meters import location_hourly_frame
+from smib_core.store.rollups import location_hourly_frame
 
 CABINETS = {  # id: (name, location id, location, relay, denomination)
     "a1": ("Buffalo 1", "main", "Main floor", "aa0000000001", 0.01),

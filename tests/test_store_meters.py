@@ -13,7 +13,8 @@ from smib_core.errors import InvalidInput
 from smib_core.services.dashboard import build_dashboard, coin_in_heatmap
 from smib_core.services.meter_report import ReportPeriod, Scope
 from smib_core.services.meter_seed import SeedCabinet, seed_history
-from smib_core.store.meters import MeterStore, location_hourly_frame, snapshot_document
+from smib_core.store.meters import MeterStore, snapshot_document
+from smib_core.store.rollups import location_hourly_frame
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)

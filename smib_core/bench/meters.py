@@ -52,13 +52,11 @@ from smib_core.services.meter_seed import (
     snapshot_documents,
 )
 from smib_core.store.documents import batches
-from smib_core.store.meters import (
+from smib_core.store.meters import FAILURES, SNAPSHOTS, MeterStore
+from smib_core.store.rollups import (
     DAILY_DIGEST,
-    FAILURES,
     LOCATION_HOURLY,
     ROLLUP_COLLECTIONS,
-    SNAPSHOTS,
-    MeterStore,
     location_hourly_frame,
     rollup_id,
 )

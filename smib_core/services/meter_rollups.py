@@ -27,7 +27,8 @@ import pandas as pd
 
 from smib_core.analytics import meter_movement, period_bounds, update_rollups
 from smib_core.analytics.rollups import ROLLUP_COLUMNS
-from smib_core.store.meters import MeterStore, location_hourly_frame
+from smib_core.store.meters import MeterStore
+from smib_core.store.rollups import location_hourly_frame
 
 BASELINE_READINGS = 3  # readings before the hour: a meter missing from one still has a base
 _JUST_AFTER = timedelta(milliseconds=1)  # MongoDB keeps milliseconds

@@ -7,7 +7,7 @@ the board would read them. `rollups_of` computes the hourly and gaming-day rollu
 such a frame with the analytics functions, keyed by `cabinet_id` like the collector's
 (`services.meter_rollups`), and `snapshot_documents` turns it into `meter_snapshots`
 documents. `seed_history` does all three into a `MeterStore`, and stores the
-location-hourly coin in of the seeded hours (`store.meters.location_hourly_frame`) and
+location-hourly coin in of the seeded hours (`store.rollups.location_hourly_frame`) and
 the daily digests of the seeded gaming days.
 """
 
@@ -25,7 +25,8 @@ import pandas as pd
 from smib_core.analytics import meter_movement, rollup
 from smib_core.sas import STANDARD_METER_CODES
 from smib_core.sim.meters import Machine, history
-from smib_core.store.meters import MeterStore, location_hourly_frame, snapshot_document
+from smib_core.store.meters import MeterStore, snapshot_document
+from smib_core.store.rollups import location_hourly_frame
 
 CODES = tuple(sorted(STANDARD_METER_CODES))
 

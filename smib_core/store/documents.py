@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import pandas as pd
 from pymongo.collection import Collection
 
 from smib_core.errors import InvalidInput, StoreError
@@ -67,3 +68,39 @@ def replace_fields(
         if collection.replace_one(guard, new).matched_count:
             return new
     raise StoreError(f"the {what} kept changing during the update: try again")
+
+
+def instant(value: datetime) -> datetime:
+    """A plain aware UTC datetime (pandas Timestamps too: the driver stores milliseconds)."""
+    if isinstance(value, pd.Timestamp):
+        value = value.floor("us").to_pydatetime()
+    return as_utc(value)
+
+
+def period_filter(start: datetime, end: datetime) -> dict[str, Any]:
+    """A query condition for `start <= t < end`, refusing an empty or reversed range."""
+    if instant(end) <= instant(start):
+        raise InvalidInput("a time range must end after it starts")
+    return {"$gte": instant(start), "$lt": instant(end)}
+
+
+def match_any(field: str, values: Iterable[str] | None, query: dict[str, Any]) -> None:
+    """Filter on the scalar `field` being one of `values`.
+
+    One value is an equality: nx-27017 answers `$in` with a time range by scanning the
+    whole collection (1.8 s against 0.2 s on 50,000 snapshots), and the collector asks
+    for one cabinet on every reading.
+    """
+    if values is None:
+        return
+    wanted = [str(v) for v in values]
+    query[field] = wanted[0] if len(wanted) == 1 else {"$in": wanted}
+
+
+def bson_value(value: Any) -> Any:
+    """A frame cell as a value BSON can store (numpy scalars, Timestamps, NaN/NaT)."""
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return None
+    if isinstance(value, datetime):
+        return instant(value)
+    return value.item() if hasattr(value, "item") else value

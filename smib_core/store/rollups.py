@@ -1,0 +1,250 @@
+"""Meter rollups: the hourly and daily movement of every cabinet, and the two smaller
+collections the dashboard reads for a whole fleet.
+
+Contract (the collector and the seeds write, dashboards and exports read):
+
+- `rollups_hourly`, `rollups_daily`: one document per (cabinet_id, bucket), `_id` =
+  `"{cabinet_id}|{bucket as UTC ISO}"`, holding the columns of an analytics rollup frame
+  (`smib_core.analytics.rollups`) plus `cabinet_id`, `location_id`. Rows are written
+  with `replace_one(upsert=True)`: a bucket's row is always recomputed whole, so
+  writing it twice changes nothing. Indexes: (bucket), (cabinet_id, bucket),
+  (location_id, bucket).
+- `rollups_location_hourly`: one document per (location_id, hour bucket), `_id` =
+  `"{location_id}|{bucket as UTC ISO}"`: `{location_id, bucket, coin_in_money,
+  cabinets}`, the coin in ($) of the location's hourly rollup rows of that hour summed,
+  and how many rows (cabinets) there were. Small enough for the month-long hour-of-day
+  heatmap of a large fleet (the hourly rollups are 24 x cabinets rows a day). Written
+  whole with `replace_one(upsert=True)` (an hour left without rows is deleted),
+  recomputed from the hourly rollups (the collector,
+  `services.meter_rollups.refresh_location_hours`; the seeds, with
+  `location_hourly_frame`). Indexes: (bucket), (location_id, bucket).
+- `rollups_daily_digest`: one document per gaming day, `_id` = the bucket as UTC ISO:
+  `{bucket, cabinets, rows}`, `rows` the day's `rollups_daily` rows of every cabinet
+  (the rollup columns plus `cabinet_id`, `location_id`), `cabinets` how many. A month
+  of dashboard is 30 documents to read, where the daily rollups of 500 cabinets are
+  15,000. Written whole with `replace_one(upsert=True)` (a day left without rows is
+  deleted), recomputed from the daily rollups (the collector,
+  `services.meter_rollups.refresh_daily_digests`; the seeds). Index: (bucket).
+
+Reads come back in the analytics rollup frame (`smib_core.analytics.rollups`, plus
+`cabinet_id, location_id`), by indexed fields and a bucket range `[start, end)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+import pandas as pd
+from pymongo import ASCENDING, DeleteOne, ReplaceOne
+from pymongo.database import Database
+
+from smib_core.analytics.movement import FLAGS
+from smib_core.analytics.rollups import KEY, ROLLUP_COLUMNS
+from smib_core.errors import InvalidInput
+from smib_core.store.documents import as_utc, batches, bson_value, match_any, period_filter
+
+ROLLUP_COLLECTIONS: dict[str, str] = {"h": "rollups_hourly", "D": "rollups_daily"}
+LOCATION_HOURLY = "rollups_location_hourly"
+LOCATION_HOURLY_COLUMNS = ["location_id", "bucket", "coin_in_money", "cabinets"]
+DAILY_DIGEST = "rollups_daily_digest"
+ID_COLUMNS = ["cabinet_id", "location_id"]
+_TEXT_COLUMNS = ("cabinet", "relay", "location", *ID_COLUMNS)
+_NUMBER_COLUMNS = tuple(
+    c for c in ROLLUP_COLUMNS if c not in (*_TEXT_COLUMNS, "bucket", "start", "end")
+)
+MAX_BATCH = 500
+DEFAULT_CHUNK_ROWS = 5_000
+MAX_DIGEST_BATCH = 20  # digest documents per bulk write (each holds a day of the fleet)
+DIGEST_CHUNK_DAYS = 8
+
+Freq = Literal["h", "D"]
+
+
+def rollup_id(cabinet_id: str, bucket: datetime) -> str:
+    return f"{cabinet_id}|{as_utc(bucket).isoformat()}"
+
+
+def location_hourly_frame(hourly: pd.DataFrame) -> pd.DataFrame:
+    """Per (location_id, bucket) of hourly rollup rows (with `location_id`): the coin in
+    ($) summed and the number of rows (cabinets); LOCATION_HOURLY_COLUMNS."""
+    if hourly.empty:
+        return location_hourly_types(pd.DataFrame(columns=LOCATION_HOURLY_COLUMNS))
+    keyed = hourly.assign(location_id=hourly["location_id"].fillna("").astype("str"))
+    frame = keyed.groupby(["location_id", "bucket"], as_index=False, sort=True).agg(
+        coin_in_money=("coin_in_money", "sum"), cabinets=("coin_in_money", "size")
+    )
+    return location_hourly_types(frame)
+
+
+def location_hourly_types(frame: pd.DataFrame, tz: str = "UTC") -> pd.DataFrame:
+    """A location-hourly frame with its dtypes (bucket in `tz`), empty too."""
+    frame = frame.reindex(columns=LOCATION_HOURLY_COLUMNS)
+    frame["location_id"] = frame["location_id"].fillna("").astype("str")
+    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True).dt.tz_convert(tz).dt.as_unit("ns")
+    frame["coin_in_money"] = pd.to_numeric(frame["coin_in_money"]).fillna(0).astype("float64")
+    frame["cabinets"] = pd.to_numeric(frame["cabinets"]).fillna(0).astype("int64")
+    return frame
+
+
+class RollupStore:
+    """Rollup rows, daily digests and location-hour rows (see the module docstring)."""
+
+    def __init__(self, db: Database[Any]) -> None:
+        self._rollups = {freq: db[name] for freq, name in ROLLUP_COLLECTIONS.items()}
+        for collection in self._rollups.values():
+            collection.create_index([("bucket", ASCENDING)])
+            collection.create_index([("cabinet_id", ASCENDING), ("bucket", ASCENDING)])
+            collection.create_index([("location_id", ASCENDING), ("bucket", ASCENDING)])
+        self._location_hourly = db[LOCATION_HOURLY]
+        self._location_hourly.create_index([("bucket", ASCENDING)])
+        self._location_hourly.create_index([("location_id", ASCENDING), ("bucket", ASCENDING)])
+        self._daily_digest = db[DAILY_DIGEST]
+        self._daily_digest.create_index([("bucket", ASCENDING)])
+
+    # --- rollup rows ---------------------------------------------------------------------
+
+    def _rollup_collection(self, freq: str) -> Any:
+        if freq not in self._rollups:
+            raise InvalidInput(f"rollups are hourly ('h') or daily ('D'), not {freq!r}")
+        return self._rollups[freq]
+
+    def upsert_rollups(self, freq: Freq, frame: pd.DataFrame) -> int:
+        """Write whole rollup rows (a rollup frame with `cabinet_id`, and `location_id`
+        if known), replacing the stored row of each (cabinet_id, bucket) (`ReplaceOne`
+        upserts, in bulk writes of at most MAX_BATCH); returns how many were written."""
+        collection = self._rollup_collection(freq)
+        if frame.empty:
+            return 0
+        if "cabinet_id" not in frame.columns:
+            raise InvalidInput("rollup rows need a cabinet_id column")
+        columns = [*ROLLUP_COLUMNS, *ID_COLUMNS]
+        writes: list[ReplaceOne[Any]] = []
+        for record in frame.reindex(columns=columns).to_dict("records"):
+            doc = _rollup_row(record)
+            doc["_id"] = rollup_id(doc["cabinet_id"], doc["bucket"])
+            writes.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+        for batch in batches(writes, MAX_BATCH):
+            collection.bulk_write(batch, ordered=False)
+        return len(writes)
+
+    def rollups(
+        self,
+        freq: Freq,
+        start: datetime,
+        end: datetime,
+        cabinet_ids: Iterable[str] | None = None,
+        location_ids: Iterable[str] | None = None,
+        *,
+        tz: str = "UTC",
+    ) -> pd.DataFrame:
+        """Rollup rows whose bucket starts in `[start, end)`, as an analytics rollup frame
+        (bucket in `tz`) plus cabinet_id and location_id, sorted by cabinet, bucket."""
+        query: dict[str, Any] = {"bucket": period_filter(start, end)}
+        match_any("cabinet_id", cabinet_ids, query)
+        match_any("location_id", location_ids, query)
+        docs = list(self._rollup_collection(freq).find(query).batch_size(DEFAULT_CHUNK_ROWS))
+        return _rollup_frame(docs, tz)
+
+    # --- daily digest ----------------------------------------------------------------
+
+    def upsert_daily_digest(self, daily: pd.DataFrame, days: Iterable[datetime] = ()) -> int:
+        """Write the digest of each gaming day of `daily` (daily rollup rows with
+        `cabinet_id`, `location_id`: all of that day's rows) whole, replacing the stored
+        one; a day of `days` without rows loses its digest. Returns how many days were
+        written or removed."""
+        columns = [*ROLLUP_COLUMNS, *ID_COLUMNS]
+        grouped: dict[str, tuple[datetime, list[dict[str, Any]]]] = {}
+        for day in days:
+            grouped.setdefault(as_utc(day).isoformat(), (as_utc(day), []))
+        for record in daily.reindex(columns=columns).to_dict("records"):
+            row = _rollup_row(record)
+            bucket = as_utc(row["bucket"])
+            grouped.setdefault(bucket.isoformat(), (bucket, []))[1].append(row)
+        writes: list[ReplaceOne[Any] | DeleteOne] = []
+        for key, (bucket, rows) in grouped.items():
+            if rows:
+                doc = {"_id": key, "bucket": bucket, "cabinets": len(rows), "rows": rows}
+                writes.append(ReplaceOne({"_id": key}, doc, upsert=True))
+            else:
+                writes.append(DeleteOne({"_id": key}))
+        for batch in batches(writes, MAX_DIGEST_BATCH):
+            self._daily_digest.bulk_write(batch, ordered=False)
+        return len(writes)
+
+    def daily_digest(self, start: datetime, end: datetime, *, tz: str = "UTC") -> pd.DataFrame:
+        """The daily rollup rows of the gaming days in `[start, end)` that have a digest,
+        in the frame `rollups("D", ...)` returns (one indexed read of a document a day)."""
+        query = {"bucket": period_filter(start, end)}
+        # no projection: the embedded database serves whole documents faster
+        cursor = self._daily_digest.find(query).batch_size(DIGEST_CHUNK_DAYS)
+        return _rollup_frame((row for doc in cursor for row in doc.get("rows") or ()), tz)
+
+    # --- location-hourly coin in -----------------------------------------------------
+
+    def upsert_location_hourly(self, frame: pd.DataFrame) -> int:
+        """Write whole location-hour rows (LOCATION_HOURLY_COLUMNS), replacing the stored
+        row of each (location_id, bucket); a row of no cabinets removes it (an hour without
+        hourly rows has no row). Returns how many were written or removed."""
+        writes: list[ReplaceOne[Any] | DeleteOne] = []
+        for record in location_hourly_types(frame).to_dict("records"):
+            doc = {c: bson_value(record[c]) for c in LOCATION_HOURLY_COLUMNS}
+            doc["_id"] = rollup_id(doc["location_id"], doc["bucket"])
+            if doc["cabinets"] > 0:
+                writes.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+            else:
+                writes.append(DeleteOne({"_id": doc["_id"]}))
+        for batch in batches(writes, MAX_BATCH):
+            self._location_hourly.bulk_write(batch, ordered=False)
+        return len(writes)
+
+    def location_hourly(
+        self,
+        start: datetime,
+        end: datetime,
+        location_ids: Iterable[str] | None = None,
+        *,
+        tz: str = "UTC",
+    ) -> pd.DataFrame:
+        """Location-hour rows whose bucket starts in `[start, end)` (LOCATION_HOURLY_COLUMNS,
+        bucket in `tz`), sorted by location_id, bucket."""
+        query: dict[str, Any] = {"bucket": period_filter(start, end)}
+        match_any("location_id", location_ids, query)
+        projection = {c: 1 for c in LOCATION_HOURLY_COLUMNS}
+        cursor = self._location_hourly.find(query, projection).batch_size(DEFAULT_CHUNK_ROWS)
+        rows = [{c: d.get(c) for c in LOCATION_HOURLY_COLUMNS} for d in cursor]
+        frame = location_hourly_types(pd.DataFrame(rows, columns=LOCATION_HOURLY_COLUMNS), tz)
+        keys = ["location_id", "bucket"]
+        return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def _rollup_row(record: Mapping[Any, Any]) -> dict[str, Any]:
+    """A rollup frame record as a stored row (plain values, text ids)."""
+    row = {c: bson_value(record[c]) for c in (*ROLLUP_COLUMNS, *ID_COLUMNS)}
+    row["cabinet_id"] = str(row["cabinet_id"])
+    row["location_id"] = str(row["location_id"] or "")
+    return row
+
+
+def _rollup_frame(docs: Iterable[Mapping[str, Any]], tz: str) -> pd.DataFrame:
+    """Stored rollup rows as an analytics rollup frame plus ids, sorted by cabinet, bucket."""
+    columns = [*ROLLUP_COLUMNS, *ID_COLUMNS]
+    frame = pd.DataFrame(list(docs), columns=columns)  # other keys (_id) left out
+    if frame.empty:
+        frame = pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+    return _rollup_types(frame, tz).sort_values(KEY, kind="stable").reset_index(drop=True)
+
+
+def _rollup_types(frame: pd.DataFrame, tz: str) -> pd.DataFrame:
+    """Stored rollup rows with the dtypes of an analytics rollup frame (empty too)."""
+    for column in _TEXT_COLUMNS:
+        frame[column] = frame[column].fillna("").astype("str")
+    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True).dt.tz_convert(tz).dt.as_unit("ns")
+    for column in ("start", "end"):
+        frame[column] = pd.to_datetime(frame[column], utc=True).dt.as_unit("ns")
+    for column in _NUMBER_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("float64")
+    for column in (*FLAGS, "intervals"):
+        frame[column] = frame[column].astype("int64")
+    return frame
