@@ -214,3 +214,27 @@ def test_daily_digests_round_trip_and_make_the_same_dashboard(store: MeterStore)
     assert store.upsert_daily_digest(daily.iloc[0:0], days=[start]) == 1, "no rows: removed"
     assert len(store.daily_digest(start, end)) == 6
     assert store.upsert_daily_digest(daily.iloc[0:0]) == 0
+    without = build_dashboard(store, registry, period)
+    assert without.kpis == build_dashboard(RollupsOnly(store), registry, period).kpis  # type: ignore[arg-type]
+
+
+def test_a_digest_of_an_older_layout_is_read_from_the_daily_rollups(store: MeterStore) -> None:
+    """Digests once held their rows as sub-documents; such a day counts as undigested."""
+    cabinets = [SeedCabinet("c0", "Cabinet 0", "l0", "Floor 0", "bb0000000000", 0, 0.25)]
+    start = datetime(2024, 5, 13, tzinfo=UTC)
+    seed_history(store, cabinets, start, 2 * 288 + 1)
+    end = start + timedelta(days=2)
+    collection = store._daily_digest  # the stored layout is what this test is about
+    stored = collection.find_one({"bucket": start})
+    assert stored is not None and isinstance(stored["frame"], bytes)
+    collection.delete_one({"_id": stored["_id"]})
+    collection.insert_one({"_id": stored["_id"], "bucket": start, "cabinets": 1, "rows": []})
+    assert len(store.daily_digest(start, end)) == 1, "only the day with a frame"
+    first, last = pd.Timestamp(start), pd.Timestamp(end)
+    period = ReportPeriod("custom", first, last, first - (last - first), first, last)
+    registry = pd.DataFrame(
+        [{"id": "c0", "name": "Cabinet 0", "location_id": "l0", "location": "Floor 0"}]
+    )
+    board = build_dashboard(store, registry, period)
+    expected = store.rollups("D", start, end)["coin_in_money"].sum()
+    assert board.kpis["coin_in"] == pytest.approx(expected) and expected > 0
