@@ -1,5 +1,5 @@
 """Dashboard and export in the browser: a manager sees KPIs and charts of a seeded meter
-history; an analyst builds a CSV in the background and downloads it.
+history; an analyst builds a CSV and an Excel file in the background and downloads them.
 
 The history belongs to three cabinets of their own location with no board (relay
 None in the registry), so the shared simulated fleet and the collector are untouched.
@@ -79,22 +79,27 @@ def test_a_manager_sees_kpis_and_charts(
     tall_screenshot(page, "dashboard", 3000)
 
 
-def test_an_analyst_downloads_a_csv(
-    served_app: ServedApp, page: Any, history: list[str], tmp_path: Any
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_an_analyst_downloads_an_export(
+    served_app: ServedApp, page: Any, history: list[str], tmp_path: Any, fmt: str
 ) -> None:
     open_as(page, served_app, "analyst", "export")
     page.get_by_role("heading", name="Export").wait_for()
     choose_period(page, "Last 7 days")
+    if fmt == "xlsx":
+        page.get_by_text("Excel (.xlsx)", exact=True).click()
+        page.wait_for_timeout(500)
     page.get_by_text("Preview").first.wait_for()
     page.get_by_role("button", name="Build export").click()
     download_button = page.get_by_role("button", name="Download meters-day")
     download_button.wait_for(timeout=60_000)
-    tall_screenshot(page, "export", 1300)
+    tall_screenshot(page, f"export-{fmt}", 1300)
     with page.expect_download() as info:
         download_button.click()
     path = tmp_path / info.value.suggested_filename
+    assert path.suffix == f".{fmt}"
     info.value.save_as(path)
-    rows = pd.read_csv(path)
+    rows = pd.read_csv(path) if fmt == "csv" else pd.read_excel(path, sheet_name="Meters")
     assert len(rows) > 0
     assert {"Gaming day", "Cabinet", "Location", "Coin in ($)", "Hold (%)"} <= set(rows.columns)
     assert set(history) <= set(rows["Cabinet"])
