@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 from smib_core.settings import Settings
 
@@ -29,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from smib_core.embedded import broker_uri, mongo_uri
 
+    _stop_on_sigterm()
     settings = Settings.from_env()
     print(f"broker:   {broker_uri(settings).split('@')[-1]}")
     print(f"database: {mongo_uri(settings).split('@')[-1]}")
@@ -64,6 +67,16 @@ def run(args: argparse.Namespace) -> int:
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def _stop_on_sigterm() -> None:
+    """`kill <pid>` ends serve as Ctrl-C does: the simulator and the web app stop with it
+    (Python's default for SIGTERM would exit at once and leave them running)."""
+
+    def leave(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
 
 
 def _register_demo(settings: Settings, relays: int, seed: int) -> int:
