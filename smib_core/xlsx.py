@@ -7,7 +7,8 @@ numpy/pandas column operations (about 0.6 µs a cell) and joined once per chunk,
 package around them is small and fixed. Memory holds one chunk's XML.
 
 What it writes: one workbook of plain values, a frozen bold header row, column widths,
-dates and times as Excel serial numbers with `yyyy-mm-dd[ hh:mm:ss]` formats, text as
+dates and times as Excel serial numbers with `yyyy-mm-dd[ hh:mm:ss]` formats, money
+with thousands separators and two decimals (`#,##0.00`, the value kept whole), text as
 inline strings (XML-escaped, characters XML cannot carry dropped), empty cells for
 missing values; a sheet holds at most `MAX_ROWS` rows below its header, more go on a
 next sheet (`Meters`, `Meters (2)`, ...). Parts follow ECMA-376 (SpreadsheetML, the
@@ -31,13 +32,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-CellKind = Literal["time", "date", "text", "int", "float", "bool"]
+CellKind = Literal["time", "date", "text", "int", "float", "money", "bool"]
 MAX_ROWS = 1_048_575  # a sheet's rows below its header
 MAX_TEXT = 32_767  # characters Excel keeps in one cell
 _NS_PER_DAY = 86_400 * 10**9
 _EXCEL_EPOCH = np.datetime64("1899-12-30", "ns")  # serial 0 (the 1900 leap-year bug included)
-# cellXfs of styles.xml: 0 default, 1 date and time, 2 date, 3 bold header
-_STYLE = {"time": ' s="1"', "date": ' s="2"'}
+# cellXfs of styles.xml: 0 default, 1 date and time, 2 date, 3 bold header, 4 money
+_STYLE = {"time": ' s="1"', "date": ' s="2"', "money": ' s="4"'}
 _HEADER_STYLE = 3
 # Control characters XML 1.0 cannot carry (tab, newline and carriage return it can).
 _NOT_XML = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0xFFFE, 0xFFFF])
@@ -57,10 +58,12 @@ _STYLES = (
     '<fill><patternFill patternType="gray125"/></fill></fills>'
     '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
     '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
-    '<cellXfs count="4"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+    '<cellXfs count="5"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
     '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
     '<xf numFmtId="165" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
-    '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/></cellXfs>'
+    '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/>'
+    '<xf numFmtId="4" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+    "</cellXfs>"
     '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
     "</styleSheet>"
 )

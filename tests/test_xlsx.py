@@ -16,8 +16,8 @@ import pytest
 
 from smib_core.xlsx import CellKind, XlsxStream, column_letter, render_rows
 
-HEADERS = ["Time (UTC)", "Day", "Cabinet", "Games", "Coin in ($)", "OK"]
-KINDS: list[CellKind] = ["time", "date", "text", "int", "float", "bool"]
+HEADERS = ["Time (UTC)", "Day", "Cabinet", "Games", "Coin in ($)", "OK", "Hold (%)"]
+KINDS: list[CellKind] = ["time", "date", "text", "int", "money", "bool", "float"]
 
 
 def frame(rows: int = 3, first: int = 0) -> pd.DataFrame:
@@ -31,6 +31,7 @@ def frame(rows: int = 3, first: int = 0) -> pd.DataFrame:
             "Games": pd.array(numbers * 1_000_003, dtype="Int64"),
             "Coin in ($)": numbers * 0.1 + 12_345_678.91,
             "OK": pd.array([n % 2 == 0 for n in numbers], dtype="boolean"),
+            "Hold (%)": numbers / 3,
         }
     )
 
@@ -79,9 +80,12 @@ def test_openpyxl_reads_back_values_types_and_styles(tmp_path: Path) -> None:
         assert got[3] == want["Games"] and isinstance(got[3], int)
         assert got[4] == want["Coin in ($)"]  # shortest repr: the same double back
         assert got[5] is bool(want["OK"])
+        assert got[6] == want["Hold (%)"]
     assert sheet["A2"].number_format == "yyyy-mm-dd hh:mm:ss"
     assert sheet["B2"].number_format == "yyyy-mm-dd"
     assert sheet["C2"].number_format == "General"
+    assert sheet["E2"].number_format == "#,##0.00"  # money: the value stays whole
+    assert sheet["G2"].number_format == "General"
 
 
 def test_pandas_reads_the_same_frame_back(tmp_path: Path) -> None:
@@ -116,6 +120,7 @@ def test_missing_and_non_finite_values_are_empty_cells() -> None:
     first, second = xml.split("</row>")[:2]
     assert '<c r="B2"' in first
     assert all(f'r="{col}2"' not in first for col in "ACDEF")
+    assert '<c r="G2"><v>0.0</v></c>' in first
     assert 'r="E3"' not in second and 'r="D3"' in second
     assert "nan" not in xml and "inf" not in xml and "NA" not in xml
 
@@ -139,7 +144,7 @@ def test_an_empty_export_is_a_header_only_workbook(tmp_path: Path) -> None:
 
 
 def test_a_frame_must_match_the_declared_columns() -> None:
-    with pytest.raises(ValueError, match="6 columns but 2 kinds"):
+    with pytest.raises(ValueError, match="7 columns but 2 kinds"):
         render_rows(frame(1), ["time", "text"], 2)
     with pytest.raises(ValueError, match="headers"):
         XlsxStream(Path("unused.xlsx"), HEADERS, ["time"])

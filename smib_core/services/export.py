@@ -88,7 +88,7 @@ def _raw_columns() -> list[tuple[str, str, Kind]]:
     ]
     spec += [(code, f"{_meter_label(code)} ({_unit(code)})", "int") for code in RAW_METERS]
     spec += [
-        (f"{code}$", f"{_meter_label(code)} ($)", "float")
+        (f"{code}$", f"{_meter_label(code)} ($)", "money")
         for code in RAW_METERS
         if _CODE_METER.get(code) in CREDIT_METERS
     ]
@@ -110,11 +110,11 @@ def _movement_columns(granularity: Granularity) -> list[tuple[str, str, Kind]]:
         ("intervals", "Readings", "int"),
     ]
     labels = {name: _meter_label(code) for name, code in MOVEMENT_METERS.items()}
-    spec += [(f"{m}_money", f"{labels[m]} ($)", "float") for m in CREDIT_METERS]
+    spec += [(f"{m}_money", f"{labels[m]} ($)", "money") for m in CREDIT_METERS]
     spec += [
-        ("net_win", "Net win ($)", "float"),
+        ("net_win", "Net win ($)", "money"),
         ("hold_pct", "Hold (%)", "float"),
-        ("avg_bet", "Average bet ($)", "float"),
+        ("avg_bet", "Average bet ($)", "money"),
     ]
     spec += [(m, f"{labels[m]} (credits)", "float") for m in CREDIT_METERS]
     spec += [("games_played", "Games played", "int"), ("games_won", "Games won", "int")]

@@ -34,6 +34,7 @@ _ARROW: dict[str, pa.DataType] = {
     "text": pa.string(),
     "int": pa.int64(),
     "float": pa.float64(),
+    "money": pa.float64(),
     "bool": pa.bool_(),
 }
 
