@@ -120,6 +120,50 @@ def test_location_restart_after_confirmation(
     assert list(outcome["state"]) == ["confirmed", "confirmed"]
 
 
+@dataclass
+class SlowBus(FakeBus):
+    """Boards that come back `back_after_s` after their restart was sent."""
+
+    back_after_s: float = 5.0  # time for the test to click Cancel, even on a busy machine
+    restarted: dict[str, float] = field(default_factory=dict)
+
+    def latest_config(self, relay: str) -> dict[str, tuple[Mapping[str, Any], float]]:
+        sent = self.restarted.get(relay)
+        if sent is None or time.time() < sent + self.back_after_s:
+            return {}
+        return {"app": ({"version": "v1"}, time.time())}
+
+    def send(self, relay: str, command: Command) -> None:
+        super().send(relay, command)
+        self.restarted[relay] = time.time()
+
+
+def test_cancel_a_running_batch(mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    relays = [f"e831cd0000{n:02x}" for n in range(1, 11)]  # 8 in flight, 2 waiting their turn
+    registry = Registry(mongo_db)
+    floor = registry.add_location("Main floor", actor="setup")
+    for n, relay in enumerate(relays):
+        registry.adopt(relay, f"Lucky {n}", floor.id, "0.01", actor="setup")
+    bus = SlowBus(heard=set(relays))
+    app = page(mongo_db, monkeypatch, bus)
+    app.radio[1].set_value("Restart").run()
+    next(b for b in app.button if b.label == "Review the batch").click().run()
+    next(b for b in app.button if b.label.startswith("Confirm and start")).click().run()
+    run = resources.get_batch_jobs().recent()[0]
+    assert not run.done
+    next(b for b in app.button if b.label == "Cancel the boards not started yet").click().run()
+    assert not app.exception
+    assert run.cancelled and run.cancelled_by == "tina"
+    assert any("Cancelled by tina" in i.value for i in app.info)
+    assert run.wait(20)
+    app.run()
+    assert len(bus.sent) == 8, "the two boards still waiting were sent nothing"
+    cancelled = "Cancelled by tina: 8 of 10 boards confirmed, 2 not sent anything."
+    assert cancelled in app.warning[0].value
+    states = list(app.dataframe[0].value["state"])
+    assert states.count("confirmed") == 8 and states.count("cancelled") == 2
+
+
 def test_template_created_listed_masked_then_deleted(
     mongo_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -239,6 +239,30 @@ def test_progress_outcomes_stick_and_finish_fails_stragglers() -> None:
     assert BatchProgress(RELAYS[:1]).frame()["seconds"].isna().all()  # queued: not started
 
 
+def test_a_cancelled_batch_sends_nothing_more_and_says_who_cancelled(mongo_db: Any) -> None:
+    boards = FakeBoards(delay_s=0.05)
+    audit = AuditTrail(mongo_db)
+    settings = BatchSettings(max_workers=2, reply_timeout_s=0.5)
+    run = start_batch(channel(RELAYS), boards, boards, settings, audit)
+    deadline = time.time() + 5
+    while run.progress.outcome_counts()["confirmed"] < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(PermissionDenied):
+        run.cancel(Principal("max", Role.MANAGER))
+    assert not run.cancelled
+    waiting = run.cancel(TECH)
+    assert run.wait(10) and run.cancelled and run.cancelled_by == "tina"
+    counts = run.progress.outcome_counts()
+    assert counts["cancelled"] == waiting > 0
+    assert counts["confirmed"] + counts["cancelled"] == len(RELAYS)
+    assert len(boards.sent) == counts["confirmed"], "nothing sent after the cancel"
+    details = {b.detail for b in run.progress.boards() if b.state == "cancelled"}
+    assert details == {"cancelled by tina: nothing sent"}
+    assert run.cancel(TECH) == 0, "a finished run has nothing left to cancel"
+    record = audit.query(kind="batch_config").iloc[0]
+    assert record["outcome"] == "cancelled" and '"cancelled_by": "tina"' in record["result"]
+
+
 def test_jobs_registry_keeps_recent_runs_bounded() -> None:
     jobs = BatchJobs(keep=2)
     runs = []

@@ -5,9 +5,12 @@ job's kind (BoardActions re-checks it for every command), records a `batch_confi
 `batch_restart` audit record, and runs the job on a background thread with at most
 `settings.max_workers` boards in flight. Each board goes
 
-    queued -> (offline) | sending -> [waiting] -> confirmed | not_confirmed | failed
+    queued -> (offline) | (cancelled) | sending -> [waiting] -> confirmed | not_confirmed | failed
 
 - offline: not heard for `offline_after_s` (or never): nothing is sent to it.
+- cancelled: `BatchRun.cancel` came before the board's turn: nothing is sent to it
+  (boards already in progress finish). The batch's audit record then ends `cancelled`,
+  naming who cancelled.
 - config: one partial `cfg` write through `BoardActions.request`; the board answers a
   write with the whole component, which is the read-back. No answer within
   `reply_timeout_s`: an explicit read (`cfg` + comp) is the read-back. The read-back
@@ -140,10 +143,28 @@ class BatchRun:
     progress: BatchProgress
     started_at: float = field(default_factory=time.time)
     thread: threading.Thread | None = None
+    cancelled_by: str | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event)
 
     @property
     def done(self) -> bool:
         return self.progress.done
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self, principal: Principal) -> int:
+        """Send nothing more: boards not yet started end as `cancelled`, boards already
+        in progress finish. Only someone allowed to run this kind of job may cancel it
+        (PermissionDenied). Returns how many boards were still waiting their turn."""
+        require(principal, self.job.permission)
+        if self.done or self.cancelled:
+            return 0
+        self.cancelled_by = principal.name
+        self._cancel.set()
+        log.info("batch %s cancelled by %s", self.id, principal.name)
+        return self.progress.cancel_queued(f"cancelled by {principal.name}: nothing sent")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every board has its outcome; False when `timeout` ran out."""
@@ -180,6 +201,8 @@ class BatchRunner:
 
     def _board(self, run: BatchRun, relay: str) -> None:
         progress = run.progress
+        if not progress.claim(relay):  # cancelled before its turn
+            return
         try:
             if not self._online(relay, progress):
                 return
@@ -265,11 +288,12 @@ class BatchRunner:
             return
         counts = run.progress.outcome_counts()
         all_confirmed = counts.get("confirmed", 0) == len(run.job.relays)
-        extra = {"counts": counts, "outcomes": run.progress.states()}
+        extra: dict[str, Any] = {"counts": counts, "outcomes": run.progress.states()}
+        outcome = "confirmed" if all_confirmed else "not_confirmed"
+        if counts.get("cancelled", 0):
+            outcome, extra["cancelled_by"] = "cancelled", run.cancelled_by
         try:
-            self.audit.update_outcome(
-                audit_id, "confirmed" if all_confirmed else "not_confirmed", extra
-            )
+            self.audit.update_outcome(audit_id, outcome, extra)
         except Exception:  # the database may be gone; the run's outcome is still shown
             log.exception("could not record the outcome of batch %s", run.id)
 

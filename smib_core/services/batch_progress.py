@@ -3,7 +3,8 @@
 Contract: `BatchProgress` is the only state shared between a batch's worker threads
 and whoever watches it. Every method takes its lock and returns copies (frozen rows,
 new DataFrames), so a Streamlit fragment may poll it while workers update it. A board
-is in one of `STATES`; the last four are outcomes and never change once reached.
+is in one of `STATES`; the last five are outcomes and never change once reached
+(`cancelled`: the job was cancelled before anything was sent to this board).
 """
 
 from __future__ import annotations
@@ -16,8 +17,17 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-STATES = ("queued", "sending", "waiting", "confirmed", "not_confirmed", "offline", "failed")
-OUTCOMES = ("confirmed", "not_confirmed", "offline", "failed")
+STATES = (
+    "queued",
+    "sending",
+    "waiting",
+    "confirmed",
+    "not_confirmed",
+    "offline",
+    "failed",
+    "cancelled",
+)
+OUTCOMES = ("confirmed", "not_confirmed", "offline", "failed", "cancelled")
 STATE_LABELS = {
     "queued": "queued",
     "sending": "sending",
@@ -26,6 +36,7 @@ STATE_LABELS = {
     "not_confirmed": "not confirmed",
     "offline": "offline",
     "failed": "failed",
+    "cancelled": "cancelled",
 }
 PROGRESS_COLUMNS = ["relay", "cabinet", "state", "detail", "seconds", "updated"]
 
@@ -78,6 +89,31 @@ class BatchProgress:
                 finished_at=now if state in OUTCOMES else None,
                 updated_at=now,
             )
+
+    def claim(self, relay: str) -> bool:
+        """A worker takes the board on (queued -> sending); False if it is no longer
+        queued (cancelled), and then nothing may be sent to it."""
+        with self._lock:
+            board = self._boards[relay]
+            if board.state != "queued":
+                return False
+            now = self._clock()
+            self._boards[relay] = replace(
+                board, state="sending", detail="starting", started_at=now, updated_at=now
+            )
+            return True
+
+    def cancel_queued(self, detail: str) -> int:
+        """Every board still queued ends `cancelled` (no worker may claim it any more);
+        returns how many."""
+        with self._lock:
+            now = self._clock()
+            queued = [b for b in self._boards.values() if b.state == "queued"]
+            for board in queued:
+                self._boards[board.relay] = replace(
+                    board, state="cancelled", detail=detail, finished_at=now, updated_at=now
+                )
+            return len(queued)
 
     def fail_unfinished(self) -> None:
         """A board somehow left without an outcome when the run ended counts as failed."""

@@ -39,7 +39,16 @@ ACCOUNT_KINDS = (
     "identity_unmap",
 )
 KNOWN_KINDS = (*COMMAND_KINDS, *ACCOUNT_KINDS)
-OUTCOMES = ("sent", "confirmed", "not_confirmed", "failed", "timed_out", "refused", "ok")
+OUTCOMES = (
+    "sent",
+    "confirmed",
+    "not_confirmed",
+    "failed",
+    "timed_out",
+    "refused",
+    "cancelled",
+    "ok",
+)
 AUDIT_COLUMNS = ["at", "actor", "kind", "relays", "outcome", "detail", "result", "id"]
 MASK = "••••••"
 _SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token")

@@ -12,6 +12,7 @@ import time
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from smib_core import protocol
 from smib_core.auth import Permission, Principal, allowed
@@ -40,6 +41,7 @@ STATE_COLOURS = {
     "not confirmed": "#fef3c7",
     "offline": "#e5e7eb",  # also the confirmation list's status
     "failed": "#fee2e2",
+    "cancelled": "#e5e7eb",
 }
 
 
@@ -47,7 +49,7 @@ def run_section(principal: Principal) -> None:
     """The current job's progress, or the steps to start one."""
     run = resources.get_batch_jobs().get(st.session_state.get(JOB_KEY))
     if run is not None:
-        show_run(run)
+        show_run(run, principal)
         return
     relays = choose_boards()
     job = choose_change(principal, relays)
@@ -223,7 +225,7 @@ _TARGET_COLUMNS = {
 # --- the job's progress and outcome -----------------------------------------------------
 
 
-def show_run(run: BatchRun) -> None:
+def show_run(run: BatchRun, principal: Principal) -> None:
     started = time.strftime("%H:%M:%S", time.localtime(run.started_at))
     st.subheader(f"{_verb(run.job)} {len(run.job.relays)} boards")
     st.caption(f"`{run.job.describe()}` · started by {run.actor} at {started} · job {run.id}")
@@ -231,8 +233,34 @@ def show_run(run: BatchRun) -> None:
         outcome(run)
     else:
         live_progress(run.id)
-    if st.button("Start a new batch", icon=":material/add:", disabled=not run.done):
+    left, right = st.columns([1, 3])
+    if left.button("Start a new batch", icon=":material/add:", disabled=not run.done):
         st.session_state.pop(JOB_KEY, None)
+        st.rerun()
+    if not run.done:
+        _cancel_button(run, principal, right)
+
+
+def _cancel_button(run: BatchRun, principal: Principal, where: DeltaGenerator) -> None:
+    """Stop sending: boards already in progress finish, the others are left alone."""
+    if run.cancelled:
+        where.info(f"Cancelled by {run.cancelled_by}: the boards in progress finish.")
+        return
+    may = allowed(principal, run.job.permission)
+    if where.button(
+        "Cancel the boards not started yet",
+        icon=":material/cancel:",
+        disabled=not may,
+        help="Boards already being worked on finish; nothing is sent to the others."
+        if may
+        else "Your role may not run this kind of batch.",
+    ):
+        try:
+            waiting = run.cancel(principal)
+        except SmibError as exc:
+            st.error(sentence(str(exc)))
+            return
+        st.toast(f"Cancelled: {waiting} boards will not be sent anything.")
         st.rerun()
 
 
@@ -259,6 +287,11 @@ def outcome(run: BatchRun) -> None:
     confirmed = counts["confirmed"]
     if confirmed == progress.total:
         st.success(f"All {progress.total} boards confirmed.")
+    elif counts["cancelled"]:
+        st.warning(
+            f"Cancelled by {run.cancelled_by}: {confirmed} of {progress.total} boards "
+            f"confirmed, {counts['cancelled']} not sent anything."
+        )
     else:
         st.warning(f"{confirmed} of {progress.total} boards confirmed: look at the others below.")
     _metrics(progress)
@@ -276,12 +309,17 @@ def outcome(run: BatchRun) -> None:
 def _metrics(progress: BatchProgress) -> None:
     counts = progress.counts()
     working = counts["queued"] + counts["sending"] + counts["waiting"]
-    cols = st.columns(5)
-    cols[0].metric("Confirmed", counts["confirmed"])
-    cols[1].metric("Not confirmed", counts["not_confirmed"])
-    cols[2].metric("Offline", counts["offline"])
-    cols[3].metric("Failed", counts["failed"])
-    cols[4].metric("In progress", working)
+    shown = [
+        ("Confirmed", counts["confirmed"]),
+        ("Not confirmed", counts["not_confirmed"]),
+        ("Offline", counts["offline"]),
+        ("Failed", counts["failed"]),
+        ("In progress", working),
+    ]
+    if counts["cancelled"]:
+        shown.append(("Cancelled", counts["cancelled"]))
+    for col, (label, value) in zip(st.columns(len(shown)), shown, strict=True):
+        col.metric(label, value)
 
 
 def _table(progress: BatchProgress) -> pd.DataFrame:
