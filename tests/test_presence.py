@@ -57,6 +57,35 @@ def test_a_heartbeat_makes_silent_boards_known(mosquitto: Mosquitto, topic_prefi
                 assert _wait(lambda r=relay: "coms" in bus.latest_config(r))
 
 
+class CountingBus:
+    """Counts the `app` reads sent, and when."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, float]] = []
+
+    def relays_seen(self) -> dict[str, float]:
+        return {}
+
+    def send(self, relay: str, command: Any) -> None:
+        if command.payload.get("comp") == "app":
+            self.asked.append((relay, time.monotonic()))
+
+
+def test_the_first_cycle_asks_every_board_quickly_the_next_ones_spread_out() -> None:
+    relays = [f"e831cd{n:06x}" for n in range(10)]
+    bus = CountingBus()
+    poller = PresencePoller(bus, lambda: relays, heartbeat_s=60.0, first_spread_s=0.3)  # type: ignore[arg-type]
+    began = time.monotonic()
+    assert poller.run_cycle() == 10
+    assert time.monotonic() - began < 2.0 and {r for r, _ in bus.asked} == set(relays)
+    poller.start()  # the second cycle: one board every 6 s
+    time.sleep(0.5)
+    poller.stop()
+    assert len(bus.asked) <= 11
+
+
 def test_only_the_lease_holder_sends(
     mosquitto: Mosquitto, topic_prefix: str, mongo_db: Any
 ) -> None:

@@ -4,7 +4,8 @@ Boards only speak when spoken to (and for the odd event). So once per heartbeat 
 console asks every known board (registered or heard) for its `app` config: a read that
 changes nothing, whose reply proves the board alive and keeps its firmware version
 current; a board's `coms` is read once, when first seen, for its comms mode. Requests
-are spread over the heartbeat (no thundering herd) and go straight to the bus, not
+are spread over the heartbeat (no thundering herd; the first cycle after a start over a
+few seconds, so a fresh console knows its fleet at once) and go straight to the bus, not
 through the audit trail: auditing a read of every board every 30 s would bury the
 actions people take. One process per deployment sends them (a lease); every process
 hears the replies, since all subscribe to the same topics.
@@ -32,10 +33,12 @@ class PresencePoller:
         known_relays: Callable[[], Iterable[str]],
         heartbeat_s: float = 30.0,
         lease: Lease | None = None,
+        first_spread_s: float = 5.0,
     ) -> None:
         self._bus = bus
         self._known = known_relays
         self.heartbeat_s = max(1.0, heartbeat_s)
+        self.first_spread_s = max(0.0, min(first_spread_s, self.heartbeat_s))
         self._lease = lease
         self._stop = threading.Event()
         self._coms_asked: set[str] = set()
@@ -63,13 +66,13 @@ class PresencePoller:
         return sorted(known | set(self._bus.relays_seen()))
 
     def run_cycle(self) -> int:
-        """Ask every known board once, spread over the heartbeat; returns how many."""
+        """Ask every known board once, spread over the heartbeat (the first cycle over
+        `first_spread_s`); returns how many."""
         relays = self.relays()
+        spread = self.first_spread_s if self.cycles == 0 else self.heartbeat_s
         started = time.monotonic()
         for index, relay in enumerate(relays):
-            if self._stop.wait(
-                max(0.0, started + index * self.heartbeat_s / len(relays) - time.monotonic())
-            ):
+            if self._stop.wait(max(0.0, started + index * spread / len(relays) - time.monotonic())):
                 break
             self._ask(relay)
         self.cycles += 1
