@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class BrokerAddress:
 @dataclass(frozen=True, slots=True)
 class Settings:
     mqtt_uri: str | None = field(default=None, repr=False)
+    mqtt_ca_file: Path | None = None
     mongo_uri: str | None = field(default=None, repr=False)
     mongo_db: str = "smib"
     topics: Topics = field(default_factory=Topics)
@@ -68,6 +70,19 @@ class Settings:
     alert_offline_s: float = 0.0  # 0: twice offline_after_s
     net_win_subtracts_jackpot: bool = False  # net win = drop - cancelled (- jackpot)
 
+    def mqtt_tls_context(self) -> ssl.SSLContext | None:
+        """How an `mqtts://` broker's certificate is checked: against `MQTT_CA_FILE` (a
+        casino's own CA, PEM) when set, else the system's CAs (None here)."""
+        if self.mqtt_ca_file is None:
+            return None
+        if not self.mqtt_ca_file.is_file():
+            raise InvalidInput(f"MQTT_CA_FILE {self.mqtt_ca_file} is not a file")
+        try:
+            return ssl.create_default_context(cafile=str(self.mqtt_ca_file))
+        except (ssl.SSLError, ValueError) as exc:
+            message = f"MQTT_CA_FILE {self.mqtt_ca_file} holds no usable CA: {exc}"
+            raise InvalidInput(message) from None
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -80,6 +95,7 @@ class Settings:
         )
         return cls(
             mqtt_uri=env.get("MQTT_URI") or None,
+            mqtt_ca_file=Path(env["MQTT_CA_FILE"]) if env.get("MQTT_CA_FILE") else None,
             mongo_uri=env.get("MONGO_URI") or None,
             mongo_db=env.get("MONGO_DB", "smib"),
             topics=topics,

@@ -171,7 +171,12 @@ def _bus(settings: Settings, connect_timeout: float = 10.0) -> Iterator[DeviceBu
     from smib_core.bus import DeviceBus
     from smib_core.embedded import broker_uri
 
-    bus = DeviceBus(broker_uri(settings), settings.topics, client_id_prefix="smib-ota")
+    bus = DeviceBus(
+        broker_uri(settings),
+        settings.topics,
+        client_id_prefix="smib-ota",
+        tls_context=settings.mqtt_tls_context(),
+    )
     bus.start()
     try:
         if not bus.wait_connected(connect_timeout):

@@ -29,7 +29,12 @@ def connected(
 
     settings = Settings.from_env()
     db = connect(settings)
-    bus = DeviceBus(broker_uri(settings), settings.topics, client_id_prefix=client_id_prefix)
+    bus = DeviceBus(
+        broker_uri(settings),
+        settings.topics,
+        client_id_prefix=client_id_prefix,
+        tls_context=settings.mqtt_tls_context(),
+    )
     bus.start()
     try:
         if not bus.wait_connected(connect_timeout):

@@ -151,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         non_sas=args.non_sas,
         ota_url=_ota_url(settings, args.ota_url),
         time_scale=args.time_scale,
+        tls_context=settings.mqtt_tls_context(),
     )
     with fleet:
         print(

@@ -22,6 +22,7 @@ import contextlib
 import http.client
 import logging
 import random
+import ssl
 import threading
 import time
 import urllib.request
@@ -91,6 +92,7 @@ class Fleet:
         ota_timeout_s: float = 10.0,
         time_scale: float = 1.0,
         connect_timeout_s: float = 10.0,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if events_per_minute < 0 or reboot_s < 0 or time_scale <= 0:
             raise InvalidInput(
@@ -98,6 +100,7 @@ class Fleet:
                 "the time scale must be positive"
             )
         self.address = BrokerAddress.parse(broker_uri)
+        self._tls_context = tls_context
         self.topics = topics or Topics()
         self.faults = faults or Faults()
         self.events_per_minute = events_per_minute
@@ -219,7 +222,7 @@ class Fleet:
         if self.address.username:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
-            client.tls_set()
+            client.tls_set_context(self._tls_context or ssl.create_default_context())
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe

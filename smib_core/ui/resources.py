@@ -50,7 +50,12 @@ def get_db() -> Database:  # type: ignore[type-arg]
 @st.cache_resource
 def get_bus() -> DeviceBus:
     settings = get_settings()
-    bus = DeviceBus(broker_uri(settings), settings.topics, client_id_prefix="smib-console")
+    bus = DeviceBus(
+        broker_uri(settings),
+        settings.topics,
+        client_id_prefix="smib-console",
+        tls_context=settings.mqtt_tls_context(),
+    )
     bus.start()
     return bus
 
