@@ -25,8 +25,9 @@ from smib_core.firmware.server import (
     DownloadRecord,
     FirmwareServer,
     RangeNotSatisfiable,
+    Requested,
     byte_range,
-    requested_name,
+    requested,
 )
 from smib_core.settings import Settings
 from smib_core.store.firmware import FirmwareInfo, FirmwareLibrary
@@ -104,6 +105,14 @@ def test_serves_the_exact_bytes_and_logs_the_download(served: Served) -> None:
     assert datetime.now(UTC) - record.at < timedelta(seconds=5)
 
 
+def test_a_board_path_names_the_board_in_the_log(served: Served) -> None:
+    reply = served.get(f"/firmwares/e831cd000001/{served.info.filename}")
+    assert (reply.status, reply.body) == (200, IMAGE)
+    plain = served.get(f"/firmwares/{served.info.filename}")
+    assert plain.status == 200
+    assert [r.relay for r in served.server.downloads()] == ["e831cd000001", None]
+
+
 def test_base_url_is_what_a_board_fetches_from(served: Served) -> None:
     assert served.server.base_url == f"http://127.0.0.1:{served.server.port}/firmwares/"
     path = served.server.base_url.split(str(served.server.port), 1)[1]
@@ -152,6 +161,14 @@ def test_other_methods_are_not_allowed(served: Served, method: str) -> None:
         "/firmwares/.gitkeep",
         "http://board/firmwares/cloudy_v2.bin",
         "/firmwares/%ff.bin",
+        "/firmwares/e831cd000001/../secret.bin",
+        "/firmwares/e831cd000001/%2e%2e%2fsecret.bin",
+        "/firmwares/e831cd000001/x/cloudy_v2.bin",
+        "/firmwares/e831cd000001/",
+        "/firmwares/E831CD000001/cloudy_v2.bin",
+        "/firmwares/e831cd00000/cloudy_v2.bin",
+        "/firmwares/e831cd0000011/cloudy_v2.bin",
+        "/firmwares/e831cd000001/cloudy_v2.bin?x=1",
     ],
 )
 def test_anything_but_a_served_file_is_not_found(served: Served, target: str) -> None:
@@ -212,16 +229,18 @@ def test_an_unsatisfiable_range_is_416(served: Served) -> None:
         assert (reply.status, reply.body == IMAGE) == (200, True), ignored
 
 
-def test_byte_range_and_requested_name_without_a_server() -> None:
+def test_byte_range_and_requested_without_a_server() -> None:
     assert byte_range(None, 10) is None
     assert byte_range("bytes=2-", 10) == (2, 9)
     assert byte_range("bytes=-20", 10) == (0, 9)
     assert byte_range("bytes=3-100", 10) == (3, 9)
     with pytest.raises(RangeNotSatisfiable):
         byte_range("bytes=0-", 0)
-    assert requested_name("/firmwares/cloudy_v2.bin") == "cloudy_v2.bin"
-    assert requested_name("/firmwares/cloudy%5Fv2.bin") == "cloudy_v2.bin"
-    assert requested_name("/firmwares/a..bin") is None
+    assert requested("/firmwares/cloudy_v2.bin") == Requested("cloudy_v2.bin")
+    assert requested("/firmwares/cloudy%5Fv2.bin") == Requested("cloudy_v2.bin")
+    assert requested("/firmwares/a..bin") is None
+    board = requested("/firmwares/e831cd000001/cloudy_v2.bin")
+    assert board == Requested("cloudy_v2.bin", "e831cd000001")
 
 
 def test_cleanup_removes_idle_files_and_keeps_fresh_ones(served: Served) -> None:

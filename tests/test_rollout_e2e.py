@@ -128,6 +128,10 @@ def test_twenty_boards_in_batches_of_five_are_all_confirmed(rig: Rig) -> None:
     first_of = {i: min(b.times["url_set"] for b in boards if b.batch == i) for i in range(4)}
     assert all(first_of[i + 1] >= last_of[i] for i in range(3))
     assert len(rig.server.downloads()) == 20
+    # each board fetched from its own folder, so the log names it: no guessing by order
+    assert {d.relay for d in rig.server.downloads()} == set(relays)
+    assert all(b.ota_url == f"{rig.server.base_url}{b.relay}/" for b in boards)
+    assert all(rig.fleet.board(r).config["ota"]["otaURL"].endswith(f"/{r}/") for r in relays)
     audit = AuditTrail(rig.db).query(person="tina", kind="ota_start")
     assert len(audit) == 20
 

@@ -136,13 +136,17 @@ def test_board_progress_keeps_a_time_per_state(mongo_db: Any, firmware: Firmware
 def test_download_log(mongo_db: Any) -> None:
     log = DownloadLog(mongo_db)
     before = time.time()
-    for name, complete in (("a.bin", True), ("b.bin", True), ("a.bin", False)):
+    for name, complete, relay in (
+        ("a.bin", True, "e831cd000001"),
+        ("b.bin", True, None),
+        ("a.bin", False, None),
+    ):
         at = datetime.now(UTC)
-        log.record(DownloadRecord(at, "10.0.0.9", name, 200, 5, 10, complete))
+        log.record(DownloadRecord(at, "10.0.0.9", name, 200, 5, 10, complete, relay))
     found = log.since("a.bin", before)
-    assert [(d.name, d.client, d.complete) for d in found] == [
-        ("a.bin", "10.0.0.9", True),
-        ("a.bin", "10.0.0.9", False),
+    assert [(d.name, d.client, d.complete, d.relay) for d in found] == [
+        ("a.bin", "10.0.0.9", True, "e831cd000001"),
+        ("a.bin", "10.0.0.9", False, None),
     ]
     assert found[0].at <= found[1].at
     assert DownloadLog(mongo_db).since("a.bin", time.time() + 1) == []

@@ -1,9 +1,12 @@
 """The HTTP server boards download firmware from: `GET {base_url}{file name}`.
 
-Contract: it serves `/firmwares/<name>` and nothing else, and only when `name` passes
-the one file-name rule, is materialised in the folder and (when `allowed` is given) is a
-file of the library. The name is percent-decoded once; a `/`, `\\`, `..` or NUL in it, a
-directory, a query or any other path is a 404. Only GET and HEAD (405 otherwise), one
+Contract: it serves `/firmwares/<name>` and `/firmwares/<relay>/<name>` and nothing
+else, and only when `name` passes the one file-name rule, is materialised in the folder
+and (when `allowed` is given) is a file of the library. `<relay>` is a relay id (12
+lowercase hex digits): a rollout gives each board its own `otaURL`
+(`{base_url}{relay}/`), so the download log names the board that downloaded. The name
+is percent-decoded once; a `/`, `\\`, `..` or NUL in it, a directory, a query or any
+other path is a 404. Only GET and HEAD (405 otherwise), one
 byte range at most (206 / 416). Every GET that starts sending becomes a `DownloadRecord`:
 logged, kept in a bounded list and passed to `on_download`; a rollout reads them to see
 which boards downloaded. Idle files are cleaned at start and every `cleanup_every`.
@@ -39,6 +42,7 @@ PREFIX = "/firmwares/"
 _CHUNK = 64 * 1024
 _RANGE_RE = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
 _UNSPECIFIED_HOSTS = ("", "0.0.0.0", "::")
+_RELAY_RE = re.compile(r"[0-9a-f]{12}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,19 +56,39 @@ class DownloadRecord:
     bytes_sent: int
     size: int
     complete: bool
+    relay: str | None = None  # from a /firmwares/<relay>/<name> request
 
 
 class RangeNotSatisfiable(Exception):
     """The Range header asks for bytes the file does not have (HTTP 416)."""
 
 
-def requested_name(target: str) -> str | None:
-    """The file name a request target asks for, or None when it must be refused."""
+@dataclass(frozen=True, slots=True)
+class Requested:
+    name: str
+    relay: str | None = None
+
+
+def requested(target: str) -> Requested | None:
+    """What a request target asks for (the file, and the board when the path names one),
+    or None when it must be refused."""
     if not target.startswith(PREFIX):
         return None
     raw = target[len(PREFIX) :]
     if not raw or "?" in raw or "#" in raw:
         return None
+    relay, slash, rest = raw.partition("/")
+    if not slash:
+        name = _file_name(raw)
+        return Requested(name) if name is not None else None
+    if not _RELAY_RE.fullmatch(relay):
+        return None
+    name = _file_name(rest)
+    return Requested(name, relay) if name is not None else None
+
+
+def _file_name(raw: str) -> str | None:
+    """A percent-encoded file name, decoded, or None when it is not a firmware file name."""
     try:
         name = unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
@@ -317,9 +341,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, send_body: bool) -> None:
         owner = self.server.owner
-        name = requested_name(self.path)
-        if name is None or not materialise.is_materialised(owner.folder, name):
+        asked = requested(self.path)
+        if asked is None or not materialise.is_materialised(owner.folder, asked.name):
             return self._refuse()
+        name = asked.name
         if owner.allowed is not None:
             try:
                 allowed = owner.allowed(name)
@@ -359,7 +384,14 @@ class _Handler(BaseHTTPRequestHandler):
             sent = self._copy(stream, first, length)
         owner._record(
             DownloadRecord(
-                datetime.now(UTC), self.client_address[0], name, status, sent, size, sent == length
+                datetime.now(UTC),
+                self.client_address[0],
+                name,
+                status,
+                sent,
+                size,
+                sent == length,
+                asked.relay,
             )
         )
         return None

@@ -15,11 +15,11 @@ rollout's `min_success_pct`; otherwise the rollout halts. Per board:
 
 1. ask its version (`config_read app`): already the target -> skipped; no answer ->
    failed "offline" (it counts against the share);
-2. set `otaURL` to the firmware server and check the board's reply -> url_set;
+2. set `otaURL` to the board's own folder of the firmware server
+   (`{ota_url}{relay}/`, see `board_ota_url`) and check the board's reply -> url_set;
 3. send `ota_ud` with the file name -> command_sent (the per-board timeout starts);
-4. a complete download of the file in the server's log -> downloaded. The log names a
-   client address, not a relay, so downloads are given to the boards of the batch in
-   the order they were commanded;
+4. a complete download of the file from the board's folder in the server's log ->
+   downloaded (the path names the board, so no guessing by address or order);
 5. the board announces its `app` after its reboot -> back_online; then its version is
    asked: the target -> confirmed; another version after a download -> failed "device
    kept version X". While waiting the version is also asked every `probe_every_s`
@@ -86,6 +86,12 @@ def confirmed_share(boards: Iterable[BoardState]) -> float | None:
     """Percent confirmed among boards that were updated (None: none was)."""
     states = [b.state for b in boards if b.state in UPDATED]
     return None if not states else 100.0 * states.count("confirmed") / len(states)
+
+
+def board_ota_url(base_url: str, relay: str) -> str:
+    """The `otaURL` a rollout gives a board: its own folder of the firmware server, which
+    serves the same files there and logs the download under the board's relay."""
+    return f"{base_url}{relay}/"
 
 
 class RolloutRunner:
@@ -292,8 +298,9 @@ class RolloutRunner:
             why = "" if board.previous_version else f"already on {version}"
             self.store.update_board(board, state, why, version=version)
             return
+        url = board_ota_url(self.ota_url, board.relay)
         try:
-            reply = actions.request(board.relay, protocol.set_ota_url(self.ota_url), timeout)
+            reply = actions.request(board.relay, protocol.set_ota_url(url), timeout)
         except RequestTimeout:
             self.store.update_board(
                 board,
@@ -304,7 +311,7 @@ class RolloutRunner:
             )
             return
         taken = getattr(reply, "fields", {}).get("otaURL")
-        if taken != self.ota_url:
+        if taken != url:
             self.store.update_board(
                 board,
                 "failed",
@@ -314,7 +321,7 @@ class RolloutRunner:
             )
             return
         board = self.store.update_board(
-            board, "url_set", "", previous_version=version, version=version, ota_url=self.ota_url
+            board, "url_set", "", previous_version=version, version=version, ota_url=url
         )
         sent_at = time.time()
         actions.send_command([board.relay], protocol.ota_start(rollout.filename))
@@ -368,28 +375,22 @@ class RolloutRunner:
             self.store.update_board(board, "failed", why, version=version)
 
     def _note_downloads(self, rollout: Rollout, boards: list[BoardState]) -> list[BoardState]:
-        """Give the server's complete downloads of the file to the boards still waiting
-        for theirs, in the order they were commanded (the log does not name relays)."""
-        waiting = sorted(
-            (
-                b
-                for b in boards
-                if b.state == "command_sent" and b.download_at is None and b.command_at is not None
-            ),
-            key=lambda b: b.command_at or 0.0,
-        )
+        """Mark the boards still waiting for their download that the server's log shows
+        downloading the whole file from their own folder since they were commanded."""
+        waiting = {
+            b.relay: b
+            for b in boards
+            if b.state == "command_sent" and b.download_at is None and b.command_at is not None
+        }
         if not waiting:
             return boards
-        batch = [b for b in boards if b.batch == waiting[0].batch and b.command_at is not None]
-        since = min(b.command_at or 0.0 for b in batch)
-        given = sum(1 for b in batch if b.download_at is not None)
-        fresh = [d for d in self._downloads.since(rollout.filename, since) if d.complete][given:]
+        since = min(b.command_at or 0.0 for b in waiting.values())
         noted: dict[str, BoardState] = {}
-        for download in fresh:
-            board = next((b for b in waiting if (b.command_at or 0.0) <= download.at), None)
-            if board is None:
-                break
-            waiting.remove(board)
+        for download in self._downloads.since(rollout.filename, since):
+            board = waiting.get(download.relay or "")
+            if board is None or not download.complete or download.at < (board.command_at or 0.0):
+                continue
+            del waiting[board.relay]
             noted[board.relay] = self.store.update_board(
                 board, "downloaded", download_at=download.at, download_client=download.client
             )

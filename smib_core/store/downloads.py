@@ -2,7 +2,8 @@
 
 Contract: `DownloadLog(db).record` is the firmware server's `on_download`: one document
 per GET that started sending, in `firmware_downloads` (`at` as float epoch seconds, the
-client's address, the file name, status, bytes sent, complete or not). A rollout runner
+client's address, the file name, the relay the URL named (`/firmwares/<relay>/<name>`)
+or None, status, bytes sent, complete or not). A rollout runner
 in any process reads `since(name, at)` to see which boards downloaded; the server may
 run in another app process, or in `smib ota`. Records older than a week are dropped.
 """
@@ -34,6 +35,8 @@ class DownloadLike(Protocol):
     def bytes_sent(self) -> int: ...
     @property
     def complete(self) -> bool: ...
+    @property
+    def relay(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class Download:
     client: str
     name: str
     complete: bool
+    relay: str | None = None
 
 
 class DownloadLog:
@@ -57,6 +61,7 @@ class DownloadLog:
             "at": now,
             "client": record.client,
             "name": record.name,
+            "relay": record.relay,
             "status": record.status,
             "bytes": record.bytes_sent,
             "complete": record.complete,
@@ -70,7 +75,13 @@ class DownloadLog:
         """Downloads of file `name` from `at` on, oldest first."""
         docs = self._col.find({"name": name, "at": {"$gte": at}})
         found = [
-            Download(float(d["at"]), str(d.get("client", "")), name, bool(d.get("complete")))
+            Download(
+                float(d["at"]),
+                str(d.get("client", "")),
+                name,
+                bool(d.get("complete")),
+                str(d["relay"]) if d.get("relay") else None,
+            )
             for d in docs
         ]
         return sorted(found, key=lambda d: d.at)
