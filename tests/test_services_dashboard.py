@@ -88,10 +88,12 @@ class FakeSource:
         *,
         tz: str = "UTC",
     ) -> pd.DataFrame:
-        assert cabinet_ids is None and location_ids is None  # cut to scope in pandas
+        assert location_ids is None  # locations are cut to scope in pandas
         self.reads.append((freq, pd.Timestamp(start), pd.Timestamp(end)))
         frame = self.hourly if freq == "h" else self.daily()
         inside = (frame["bucket"] >= start) & (frame["bucket"] < end)
+        if cabinet_ids is not None:  # chosen cabinets: only their rows are read
+            inside &= frame["cabinet_id"].isin(list(cabinet_ids))
         return frame[inside].reset_index(drop=True)
 
     def failed_readings(self, start: datetime, end: datetime, **_: object) -> pd.DataFrame:

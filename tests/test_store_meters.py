@@ -13,6 +13,7 @@ from smib_core.errors import InvalidInput
 from smib_core.services.dashboard import build_dashboard, coin_in_heatmap
 from smib_core.services.meter_report import ReportPeriod, Scope
 from smib_core.services.meter_seed import SeedCabinet, seed_history
+from smib_core.store import rollups as rollups_module
 from smib_core.store.meters import MeterStore, snapshot_document
 from smib_core.store.rollups import location_hourly_frame
 
@@ -116,6 +117,25 @@ def test_rollups_upsert_is_idempotent_and_reads_back_the_same(store: MeterStore)
         store.upsert_rollups("h", hourly.drop(columns="cabinet_id"))
     with pytest.raises(InvalidInput):
         store.rollups("W", T0, T0 + timedelta(days=1))  # type: ignore[arg-type]
+
+
+def test_chosen_cabinets_read_alone_or_by_in_give_the_same_rows(
+    store: MeterStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cabinets = [
+        SeedCabinet(f"c{n}", f"Cabinet {n}", "l0", "Floor 0", f"bb{n:010x}", n, 0.25)
+        for n in range(4)
+    ]
+    start = datetime(2024, 5, 13, tzinfo=UTC)
+    seed_history(store, cabinets, start, 3 * 12 + 1)
+    end = start + timedelta(hours=3)
+    every = store.rollups("h", start, end)
+    wanted = every[every["cabinet_id"].isin(["c1", "c3"])].reset_index(drop=True)
+    one_each = store.rollups("h", start, end, cabinet_ids=["c3", "c1", "c1"])
+    pd.testing.assert_frame_equal(one_each, wanted)
+    monkeypatch.setattr(rollups_module, "MAX_CABINET_QUERIES", 1)  # now one `$in` query
+    pd.testing.assert_frame_equal(store.rollups("h", start, end, cabinet_ids=["c1", "c3"]), wanted)
+    assert store.rollups("h", start, end, cabinet_ids=[]).empty
 
 
 def test_last_reading_times_and_previous_snapshots(store: MeterStore) -> None:

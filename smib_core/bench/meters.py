@@ -228,6 +228,16 @@ def dashboard_figures(db: Any, plan: Plan) -> dict[str, Any]:
         lambda: _plain(db, ROLLUP_COLLECTIONS["h"], "bucket", start, end),
         lambda: coin_in_heatmap(store, period, every_cabinet),
     )
+    three = [c.cabinet_id for c in fleet(plan.cabinets)[:3]]
+
+    def three_rows() -> int:
+        query = {"bucket": {"$gte": start, "$lt": end}}
+        collection = db[ROLLUP_COLLECTIONS["h"]]
+        return sum(len(list(collection.find({**query, "cabinet_id": c}))) for c in three)
+
+    three_base_s, three_s, three_rows_read, _ = _paired(
+        three_rows, lambda: coin_in_heatmap(store, period, Scope.of(cabinet_ids=three))
+    )
     began = time.perf_counter()
     store.failed_readings(start.to_pydatetime(), end.to_pydatetime())
     failed_s = time.perf_counter() - began
@@ -248,6 +258,9 @@ def dashboard_figures(db: Any, plan: Plan) -> dict[str, Any]:
         "heatmap_from_hourly_s": round(hourly_s, 2),
         "heatmap_from_hourly_baseline_read_s": round(hourly_base_s, 2),
         "heatmap_same": _same_grid(grid, hourly_grid),
+        "heatmap_three_cabinets_rows": three_rows_read,
+        "heatmap_three_cabinets_s": round(three_s, 2),
+        "heatmap_three_cabinets_baseline_read_s": round(three_base_s, 2),
     }
 
 
@@ -381,6 +394,11 @@ def print_report(report: dict[str, Any]) -> None:
         f"{board['heatmap_hourly_rows']:,} hourly rollup rows {board['heatmap_from_hourly_s']} s "
         f"(baseline read {board['heatmap_from_hourly_baseline_read_s']} s); same grid: "
         f"{board['heatmap_same']}"
+    )
+    print(
+        f"  heatmap of 3 chosen cabinets from their {board['heatmap_three_cabinets_rows']:,} "
+        f"hourly rows {board['heatmap_three_cabinets_s']} s (baseline read "
+        f"{board['heatmap_three_cabinets_baseline_read_s']} s)"
     )
     print(f"export of {export['rows']:,} raw snapshots, each format beside a raw read just before:")
     heads = ("format", "rows/s", "raw read/s", "of raw", "file MiB", "RSS before", "RSS peak")

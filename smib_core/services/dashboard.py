@@ -131,7 +131,10 @@ def _read(
     scope: Scope,
     tz: str,
 ) -> pd.DataFrame:
-    frame = source.rollups(freq, start.to_pydatetime(), end.to_pydatetime(), tz=tz)
+    cabinets = scope.cabinet_ids or None  # read only the chosen cabinets' rows
+    frame = source.rollups(
+        freq, start.to_pydatetime(), end.to_pydatetime(), cabinet_ids=cabinets, tz=tz
+    )
     return scope.keep(frame)
 
 
@@ -365,8 +368,11 @@ def _cabinet_hours(
     settings: Settings,
     tz: str,
 ) -> list[pd.DataFrame]:
-    """Coin in by hour of `[start, end)` from the hourly rollups of the scope's cabinets,
-    read one gaming day at a time (memory bounded by a day's rows)."""
+    """Coin in by hour of `[start, end)` from the hourly rollups of the scope's cabinets:
+    chosen cabinets in one read (their rows only, by index), the whole fleet or some
+    locations one gaming day at a time (memory bounded by a day's rows)."""
+    if scope.cabinet_ids:
+        return [_coin_in_by_hour(_read(source, "h", start, end, scope, tz))] if start < end else []
     return [
         _coin_in_by_hour(_read(source, "h", day, following, scope, tz))
         for day, following in _gaming_days(start, end, settings, tz)

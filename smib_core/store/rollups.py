@@ -59,6 +59,7 @@ _NUMBER_COLUMNS = tuple(
 )
 MAX_BATCH = 500
 DEFAULT_CHUNK_ROWS = 5_000
+MAX_CABINET_QUERIES = 10  # cabinets read one query each (see `rollups`)
 MAX_DIGEST_BATCH = 20  # digest documents per bulk write (each holds a day of the fleet)
 DIGEST_CHUNK_DAYS = 8
 
@@ -143,11 +144,21 @@ class RollupStore:
         tz: str = "UTC",
     ) -> pd.DataFrame:
         """Rollup rows whose bucket starts in `[start, end)`, as an analytics rollup frame
-        (bucket in `tz`) plus cabinet_id and location_id, sorted by cabinet, bucket."""
-        query: dict[str, Any] = {"bucket": period_filter(start, end)}
-        match_any("cabinet_id", cabinet_ids, query)
-        match_any("location_id", location_ids, query)
-        docs = list(self._rollup_collection(freq).find(query).batch_size(DEFAULT_CHUNK_ROWS))
+        (bucket in `tz`) plus cabinet_id and location_id, sorted by cabinet, bucket.
+
+        Up to MAX_CABINET_QUERIES cabinets are read with one query each: nx-27017 answers
+        `$in` with a time range by scanning the whole collection (11 s for a month among
+        360,000 hourly rows, whatever the number of cabinets, against 0.8 s a cabinet by
+        equality); MongoDB answers both from the (cabinet_id, bucket) index."""
+        collection = self._rollup_collection(freq)
+        chosen = None if cabinet_ids is None else sorted({str(c) for c in cabinet_ids})
+        each = [[c] for c in chosen] if chosen and len(chosen) <= MAX_CABINET_QUERIES else [chosen]
+        docs: list[Mapping[str, Any]] = []
+        for cabinets in each:
+            query: dict[str, Any] = {"bucket": period_filter(start, end)}
+            match_any("cabinet_id", cabinets, query)
+            match_any("location_id", location_ids, query)
+            docs.extend(collection.find(query).batch_size(DEFAULT_CHUNK_ROWS))
         return _rollup_frame(docs, tz)
 
     # --- daily digest ----------------------------------------------------------------
