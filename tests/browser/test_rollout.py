@@ -89,4 +89,5 @@ def test_upload_then_roll_out_to_two_boards(
     assert states == {relay: "confirmed" for relay in two_boards}
     for relay in two_boards:
         assert served_app.fleet.board(relay).version == VERSION
-        assert served_app.fleet.board(relay).config["ota"]["otaURL"].endswith("/firmwares/")
+        ota_url = served_app.fleet.board(relay).config["ota"]["otaURL"]
+        assert ota_url.endswith(f"/firmwares/{relay}/")  # its own folder: the log names it
