@@ -24,11 +24,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from smib_core.embedded import broker_uri
 from smib_core.errors import BusError, InvalidInput, RequestTimeout
 from smib_core.inbox import InboxEntry, WarnThrottle
 from smib_core.protocol import Command, DeviceMessage, Parsed, Topics, normalize_relay_id
 from smib_core.routing import BusStats, Listener, RecentRejection, Router
-from smib_core.settings import BrokerAddress
+from smib_core.settings import BrokerAddress, Settings
 
 __all__ = ["BusStats", "DeviceBus", "InboxEntry", "Listener", "RecentRejection"]
 
@@ -338,3 +339,14 @@ class DeviceBus:
     def messages_since(self, relay: str, seq: int) -> list[InboxEntry]:
         """The relay's messages newer than `seq` (pass the last seq you showed)."""
         return self.router.relays.messages_since(normalize_relay_id(relay), seq)
+
+
+def bus_for(settings: Settings, client_id_prefix: str) -> DeviceBus:
+    """A bus, not started yet, to MQTT_URI or to the embedded broker started (or found)
+    for the data folder; an `mqtts://` broker is checked against MQTT_CA_FILE."""
+    return DeviceBus(
+        broker_uri(settings),
+        settings.topics,
+        client_id_prefix=client_id_prefix,
+        tls_context=settings.mqtt_tls_context(),
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smib_core import protocol
-from smib_core.errors import BusError, SmibError
+from smib_core.errors import SmibError
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from smib_core.cli.runtime import connected_bus
     from smib_core.services.rollout_plan import find_firmware
     from smib_core.settings import Settings
     from smib_core.store.db import connect
@@ -71,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
         if not _confirmed(args.yes, firmware, relays):
             print("nothing updated")
             return 1
-        with _firmware_server(settings, db, library, firmware) as served, _bus(settings) as bus:
+        with (
+            _firmware_server(settings, db, library, firmware) as served,
+            connected_bus(settings, "smib-ota") as bus,
+        ):
             return _roll_out(args, db, bus, firmware, relays, served)
     finally:
         db.client.close()
@@ -164,23 +168,3 @@ def _firmware_server(
     finally:
         if ours:
             server.stop()
-
-
-@contextmanager
-def _bus(settings: Settings, connect_timeout: float = 10.0) -> Iterator[DeviceBus]:
-    from smib_core.bus import DeviceBus
-    from smib_core.embedded import broker_uri
-
-    bus = DeviceBus(
-        broker_uri(settings),
-        settings.topics,
-        client_id_prefix="smib-ota",
-        tls_context=settings.mqtt_tls_context(),
-    )
-    bus.start()
-    try:
-        if not bus.wait_connected(connect_timeout):
-            raise BusError(f"could not reach the MQTT broker {bus.stats().broker}")
-        yield bus
-    finally:
-        bus.stop()

@@ -22,27 +22,34 @@ def connected(
 ) -> Iterator[tuple[Settings, Database[Any], DeviceBus]]:
     """The settings, the database (MONGO_URI or the embedded one) and a bus connected to
     MQTT_URI (or the embedded broker); all closed on exit."""
-    from smib_core.bus import DeviceBus
-    from smib_core.embedded import broker_uri
     from smib_core.settings import Settings
     from smib_core.store.db import connect
 
     settings = Settings.from_env()
     db = connect(settings)
-    bus = DeviceBus(
-        broker_uri(settings),
-        settings.topics,
-        client_id_prefix=client_id_prefix,
-        tls_context=settings.mqtt_tls_context(),
-    )
+    try:
+        with connected_bus(settings, client_id_prefix, connect_timeout) as bus:
+            yield settings, db, bus
+    finally:
+        db.client.close()
+
+
+@contextmanager
+def connected_bus(
+    settings: Settings, client_id_prefix: str, connect_timeout: float = 10.0
+) -> Iterator[DeviceBus]:
+    """A bus connected to MQTT_URI (or the embedded broker), stopped on exit; BusError
+    when the broker cannot be reached within `connect_timeout` seconds."""
+    from smib_core.bus import bus_for
+
+    bus = bus_for(settings, client_id_prefix)
     bus.start()
     try:
         if not bus.wait_connected(connect_timeout):
             raise BusError(f"could not reach the MQTT broker {bus.stats().broker}")
-        yield settings, db, bus
+        yield bus
     finally:
         bus.stop()
-        db.client.close()
 
 
 @contextmanager

@@ -12,8 +12,7 @@ import streamlit as st
 from pymongo.database import Database
 
 from smib_core.auth import Principal
-from smib_core.bus import DeviceBus
-from smib_core.embedded import broker_uri
+from smib_core.bus import DeviceBus, bus_for
 from smib_core.errors import SmibError
 from smib_core.firmware.materialise import in_library
 from smib_core.firmware.server import FirmwareServer
@@ -49,13 +48,7 @@ def get_db() -> Database:  # type: ignore[type-arg]
 
 @st.cache_resource
 def get_bus() -> DeviceBus:
-    settings = get_settings()
-    bus = DeviceBus(
-        broker_uri(settings),
-        settings.topics,
-        client_id_prefix="smib-console",
-        tls_context=settings.mqtt_tls_context(),
-    )
+    bus = bus_for(get_settings(), "smib-console")
     bus.start()
     return bus
 
