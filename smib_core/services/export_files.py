@@ -55,21 +55,6 @@ class _CsvWriter:
         self._file.close()
 
 
-class _ExcelWriter:
-    """Our column-wise `XlsxStream` (see `smib_core.xlsx` for why not XlsxWriter)."""
-
-    def __init__(self, path: Path, spec: list[tuple[str, str, Kind]]) -> None:
-        headers = [header for _, header, _ in spec]
-        kinds = [kind for _, _, kind in spec]
-        self._book = XlsxStream(path, headers, kinds, "Meters")
-
-    def write(self, frame: pd.DataFrame) -> None:
-        self._book.write(frame)
-
-    def close(self) -> None:
-        self._book.close()
-
-
 class _ParquetWriter:
     def __init__(self, path: Path, spec: list[tuple[str, str, Kind]]) -> None:
         self._schema = pa.schema([(header, _ARROW[kind]) for _, header, kind in spec])
@@ -96,11 +81,11 @@ def write_export(
     """Write `chunks` into `path` one at a time; returns the rows written."""
     spec = column_spec(granularity)
     headers = [header for _, header, _ in spec]
-    writer: _CsvWriter | _ExcelWriter | _ParquetWriter
+    writer: _CsvWriter | XlsxStream | _ParquetWriter
     if fmt == "csv":
         writer = _CsvWriter(path, headers)
-    elif fmt == "xlsx":
-        writer = _ExcelWriter(path, spec)
+    elif fmt == "xlsx":  # see smib_core.xlsx for why not XlsxWriter
+        writer = XlsxStream(path, headers, [kind for _, _, kind in spec], "Meters")
     else:
         writer = _ParquetWriter(path, spec)
     rows = 0
