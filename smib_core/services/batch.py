@@ -144,7 +144,6 @@ class BatchRun:
     started_at: float = field(default_factory=time.time)
     thread: threading.Thread | None = None
     cancelled_by: str | None = None
-    _cancel: threading.Event = field(default_factory=threading.Event)
 
     @property
     def done(self) -> bool:
@@ -152,7 +151,7 @@ class BatchRun:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self.cancelled_by is not None
 
     def cancel(self, principal: Principal) -> int:
         """Send nothing more: boards not yet started end as `cancelled`, boards already
@@ -162,7 +161,6 @@ class BatchRun:
         if self.done or self.cancelled:
             return 0
         self.cancelled_by = principal.name
-        self._cancel.set()
         log.info("batch %s cancelled by %s", self.id, principal.name)
         return self.progress.cancel_queued(f"cancelled by {principal.name}: nothing sent")
 
