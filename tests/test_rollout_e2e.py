@@ -23,6 +23,7 @@ from smib_core.store.downloads import DownloadLog
 from smib_core.store.firmware import FirmwareInfo, FirmwareLibrary
 from smib_core.store.rollouts import Rollout, RolloutStore
 from tests.servers import Mosquitto
+from tests.test_bus import make_topics
 
 pytestmark = pytest.mark.integration
 
@@ -75,13 +76,7 @@ class Rig:
 
 @pytest.fixture
 def rig(mosquitto: Mosquitto, mongo_db: Any, topic_prefix: str, tmp_path: Path) -> Iterator[Rig]:
-    topics = Topics(
-        pub=f"{topic_prefix}sas/relay/",
-        cfg=f"{topic_prefix}smib/config",
-        sub=f"{topic_prefix}sas/gy/server",
-        gli=f"{topic_prefix}sas/gli/server/",
-        server=f"{topic_prefix}sas/server",
-    )
+    topics = make_topics(topic_prefix)
     library = FirmwareLibrary(mongo_db)
     firmware = library.add(
         b"\xe9" + bytes(4095), filename="new.bin", product="cloudy", version=TARGET, actor="test"

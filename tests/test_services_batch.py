@@ -14,7 +14,7 @@ from smib_core import protocol
 from smib_core.auth import Principal, Role
 from smib_core.bus import DeviceBus
 from smib_core.errors import BusError, InvalidInput, PermissionDenied, RequestTimeout
-from smib_core.protocol import Command, ConfigReply, DeviceMessage, Topics
+from smib_core.protocol import Command, ConfigReply, DeviceMessage
 from smib_core.services.actions import BoardActions, SendResult
 from smib_core.services.batch import (
     BatchJob,
@@ -27,6 +27,7 @@ from smib_core.services.batch_progress import BatchProgress
 from smib_core.sim.fleet import Fleet
 from smib_core.store.audit import AuditTrail
 from tests.servers import Mosquitto
+from tests.test_bus import make_topics
 
 TECH = Principal("tina", Role.TECHNICIAN)
 RELAYS = [f"e831cd{n:06x}" for n in range(1, 21)]
@@ -283,13 +284,7 @@ def test_jobs_registry_keeps_recent_runs_bounded() -> None:
 
 @pytest.fixture
 def live(mosquitto: Mosquitto, topic_prefix: str) -> Iterator[tuple[Fleet, DeviceBus]]:
-    topics = Topics(
-        pub=f"{topic_prefix}sas/relay/",
-        cfg=f"{topic_prefix}smib/config",
-        sub=f"{topic_prefix}sas/gy/server",
-        gli=f"{topic_prefix}sas/gli/server/",
-        server=f"{topic_prefix}sas/server",
-    )
+    topics = make_topics(topic_prefix)
     with DeviceBus(mosquitto.uri, topics, client_id_prefix="batch-test") as bus:
         assert bus.wait_connected(5)
         with Fleet(

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from smib_core.bus import DeviceBus
-from smib_core.protocol import Topics
 from smib_core.sas import EVENT_CODES
 from smib_core.services.alerts import CabinetDirectory
 from smib_core.services.events import LEASE_NAME, EventRecorder
@@ -22,18 +21,9 @@ from smib_core.store.events import EventRecord, EventStore
 from smib_core.store.leases import Lease
 from smib_core.store.registry import Registry
 from tests.servers import Mosquitto
+from tests.test_bus import make_topics
 
 pytestmark = pytest.mark.integration
-
-
-def make_topics(prefix: str) -> Topics:
-    return Topics(
-        pub=prefix + "sas/relay/",
-        cfg=prefix + "smib/config",
-        sub=prefix + "sas/gy/server",
-        gli=prefix + "sas/gli/server/",
-        server=prefix + "sas/server",
-    )
 
 
 def wait_until(check: Any, timeout: float = 15.0) -> None:
