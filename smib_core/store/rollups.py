@@ -168,8 +168,7 @@ class RollupStore:
         `cabinet_id`, `location_id`: all of that day's rows) whole, replacing the stored
         one; a day of `days` without rows loses its digest. Returns how many days were
         written or removed."""
-        frame = daily.reindex(columns=[*ROLLUP_COLUMNS, *ID_COLUMNS])
-        typed = _rollup_types(frame.assign(location_id=frame["location_id"].fillna("")), "UTC")
+        typed = _rollup_types(daily.reindex(columns=[*ROLLUP_COLUMNS, *ID_COLUMNS]), "UTC")
         grouped: dict[str, tuple[datetime, pd.DataFrame | None]] = {}
         for day in days:
             grouped[as_utc(day).isoformat()] = (as_utc(day), None)
