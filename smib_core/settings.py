@@ -69,6 +69,8 @@ class Settings:
     sim_relays: int = 20
     alert_offline_s: float = 0.0  # 0: twice offline_after_s
     net_win_subtracts_jackpot: bool = False  # net win = drop - cancelled (- jackpot)
+    batch_restart_timeout_s: float = 60.0  # a restarted board must answer again within this
+    audit_settle_after_s: float = 300.0  # a `sent` audit record older than this is settled
 
     def mqtt_tls_context(self) -> ssl.SSLContext | None:
         """How an `mqtts://` broker's certificate is checked: against `MQTT_CA_FILE` (a
@@ -111,6 +113,8 @@ class Settings:
             sim_relays=int(_number(env, "SMIB_SIM_RELAYS", 20)),
             alert_offline_s=_number(env, "SMIB_ALERT_OFFLINE_S", 0.0),
             net_win_subtracts_jackpot=_flag(env, "SMIB_NET_WIN_SUBTRACTS_JACKPOT"),
+            batch_restart_timeout_s=_number(env, "SMIB_BATCH_RESTART_TIMEOUT_S", 60.0),
+            audit_settle_after_s=_number(env, "SMIB_AUDIT_SETTLE_AFTER_S", 300.0),
         )
 
 

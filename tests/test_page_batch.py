@@ -1,4 +1,5 @@
-"""The batch page: empty data, a bad value refused, a location restart after confirmation."""
+"""The batch page: empty data, a bad value refused, a location restart after confirmation
+(stored, carried out by a BatchWorker, followed from the database), cancel, templates."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from smib_core.auth import Principal, Role
-from smib_core.protocol import Command
-from smib_core.services.batch import BatchJobs
+from smib_core.errors import RequestTimeout
+from smib_core.protocol import Command, DeviceMessage
+from smib_core.services.batch import BatchTimings, BatchWorker
 from smib_core.settings import Settings
 from smib_core.store.audit import AuditTrail
+from smib_core.store.batches import Batch, BatchStore
 from smib_core.store.registry import Registry
 from smib_core.store.templates import TemplateStore
 from smib_core.ui import resources
@@ -27,12 +30,16 @@ TECH = Principal("tina", Role.TECHNICIAN)
 R1, R2 = "e831cd000001", "e831cd000002"
 
 
+FAST = BatchTimings(offline_after_s=60, restart_grace_s=0.2, probe_every_s=0.1, poll_s=0.1)
+
+
 @dataclass
 class FakeBus:
     """Boards that are always heard and come back at once after a restart."""
 
     heard: set[str] = field(default_factory=set)
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    connected: bool = True
 
     def relays_seen(self) -> dict[str, float]:
         return dict.fromkeys(self.heard, time.time())
@@ -46,16 +53,39 @@ class FakeBus:
     def send(self, relay: str, command: Command) -> None:
         self.sent.append((relay, dict(command.payload)))
 
+    def request(self, relay: str, command: Command, timeout: float = 5.0) -> DeviceMessage:
+        raise RequestTimeout(f"board {relay} did not answer")
+
+
+def run_worker(mongo_db: Any, bus: FakeBus) -> BatchWorker:
+    worker = BatchWorker(mongo_db, bus, AuditTrail(mongo_db), Settings(), timings=FAST)
+    worker.start()
+    return worker
+
+
+def latest(mongo_db: Any) -> Batch:
+    return BatchStore(mongo_db).recent()[0]
+
+
+def wait_finished(mongo_db: Any, batch_id: str, timeout: float = 20) -> Batch:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = BatchStore(mongo_db).get(batch_id)
+        if batch is not None and batch.finished:
+            return batch
+        time.sleep(0.05)
+    raise AssertionError("the batch did not finish")
+
 
 def page(mongo_db: Any, monkeypatch: pytest.MonkeyPatch, bus: FakeBus) -> AppTest:
     audit = AuditTrail(mongo_db)
-    jobs = BatchJobs()
+    store = BatchStore(mongo_db)
     monkeypatch.setattr(resources, "get_db", lambda: mongo_db)
     monkeypatch.setattr(resources, "get_audit", lambda: audit)
     monkeypatch.setattr(resources, "get_registry", lambda: Registry(mongo_db, audit))
     monkeypatch.setattr(resources, "get_bus", lambda: bus)
     monkeypatch.setattr(resources, "get_settings", lambda: Settings(offline_after_s=60))
-    monkeypatch.setattr(resources, "get_batch_jobs", lambda: jobs)
+    monkeypatch.setattr(resources, "get_batch_store", lambda: store)
     app = AppTest.from_file(PAGE, default_timeout=20)
     app.session_state["principal"] = TECH
     return app.run()
@@ -111,27 +141,37 @@ def test_location_restart_after_confirmation(
     assert bus.sent == []
     next(b for b in app.button if b.label.startswith("Confirm and start")).click().run()
     assert not app.exception
-    run = resources.get_batch_jobs().recent()[0]
-    assert run.wait(10)
+    batch = latest(mongo_db)
+    assert batch.state == "queued" and bus.sent == [], "submitting only stores the batch"
+    assert any("Waiting for a worker" in w.value for w in app.warning)
+    worker = run_worker(mongo_db, bus)
+    try:
+        wait_finished(mongo_db, batch.id)
+    finally:
+        worker.stop()
     app.run()
     assert sorted(relay for relay, _ in bus.sent) == [R1, R2]
     assert "All 2 boards confirmed." in app.success[0].value
     outcome = app.dataframe[0].value
     assert list(outcome["state"]) == ["confirmed", "confirmed"]
+    next(b for b in app.button if b.label == "Start a new batch").click().run()
+    recent = next(e for e in app.expander if e.label == "Recent batches (1)")
+    listed = recent.dataframe[0].value
+    assert list(listed["batch"]) == [batch.id] and listed["outcome"][0] == "2 confirmed"
 
 
 @dataclass
 class SlowBus(FakeBus):
-    """Boards that come back `back_after_s` after their restart was sent."""
+    """Boards that are quiet for `back_after_s` after their restart was sent."""
 
     back_after_s: float = 5.0  # time for the test to click Cancel, even on a busy machine
     restarted: dict[str, float] = field(default_factory=dict)
 
-    def latest_config(self, relay: str) -> dict[str, tuple[Mapping[str, Any], float]]:
+    def last_seen(self, relay: str) -> float | None:
         sent = self.restarted.get(relay)
-        if sent is None or time.time() < sent + self.back_after_s:
-            return {}
-        return {"app": ({"version": "v1"}, time.time())}
+        if sent is not None and time.time() < sent + self.back_after_s:
+            return sent
+        return super().last_seen(relay)
 
     def send(self, relay: str, command: Command) -> None:
         super().send(relay, command)
@@ -149,13 +189,20 @@ def test_cancel_a_running_batch(mongo_db: Any, monkeypatch: pytest.MonkeyPatch) 
     app.radio[1].set_value("Restart").run()
     next(b for b in app.button if b.label == "Review the batch").click().run()
     next(b for b in app.button if b.label.startswith("Confirm and start")).click().run()
-    run = resources.get_batch_jobs().recent()[0]
-    assert not run.done
-    next(b for b in app.button if b.label == "Cancel the boards not started yet").click().run()
-    assert not app.exception
-    assert run.cancelled and run.cancelled_by == "tina"
-    assert any("Cancelled by tina" in i.value for i in app.info)
-    assert run.wait(20)
+    batch = latest(mongo_db)
+    worker = run_worker(mongo_db, bus)
+    try:
+        deadline = time.monotonic() + 10
+        while len(bus.sent) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(bus.sent) == 8
+        next(b for b in app.button if b.label == "Cancel the boards not started yet").click().run()
+        assert not app.exception
+        assert BatchStore(mongo_db).get(batch.id).cancel_requested_by == "tina"  # type: ignore[union-attr]
+        assert any("Cancelled by tina" in i.value for i in app.info)
+        wait_finished(mongo_db, batch.id, timeout=30)
+    finally:
+        worker.stop()
     app.run()
     assert len(bus.sent) == 8, "the two boards still waiting were sent nothing"
     cancelled = "Cancelled by tina: 8 of 10 boards confirmed, 2 not sent anything."

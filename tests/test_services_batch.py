@@ -1,196 +1,63 @@
-"""Batch jobs: concurrency limit, offline boards skipped, outcomes mapped; then for real."""
+"""Persisted batches against strict boards (no reply to writes, no announcement on boot)
+through a real Mosquitto and the embedded database, including a worker killed with -9."""
 
 from __future__ import annotations
 
-import threading
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from smib_core import protocol
 from smib_core.auth import Principal, Role
 from smib_core.bus import DeviceBus
-from smib_core.errors import BusError, InvalidInput, PermissionDenied, RequestTimeout
-from smib_core.protocol import Command, ConfigReply, DeviceMessage
-from smib_core.services.actions import BoardActions, SendResult
+from smib_core.errors import InvalidInput, PermissionDenied
 from smib_core.services.batch import (
+    AuditSweeper,
     BatchJob,
-    BatchJobs,
-    BatchRun,
-    BatchSettings,
-    start_batch,
+    BatchTimings,
+    BatchWorker,
+    cancel_batch,
+    submit_batch,
 )
-from smib_core.services.batch_progress import BatchProgress
-from smib_core.sim.fleet import Fleet
+from smib_core.settings import Settings
 from smib_core.store.audit import AuditTrail
-from tests.servers import Mosquitto
+from smib_core.store.batches import BatchStore
+from tests.servers import EmbeddedMongo, Mosquitto
+from tests.strict_boards import StrictBoards
 from tests.test_bus import make_topics
 
+ROOT = Path(__file__).resolve().parents[1]
 TECH = Principal("tina", Role.TECHNICIAN)
-RELAYS = [f"e831cd{n:06x}" for n in range(1, 21)]
-FAST = BatchSettings(
+MANAGER = Principal("max", Role.MANAGER)
+RELAYS = [f"e831cd{n:06x}" for n in range(1, 11)]
+FAST = BatchTimings(
     offline_after_s=60,
-    reply_timeout_s=0.05,
-    restart_timeout_s=0.5,
-    restart_grace_s=0.0,
-    poll_s=0.01,
+    read_timeout_s=1.0,
+    config_timeout_s=4.0,
+    restart_timeout_s=15.0,
+    restart_grace_s=0.5,
+    probe_every_s=0.5,
+    poll_s=0.2,
 )
 
 
-@dataclass
-class FakeBoards:
-    """Plays both the bus (what was heard) and BoardActions (what was sent)."""
-
-    principal: Principal | None = TECH
-    delay_s: float = 0.0
-    silent: set[str] = field(default_factory=set)  # heard long ago: offline
-    unreachable: set[str] = field(default_factory=set)  # sending raises BusError
-    mute: set[str] = field(default_factory=set)  # no answer to anything
-    wrong: set[str] = field(default_factory=set)  # answers with other values
-    mute_writes: set[str] = field(default_factory=set)  # only reads are answered
-    stuck: set[str] = field(default_factory=set)  # a restart never ends
-    lost_reads: set[str] = field(default_factory=set)  # writes unanswered, reads not sent
-    sent: list[tuple[str, str]] = field(default_factory=list)
-    settled: list[str] = field(default_factory=list)
-    in_flight: int = 0
-    max_in_flight: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _back: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def actor(self) -> str:
-        return "tina"
-
-    # the bus
-    def last_seen(self, relay: str) -> float | None:
-        if relay in self.silent:
-            return time.time() - 3600
-        return self._back.get(relay, time.time() - 1)
-
-    def latest_config(self, relay: str) -> dict[str, tuple[Mapping[str, Any], float]]:
-        back = self._back.get(relay)
-        return {"app": ({"version": "v1"}, back)} if back else {}
-
-    # the actions
-    def _work(self, relay: str, command: Command) -> None:
-        with self._lock:
-            self.sent.append((relay, command.kind))
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        time.sleep(self.delay_s)
-        with self._lock:
-            self.in_flight -= 1
-        if relay in self.unreachable:
-            raise BusError(f"not connected: not sent to board {relay}")
-
-    def send_command(self, relays: Sequence[str], command: Command) -> SendResult:
-        relay = relays[0]
-        self._work(relay, command)
-        if command.kind == "restart" and relay not in self.stuck:
-            self._back[relay] = time.time() + 0.02
-        return SendResult("a" * 24, (relay,))
-
-    def settle(self, audit_id: str, outcome: str, extra: Mapping[str, Any] | None = None) -> None:
-        self.settled.append(outcome)
-
-    def request(self, relay: str, command: Command, timeout: float = 5.0) -> DeviceMessage:
-        self._work(relay, command)
-        if command.kind == "config_read" and relay in self.lost_reads:
-            raise BusError("not connected: not sent")
-        writes_unanswered = self.mute_writes | self.lost_reads
-        if relay in self.mute or (command.kind == "config_write" and relay in writes_unanswered):
-            raise RequestTimeout(f"board {relay} did not answer")
-        fields = {k: v for k, v in command.payload.items() if k not in ("typ", "comp")}
-        if command.kind == "config_read":
-            fields = {"netStaChan": 6}
-        if relay in self.wrong:
-            fields = {"netStaChan": 1}
-        return ConfigReply(relay, "cfg", "smib/config", component="net", fields=fields)
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
-def run_job(boards: FakeBoards, job: BatchJob, settings: BatchSettings = FAST) -> BatchRun:
-    run = start_batch(job, boards, boards, settings)
-    assert run.wait(10)
-    return run
-
-
-def channel(relays: Sequence[str], value: int = 6) -> BatchJob:
-    return BatchJob("config", tuple(relays), "net", {"netStaChan": value})
-
-
-def test_never_more_boards_in_flight_than_allowed() -> None:
-    boards = FakeBoards(delay_s=0.03)
-    settings = BatchSettings(max_workers=3, reply_timeout_s=0.05)
-    run = run_job(boards, channel(RELAYS), settings)
-    assert boards.max_in_flight == 3
-    assert run.progress.outcome_counts()["confirmed"] == 20
-
-
-def test_default_concurrency_is_eight() -> None:
-    boards = FakeBoards(delay_s=0.03)
-    run_job(boards, channel(RELAYS), BatchSettings(reply_timeout_s=0.05))
-    assert boards.max_in_flight == 8
-
-
-def test_config_outcomes_are_mapped() -> None:
-    r_ok, r_off, r_bus, r_mute, r_wrong, r_readback, r_lost = RELAYS[:7]
-    boards = FakeBoards(
-        silent={r_off},
-        unreachable={r_bus},
-        mute={r_mute},
-        wrong={r_wrong},
-        mute_writes={r_readback},
-        lost_reads={r_lost},
-    )
-    run = run_job(boards, channel(RELAYS[:7]))
-    states = run.progress.states()
-    assert states == {
-        r_ok: "confirmed",
-        r_off: "offline",
-        r_bus: "failed",
-        r_mute: "not_confirmed",
-        r_wrong: "not_confirmed",
-        r_readback: "confirmed",
-        r_lost: "not_confirmed",  # the write went out: it may have been applied
-    }
-    assert r_off not in {relay for relay, _ in boards.sent}
-    assert [kind for relay, kind in boards.sent if relay == r_readback] == [
-        "config_write",
-        "config_read",
-    ]
-    details = dict(zip(*[run.progress.frame()[c] for c in ("relay", "detail")], strict=True))
-    assert "netStaChan" in details[r_wrong]
-    assert "not connected" in details[r_bus]
-    assert "last heard 1 h ago" in details[r_off]
-    assert "nor the read-back" in details[r_mute]
-    assert "read-back not sent" in details[r_lost]
-
-
-def test_restart_outcomes_are_mapped() -> None:
-    r_ok, r_off, r_stuck, r_bus = RELAYS[:4]
-    boards = FakeBoards(silent={r_off}, stuck={r_stuck}, unreachable={r_bus})
-    run = run_job(boards, BatchJob("restart", (r_ok, r_off, r_stuck, r_bus)))
-    assert run.progress.states() == {
-        r_ok: "confirmed",
-        r_off: "offline",
-        r_stuck: "not_confirmed",
-        r_bus: "failed",
-    }
-    assert all(kind == "restart" for _, kind in boards.sent)
-    assert sorted(boards.settled) == ["confirmed", "not_confirmed"]
-    assert r_off not in {relay for relay, _ in boards.sent}
-
-
-def test_role_is_checked_when_the_job_is_made() -> None:
-    boards = FakeBoards(principal=Principal("max", Role.MANAGER))
-    with pytest.raises(PermissionDenied):
-        start_batch(BatchJob("restart", (RELAYS[0],)), boards, boards, FAST)
-    with pytest.raises(PermissionDenied):
-        start_batch(channel(RELAYS[:1]), boards, boards, FAST)
-    assert boards.sent == []
+# --- the job itself ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -223,117 +90,223 @@ def test_job_normalises_and_describes_masked() -> None:
     assert "hunter" not in repr(job)
 
 
-def test_progress_outcomes_stick_and_finish_fails_stragglers() -> None:
-    progress = BatchProgress(RELAYS[:3])
-    progress.set(RELAYS[0], "sending")
-    progress.set(RELAYS[0], "confirmed", "ok")
-    progress.set(RELAYS[0], "failed", "late")
-    progress.set(RELAYS[1], "waiting")
-    assert progress.fraction() == pytest.approx(1 / 3)
-    progress.finish()
-    assert progress.done
-    assert progress.states() == dict.fromkeys(RELAYS[:3], "failed") | {RELAYS[0]: "confirmed"}
-    frame = progress.frame({RELAYS[0]: "Lucky 7 (Floor)"})
-    assert list(frame["state"]) == ["confirmed", "failed", "failed"]
-    assert frame["cabinet"].iloc[0] == "Lucky 7 (Floor)"
-    assert frame["seconds"].notna().all()
-    assert BatchProgress(RELAYS[:1]).frame()["seconds"].isna().all()  # queued: not started
-
-
-def test_a_cancelled_batch_sends_nothing_more_and_says_who_cancelled(mongo_db: Any) -> None:
-    boards = FakeBoards(delay_s=0.05)
-    audit = AuditTrail(mongo_db)
-    settings = BatchSettings(max_workers=2, reply_timeout_s=0.5)
-    run = start_batch(channel(RELAYS), boards, boards, settings, audit)
-    deadline = time.time() + 5
-    while run.progress.outcome_counts()["confirmed"] < 2 and time.time() < deadline:
-        time.sleep(0.01)
+def test_refused_submission_is_audited_and_nothing_stored(mongo_db: Any) -> None:
+    audit, store = AuditTrail(mongo_db), BatchStore(mongo_db)
     with pytest.raises(PermissionDenied):
-        run.cancel(Principal("max", Role.MANAGER))
-    assert not run.cancelled
-    waiting = run.cancel(TECH)
-    assert run.wait(10) and run.cancelled and run.cancelled_by == "tina"
-    counts = run.progress.outcome_counts()
-    assert counts["cancelled"] == waiting > 0
-    assert counts["confirmed"] + counts["cancelled"] == len(RELAYS)
-    assert len(boards.sent) == counts["confirmed"], "nothing sent after the cancel"
-    details = {b.detail for b in run.progress.boards() if b.state == "cancelled"}
-    assert details == {"cancelled by tina: nothing sent"}
-    assert run.cancel(TECH) == 0, "a finished run has nothing left to cancel"
-    record = audit.query(kind="batch_config").iloc[0]
-    assert record["outcome"] == "cancelled" and '"cancelled_by": "tina"' in record["result"]
-
-
-def test_jobs_registry_keeps_recent_runs_bounded() -> None:
-    jobs = BatchJobs(keep=2)
-    runs = []
-    for n in range(4):
-        progress = BatchProgress([RELAYS[n]])
-        progress.finish()
-        run = BatchRun(
-            f"job{n}", BatchJob("restart", (RELAYS[n],)), "tina", progress, started_at=float(n)
+        submit_batch(
+            BatchJob("restart", (RELAYS[0],)), Principal("max", Role.MANAGER), store, audit
         )
-        jobs.add(run)
-        runs.append(run)
-    assert [r.id for r in jobs.recent()] == ["job3", "job2"]
-    assert jobs.get("job3") is runs[3] and jobs.get("job0") is None and jobs.get(None) is None
+    assert store.recent() == []
+    assert list(audit.query(kind="batch_restart")["outcome"]) == ["refused"]
 
 
-# --- for real: Mosquitto, a simulated fleet and the embedded database ---------------------
+def test_submission_stores_a_queued_batch_with_its_secret_masked_in_the_audit(
+    mongo_db: Any,
+) -> None:
+    audit, store = AuditTrail(mongo_db), BatchStore(mongo_db)
+    job = BatchJob("config", tuple(RELAYS[:2]), "net", {"netStaPwd": "hunter2222"})
+    batch = submit_batch(job, TECH, store, audit)
+    assert store.get(batch.id) == batch and batch.state == "queued"
+    assert [b.state for b in store.boards(batch.id)] == ["queued", "queued"]
+    assert batch.fields["netStaPwd"] == "hunter2222", "the worker needs the value"
+    assert "hunter" not in repr(batch)
+    record = audit.query(kind="batch_config").iloc[0]
+    assert record["outcome"] == "sent" and "hunter" not in record.to_json()
+    assert store.worker_holder() is None  # no worker: the page says so
+
+
+# --- for real: Mosquitto, strict boards and the embedded database ---------------------------
 
 
 @pytest.fixture
-def live(mosquitto: Mosquitto, topic_prefix: str) -> Iterator[tuple[Fleet, DeviceBus]]:
-    topics = make_topics(topic_prefix)
-    with DeviceBus(mosquitto.uri, topics, client_id_prefix="batch-test") as bus:
+def boards(mosquitto: Mosquitto, topic_prefix: str) -> Iterator[StrictBoards]:
+    with StrictBoards(mosquitto.uri, make_topics(topic_prefix), RELAYS, reboot_s=3.0) as fleet:
+        yield fleet
+
+
+@pytest.fixture
+def bus(mosquitto: Mosquitto, topic_prefix: str) -> Iterator[DeviceBus]:
+    with DeviceBus(mosquitto.uri, make_topics(topic_prefix), client_id_prefix="batch") as bus:
         assert bus.wait_connected(5)
-        with Fleet(
-            mosquitto.uri, topics, relays=5, seed=21, reboot_s=1.0, events_per_minute=0
-        ) as fleet:
-            deadline = time.monotonic() + 5
-            while len(bus.relays_seen()) < 5 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert sorted(bus.relays_seen()) == sorted(fleet.relay_ids)
-            yield fleet, bus
+        yield bus
+
+
+def run_worker(mongo_db: Any, bus: DeviceBus, timings: BatchTimings = FAST) -> BatchWorker:
+    worker = BatchWorker(mongo_db, bus, AuditTrail(mongo_db), Settings(), timings=timings)
+    worker.start()
+    return worker
+
+
+def finished(store: BatchStore, batch_id: str) -> Callable[[], bool]:
+    return lambda: (b := store.get(batch_id)) is not None and b.finished
 
 
 @pytest.mark.integration
-def test_channel_change_on_five_boards_all_confirmed(
-    live: tuple[Fleet, DeviceBus], mongo_db: Any
+def test_config_batch_confirmed_by_reading_back(
+    boards: StrictBoards, bus: DeviceBus, mongo_db: Any
 ) -> None:
-    fleet, bus = live
-    audit = AuditTrail(mongo_db)
-    job = channel(fleet.relay_ids, 13)
-    run = start_batch(job, BoardActions(bus, audit, TECH), bus, BatchSettings(), audit)
-    assert run.wait(10)
-    assert run.progress.states() == dict.fromkeys(fleet.relay_ids, "confirmed")
-    assert {fleet.board(r).config["net"]["netStaChan"] for r in fleet.relay_ids} == {13}
+    audit, store = AuditTrail(mongo_db), BatchStore(mongo_db)
+    ok, off, stubborn = RELAYS[:3], RELAYS[3], RELAYS[4]
+    boards.offline.add(off)
+    boards.stubborn.add(stubborn)
+    fields = {"netStaChan": 6, "netStaPwd": "new-wifi-pass"}
+    job = BatchJob("config", (*ok, off, stubborn), "net", fields, "template floor")
+    batch = submit_batch(job, TECH, store, audit)
+    worker = run_worker(mongo_db, bus)
+    try:
+        wait_for(finished(store, batch.id), 30, "the batch to finish")
+    finally:
+        worker.stop()
+    states = {b.relay: (b.state, b.detail) for b in store.boards(batch.id)}
+    assert {r: states[r][0] for r in ok} == dict.fromkeys(ok, "confirmed")
+    assert states[off][0] == "offline" and "no answer to cfg app" in states[off][1]
+    assert states[stubborn] == ("not_confirmed", "the board reports other values for netStaChan")
+    assert all(boards.config[r]["net"]["netStaChan"] == 6 for r in ok)
+    assert all(boards.config[r]["net"]["netStaPwd"] == "new-wifi-pass" for r in ok)
+    assert "cfg" not in boards.kinds(off)[1:], "nothing but the question sent to offline"
+    done = store.get(batch.id)
+    assert done is not None and done.fields["netStaPwd"] == "••••••", "secret erased when done"
     records = audit.query()
-    assert list(records["kind"]).count("config_write") == 5
+    assert "new-wifi-pass" not in records.to_csv()
+    assert audit.open_records() == []
+    writes = records[records["kind"] == "config_write"]
+    assert sorted(writes["outcome"]) == ["confirmed"] * 3 + ["not_confirmed"]
     summary = records[records["kind"] == "batch_config"].iloc[0]
-    assert summary["outcome"] == "confirmed" and '"confirmed": 5' in summary["result"]
+    assert summary["outcome"] == "not_confirmed" and '"confirmed": 3' in summary["result"]
+
+
+def start_worker_process(
+    mosquitto: Mosquitto, embedded_mongo: EmbeddedMongo, db_name: str, prefix: str
+) -> subprocess.Popen[str]:
+    args = {
+        "broker": mosquitto.uri,
+        "mongo": embedded_mongo.uri,
+        "db": db_name,
+        "prefix": prefix,
+        "timings": asdict(FAST),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.batch_worker_proc", json.dumps(args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+    return proc
+
+
+def kill_9(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
 
 
 @pytest.mark.integration
-def test_location_restart_with_one_board_offline(
-    live: tuple[Fleet, DeviceBus], mongo_db: Any
+def test_restart_of_ten_boards_resumes_after_kill_9_of_the_worker(
+    boards: StrictBoards,
+    bus: DeviceBus,
+    mongo_db: Any,
+    mosquitto: Mosquitto,
+    embedded_mongo: EmbeddedMongo,
+    topic_prefix: str,
 ) -> None:
-    fleet, bus = live
-    audit = AuditTrail(mongo_db)
-    actions = BoardActions(bus, audit, TECH)
-    *awake, asleep = fleet.relay_ids[:4]
-    fleet.set_online(asleep, False)
-    time.sleep(1.1)  # longer than offline_after_s below: `asleep` counts as offline
-    for relay in awake:  # the others are heard again now
-        actions.request(relay, protocol.config_read("app"), 2.0)
-    settings = BatchSettings(offline_after_s=1.0, restart_timeout_s=10.0)
-    run = start_batch(
-        BatchJob("restart", tuple(fleet.relay_ids[:4])), actions, bus, settings, audit
-    )
-    assert run.wait(15)
-    assert run.progress.states() == dict.fromkeys(awake, "confirmed") | {asleep: "offline"}
+    audit, store = AuditTrail(mongo_db), BatchStore(mongo_db)
+    batch = submit_batch(BatchJob("restart", tuple(RELAYS)), TECH, store, audit)
+    proc = start_worker_process(mosquitto, embedded_mongo, mongo_db.name, topic_prefix)
+    try:
+        wait_for(lambda: sum(boards.rst_counts().values()) >= 8, 20, "8 rst sent")
+    finally:
+        kill_9(proc)
+    states = [b.state for b in store.boards(batch.id)]
+    assert states.count("queued") == 2, f"2 boards wait their turn: {states}"
+    assert store.worker_holder() is not None, "the dead worker's lease has not expired yet"
+
+    worker = run_worker(mongo_db, bus)
+    try:
+        wait_for(finished(store, batch.id), 40, "the resumed batch to finish")
+    finally:
+        worker.stop()
+    assert boards.rst_counts() == dict.fromkeys(RELAYS, 1), "exactly one rst per board"
+    outcome = {b.relay: b.state for b in store.boards(batch.id)}
+    assert outcome == dict.fromkeys(RELAYS, "confirmed")
+    assert audit.open_records() == [], "every audit record settled"
     restarts = audit.query(kind="restart")
-    assert sorted(restarts["relays"]) == sorted(awake)
-    assert set(restarts["outcome"]) == {"confirmed"}
-    assert audit.query(kind="batch_restart")["outcome"].iloc[0] == "not_confirmed"
-    fleet.set_online(asleep, True)
+    assert len(restarts) == 10 and set(restarts["outcome"]) == {"confirmed"}
+    assert audit.query(kind="batch_restart")["outcome"].iloc[0] == "confirmed"
+
+
+@pytest.mark.integration
+def test_cancel_survives_a_restart_of_the_worker(
+    boards: StrictBoards,
+    bus: DeviceBus,
+    mongo_db: Any,
+    mosquitto: Mosquitto,
+    embedded_mongo: EmbeddedMongo,
+    topic_prefix: str,
+) -> None:
+    audit, store = AuditTrail(mongo_db), BatchStore(mongo_db)
+    batch = submit_batch(BatchJob("restart", tuple(RELAYS)), TECH, store, audit)
+    proc = start_worker_process(mosquitto, embedded_mongo, mongo_db.name, topic_prefix)
+    try:
+        wait_for(lambda: sum(boards.rst_counts().values()) >= 8, 20, "8 rst sent")
+    finally:
+        kill_9(proc)
+    with pytest.raises(PermissionDenied):
+        cancel_batch(store, batch.id, MANAGER, audit)
+    assert cancel_batch(store, batch.id, TECH, audit) == 2  # kept while no worker runs
+    worker = run_worker(mongo_db, bus)
+    try:
+        wait_for(finished(store, batch.id), 40, "the cancelled batch to finish")
+    finally:
+        worker.stop()
+    outcome = [b.state for b in store.boards(batch.id)]
+    assert outcome.count("confirmed") == 8 and outcome.count("cancelled") == 2
+    sent_to = set(boards.rst_counts())
+    assert len(sent_to) == 8 and max(boards.rst_counts().values()) == 1
+    cancelled = {b.relay for b in store.boards(batch.id) if b.state == "cancelled"}
+    assert not cancelled & sent_to, "nothing sent to the cancelled boards"
+    record = audit.query(kind="batch_restart").iloc[0]
+    assert record["outcome"] == "cancelled" and '"cancelled_by": "tina"' in record["result"]
+    assert audit.open_records() == []
+
+
+@pytest.mark.integration
+def test_a_board_left_waiting_is_confirmed_by_reading_back(
+    boards: StrictBoards, bus: DeviceBus, mongo_db: Any
+) -> None:
+    """A worker died after the write went out: the next one only reads back and judges."""
+    audit, store = AuditTrail(mongo_db), BatchStore(mongo_db)
+    relay = RELAYS[0]
+    batch = submit_batch(BatchJob("config", (relay,), "net", {"netStaChan": 9}), TECH, store, audit)
+    boards.config[relay]["net"]["netStaChan"] = 9  # the dead worker's write arrived
+    assert store.claim(batch.id, relay, "writing net")
+    assert store.sent(batch.id, relay, time.time(), "", "written")
+    assert not store.claim(batch.id, relay, "again"), "a claimed board is never claimed twice"
+    worker = run_worker(mongo_db, bus)
+    try:
+        wait_for(finished(store, batch.id), 20, "the batch to finish")
+    finally:
+        worker.stop()
+    [board] = store.boards(batch.id)
+    assert board.state == "confirmed" and "read back" in board.detail
+    assert boards.kinds(relay) == ["cfg"], "read back only: nothing written again"
+
+
+def test_sweeper_settles_what_a_dead_process_left_sent(mongo_db: Any) -> None:
+    audit, store = AuditTrail(mongo_db), BatchStore(mongo_db)
+    old = audit.record("cli:bob", "restart", [RELAYS[0]], {}, "sent")
+    running = submit_batch(BatchJob("restart", (RELAYS[1],)), TECH, store, audit)
+    time.sleep(1.6)  # the embedded database compares times to the second
+    fresh = audit.record("cli:bob", "restart", [RELAYS[2]], {}, "sent")
+    sweeper = AuditSweeper(mongo_db, audit, settle_after_s=0.5, owner="sweeper-1")
+    assert sweeper.lease.acquire()
+    assert sweeper.sweep() == 1
+    settled = audit.query(kind="restart").set_index("id")
+    assert settled.loc[old, "outcome"] == "timed_out"
+    assert "settled by sweeper-1" in settled.loc[old, "result"]
+    assert "ended without an outcome" in settled.loc[old, "result"]
+    assert settled.loc[fresh, "outcome"] == "sent", "younger than the bound"
+    assert audit.query(kind="batch_restart")["outcome"].iloc[0] == "sent", "batch still runs"
+    assert store.get(running.id) is not None
+    assert not audit.settle(old, "confirmed"), "an outcome, once set, is kept"
+    sweeper.stop()

@@ -1,93 +1,69 @@
-"""Batch work: one config change, or a restart, carried to many boards at once.
+"""Batch work: one config change, template or restart carried to many boards, persisted.
 
-Contract: `start_batch(job, actions, bus, settings)` checks the principal's role for the
-job's kind (BoardActions re-checks it for every command), records a `batch_config` /
-`batch_restart` audit record, and runs the job on a background thread with at most
-`settings.max_workers` boards in flight. Each board goes
+Contract: `submit_batch(job, principal, store, audit)` validates the job (`BatchJob`),
+checks the principal's role for its kind (refused: audited `refused`, nothing stored),
+records the batch's `batch_config` / `batch_restart` audit record (`sent`, secrets
+masked) and stores the batch as queued (`store.batches`). It sends nothing.
 
-    queued -> (offline) | (cancelled) | sending -> [waiting] -> confirmed | not_confirmed | failed
+`BatchWorker(db, bus, audit, settings)` is a background service (`start` / `stop`) that
+carries out queued and running batches while it holds the lease "batches" (TTL 9 s,
+renewed every pass, at most every 0.5 s), with at most 8 boards in flight. Each board's
+steps are in `services.batch_board`. A worker that starts (after a kill -9 of the last
+one, say) takes over from the database: boards not started are started, boards in
+flight are checked again, never sent a second `rst`. `cancel_batch` is kept in the
+batch document: whichever worker runs the batch honours it (boards not started end
+`cancelled`; those in flight finish). When every board has its outcome the batch's audit
+record settles: confirmed (all), cancelled (someone cancelled) or not_confirmed.
 
-- offline: not heard for `offline_after_s` (or never): nothing is sent to it.
-- cancelled: `BatchRun.cancel` came before the board's turn: nothing is sent to it
-  (boards already in progress finish). The batch's audit record then ends `cancelled`,
-  naming who cancelled.
-- config: one partial `cfg` write through `BoardActions.request`; the board answers a
-  write with the whole component, which is the read-back. No answer within
-  `reply_timeout_s`: an explicit read (`cfg` + comp) is the read-back. The read-back
-  holds the written values (secrets are not compared: boards may hide them) ->
-  confirmed; it differs, or neither answer came -> not_confirmed (the board may
-  have applied it: look again later); the command could not be sent at all (broker
-  down, refused) -> failed.
-- restart: `rst` through `BoardActions.send_command`, then wait up to
-  `restart_timeout_s` for the board to come back: it announces its `app` config after
-  the restart was sent, or it is heard again more than `restart_grace_s` after it
-  (earlier messages may have been on their way before it went quiet) -> confirmed;
-  it does not come back in time -> not_confirmed; not sent -> failed. The board's
-  `restart` audit record gets that outcome too.
-
-Progress lives in a thread-safe `BatchProgress` that a page polls; nothing here calls
-Streamlit. Finished runs stay readable in a process-wide `BatchJobs` registry.
+`AuditSweeper` (in `services.audit_sweeper`) settles what a dead process left `sent`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
+
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from smib_core import protocol
 from smib_core.auth import Permission, Principal, require
-from smib_core.errors import InvalidInput, PermissionDenied, RequestTimeout, SmibError
-from smib_core.protocol import Command, ConfigReply, DeviceMessage
-from smib_core.services.actions import SendResult, judge_reply
-from smib_core.services.batch_progress import BatchProgress
-from smib_core.services.live import ago, is_online
+from smib_core.errors import InvalidInput, PermissionDenied
+from smib_core.inbox import WarnThrottle
+from smib_core.services.audit_sweeper import AuditSweeper
+from smib_core.services.batch_board import BatchBus, BatchTimings, BoardWork
+from smib_core.settings import Settings
 from smib_core.store.audit import AuditTrail
+from smib_core.store.batches import (
+    IN_FLIGHT,
+    LEASE_NAME,
+    OUTCOMES,
+    Batch,
+    BatchBoard,
+    BatchStore,
+    cancelled_detail,
+    new_batch_id,
+)
+from smib_core.store.leases import Lease, process_owner
+
+__all__ = [
+    "AuditSweeper",
+    "BatchJob",
+    "BatchTimings",
+    "BatchWorker",
+    "cancel_batch",
+    "submit_batch",
+]
 
 log = logging.getLogger(__name__)
 
 JobKind = Literal["config", "restart"]
 MAX_BOARDS = 2_000
-
-
-class BatchBus(Protocol):
-    """What the runner reads of `smib_core.bus.DeviceBus`."""
-
-    def last_seen(self, relay: str) -> float | None: ...
-
-    def latest_config(self, relay: str) -> dict[str, tuple[Mapping[str, Any], float]]: ...
-
-
-class BatchActions(Protocol):
-    """What the runner needs of `BoardActions` (the guarded, audited gateway)."""
-
-    principal: Principal | None
-
-    @property
-    def actor(self) -> str: ...
-
-    def send_command(self, relays: Sequence[str], command: Command) -> SendResult: ...
-
-    def request(self, relay: str, command: Command, timeout: float = ...) -> DeviceMessage: ...
-
-    def settle(
-        self, audit_id: str, outcome: str, extra: Mapping[str, Any] | None = None
-    ) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class BatchSettings:
-    offline_after_s: float = 120.0
-    max_workers: int = 8
-    reply_timeout_s: float = 5.0
-    restart_timeout_s: float = 60.0
-    restart_grace_s: float = 1.0
-    poll_s: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +93,6 @@ class BatchJob:
     def permission(self) -> Permission:
         return Permission.CONFIGURE_BOARD if self.kind == "config" else Permission.RESTART_BOARD
 
-    def command(self) -> Command:
-        if self.kind == "restart":
-            return protocol.restart()
-        return protocol.config_write(self.comp, self.fields)
-
     def masked_fields(self) -> dict[str, Any]:
         return protocol.mask_secrets(self.fields)
 
@@ -133,225 +104,213 @@ class BatchJob:
         return f"set {self.comp}: {shown}"
 
 
-@dataclass(slots=True)
-class BatchRun:
-    """One started job: its progress, and the thread carrying it out."""
+def submit_batch(
+    job: BatchJob, principal: Principal | None, store: BatchStore, audit: AuditTrail
+) -> Batch:
+    """Check the role, audit and store the batch as queued; a worker carries it out.
 
-    id: str
-    job: BatchJob
-    actor: str
-    progress: BatchProgress
-    started_at: float = field(default_factory=time.time)
-    thread: threading.Thread | None = None
-    cancelled_by: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.progress.done
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancelled_by is not None
-
-    def cancel(self, principal: Principal) -> int:
-        """Send nothing more: boards not yet started end as `cancelled`, boards already
-        in progress finish. Only someone allowed to run this kind of job may cancel it
-        (PermissionDenied). Returns how many boards were still waiting their turn."""
-        require(principal, self.job.permission)
-        if self.done or self.cancelled:
-            return 0
-        self.cancelled_by = principal.name
-        log.info("batch %s cancelled by %s", self.id, principal.name)
-        return self.progress.cancel_queued(f"cancelled by {principal.name}: nothing sent")
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until every board has its outcome; False when `timeout` ran out."""
-        return self.progress.wait(timeout)
-
-
-class BatchRunner:
-    """Carries a job out board by board; `run` blocks until every board has an outcome."""
-
-    def __init__(
-        self,
-        actions: BatchActions,
-        bus: BatchBus,
-        settings: BatchSettings,
-        audit: AuditTrail | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.actions = actions
-        self.bus = bus
-        self.settings = settings
-        self.audit = audit
-        self.clock = clock
-
-    def run(self, run: BatchRun, audit_id: str | None = None) -> None:
-        workers = max(1, min(self.settings.max_workers, len(run.job.relays)))
-        try:
-            with ThreadPoolExecutor(workers, thread_name_prefix=f"smib-batch-{run.id}") as pool:
-                for relay in run.job.relays:
-                    pool.submit(self._board, run, relay)
-        finally:
-            run.progress.fail_unfinished()
-            self._record_outcome(run, audit_id)
-            run.progress.finish()
-
-    def _board(self, run: BatchRun, relay: str) -> None:
-        progress = run.progress
-        if not progress.claim(relay):  # cancelled before its turn
-            return
-        try:
-            if not self._online(relay, progress):
-                return
-            if run.job.kind == "restart":
-                self._restart(relay, progress)
-            else:
-                self._configure(run.job, relay, progress)
-        except PermissionDenied as exc:
-            progress.set(relay, "failed", str(exc))
-        except SmibError as exc:
-            progress.set(relay, "failed", str(exc)[:300])
-        except Exception as exc:  # one board's surprise must not end the others
-            log.exception("batch %s: board %s failed unexpectedly", run.id, relay)
-            progress.set(relay, "failed", f"internal error: {type(exc).__name__}")
-
-    def _online(self, relay: str, progress: BatchProgress) -> bool:
-        last = self.bus.last_seen(relay)
-        now = self.clock()
-        if is_online(last, now, self.settings.offline_after_s):
-            return True
-        heard = "never heard" if last is None else f"last heard {ago(now - last)}"
-        progress.set(relay, "offline", f"{heard}: nothing sent")
-        return False
-
-    def _configure(self, job: BatchJob, relay: str, progress: BatchProgress) -> None:
-        write = job.command()
-        timeout = self.settings.reply_timeout_s
-        progress.set(relay, "sending", f"writing {job.comp}")
-        try:
-            reply = self.actions.request(relay, write, timeout)
-        except RequestTimeout:
-            progress.set(relay, "waiting", f"no answer to the write: reading {job.comp} back")
-            try:
-                reply = self.actions.request(relay, protocol.config_read(job.comp), timeout)
-            except RequestTimeout:
-                detail = f"no answer to the write nor the read-back within {timeout:g} s"
-                progress.set(relay, "not_confirmed", detail)
-                return
-            except SmibError as exc:  # the write went out: it may have been applied
-                progress.set(relay, "not_confirmed", f"read-back not sent: {exc}"[:300])
-                return
-        outcome, extra = judge_reply(write, reply)
-        if outcome == "confirmed" and isinstance(reply, ConfigReply):
-            progress.set(relay, "confirmed", f"{job.comp} read back with the new values")
-        else:
-            differ = ", ".join(extra.get("differ", [])) or "the written fields"
-            progress.set(relay, "not_confirmed", f"the board reports other values for {differ}")
-
-    def _restart(self, relay: str, progress: BatchProgress) -> None:
-        progress.set(relay, "sending", "sending rst")
-        sent_at = self.clock()
-        result = self.actions.send_command([relay], protocol.restart())
-        limit = self.settings.restart_timeout_s
-        progress.set(relay, "waiting", f"waiting for it to return (up to {limit:g} s)")
-        deadline = sent_at + limit
-        while self.clock() < deadline:
-            if self._came_back(relay, sent_at):
-                back = f"back after {self.clock() - sent_at:.1f} s"
-                self._settle(result.audit_id, "confirmed", back)
-                progress.set(relay, "confirmed", back)
-                return
-            time.sleep(self.settings.poll_s)
-        missing = f"not back within {limit:g} s"
-        self._settle(result.audit_id, "not_confirmed", missing)
-        progress.set(relay, "not_confirmed", missing)
-
-    def _came_back(self, relay: str, sent_at: float) -> bool:
-        app = self.bus.latest_config(relay).get("app")
-        if app is not None and app[1] > sent_at:
-            return True
-        seen = self.bus.last_seen(relay)
-        return seen is not None and seen > sent_at + self.settings.restart_grace_s
-
-    def _settle(self, audit_id: str, outcome: str, detail: str) -> None:
-        """The board's own `restart` audit record learns how the restart ended."""
-        try:
-            self.actions.settle(audit_id, outcome, {"detail": detail})
-        except SmibError as exc:
-            log.warning("could not set the outcome of audit record %s: %s", audit_id, exc)
-
-    def _record_outcome(self, run: BatchRun, audit_id: str | None) -> None:
-        if self.audit is None or audit_id is None:
-            return
-        counts = run.progress.outcome_counts()
-        all_confirmed = counts.get("confirmed", 0) == len(run.job.relays)
-        extra: dict[str, Any] = {"counts": counts, "outcomes": run.progress.states()}
-        outcome = "confirmed" if all_confirmed else "not_confirmed"
-        if counts.get("cancelled", 0):
-            outcome, extra["cancelled_by"] = "cancelled", run.cancelled_by
-        try:
-            self.audit.update_outcome(audit_id, outcome, extra)
-        except Exception:  # the database may be gone; the run's outcome is still shown
-            log.exception("could not record the outcome of batch %s", run.id)
-
-
-def start_batch(
-    job: BatchJob,
-    actions: BatchActions,
-    bus: BatchBus,
-    settings: BatchSettings | None = None,
-    audit: AuditTrail | None = None,
-    jobs: BatchJobs | None = None,
-) -> BatchRun:
-    """Check the role, then run `job` on a background thread; returns at once.
-
-    Raises PermissionDenied (audited as refused) when the principal may not do this
-    kind of work to boards; nothing is sent then.
-    """
-    settings = settings or BatchSettings()
+    Raises PermissionDenied (audited as refused; nothing stored) when the principal may
+    not do this kind of work to boards."""
     kind = f"batch_{job.kind}"
     detail = {"change": job.describe(), "fields": job.masked_fields(), "label": job.label}
     try:
-        require(actions.principal, job.permission)
+        who = require(principal, job.permission)
     except PermissionDenied as exc:
-        if audit is not None:
-            audit.record(actions.actor, kind, job.relays, {**detail, "reason": str(exc)}, "refused")
+        name = principal.name if principal is not None else "(not signed in)"
+        audit.record(name, kind, job.relays, {**detail, "reason": str(exc)}, "refused")
         raise
-    run = BatchRun(uuid.uuid4().hex[:8], job, actions.actor, BatchProgress(job.relays))
-    audit_id = None
-    if audit is not None:
-        audit_id = audit.record(actions.actor, kind, job.relays, {**detail, "job": run.id}, "sent")
-    runner = BatchRunner(actions, bus, settings, audit)
-    run.thread = threading.Thread(
-        target=runner.run, args=(run, audit_id), name=f"smib-batch-{run.id}", daemon=True
+    batch_id = new_batch_id()
+    audit_id = audit.record(who.name, kind, job.relays, {**detail, "batch": batch_id}, "sent")
+    batch = store.create(
+        job.kind,
+        job.relays,
+        principal=who,
+        comp=job.comp,
+        fields=job.fields,
+        label=job.label,
+        change=job.describe(),
+        audit_id=audit_id,
+        batch_id=batch_id,
     )
-    if jobs is not None:
-        jobs.add(run)
-    run.thread.start()
-    log.info("batch %s by %s: %s on %d boards", run.id, run.actor, job.describe(), len(job.relays))
-    return run
+    log.info("batch %s by %s: %s on %d boards", batch.id, who.name, batch.change, len(job.relays))
+    return batch
 
 
-class BatchJobs:
-    """The batch runs of this server process, newest first; thread-safe and bounded."""
+def cancel_batch(
+    store: BatchStore, batch_id: str, principal: Principal | None, audit: AuditTrail
+) -> int:
+    """Send nothing more: boards not started end `cancelled`, boards in flight finish.
+    Only someone allowed to run this kind of batch may cancel it (PermissionDenied).
+    Returns how many boards were still waiting their turn."""
+    batch = store.get(batch_id)
+    if batch is None:
+        raise InvalidInput(f"there is no batch {batch_id!r}")
+    who = require(principal, batch.permission)
+    if batch.finished:
+        return 0
+    waiting = store.request_cancel(batch.id, who.name)
+    audit.record(who.name, "batch_cancel", [], {"batch": batch.id, "not_started": waiting}, "ok")
+    log.info("batch %s cancelled by %s (%d boards not started)", batch.id, who.name, waiting)
+    return waiting
 
-    def __init__(self, keep: int = 50) -> None:
-        self._keep = keep
-        self._runs: dict[str, BatchRun] = {}
+
+def batch_outcome(batch: Batch, boards: list[BatchBoard]) -> tuple[str, dict[str, Any], str]:
+    """The batch's audit outcome, what to keep with it, and a one-line summary."""
+    counts = Counter(b.state for b in boards)
+    outcomes = {state: counts.get(state, 0) for state in OUTCOMES}
+    outcome = "confirmed" if outcomes["confirmed"] == len(boards) else "not_confirmed"
+    extra: dict[str, Any] = {"counts": outcomes, "outcomes": {b.relay: b.state for b in boards}}
+    if batch.cancel_requested_by is not None:
+        outcome, extra["cancelled_by"] = "cancelled", batch.cancel_requested_by
+    summary = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in outcomes.items() if n)
+    return outcome, extra, summary
+
+
+class BatchWorker:
+    """Runs persisted batches while it holds the lease "batches" (one per deployment)."""
+
+    def __init__(
+        self,
+        db: Database[Any],
+        bus: BatchBus,
+        audit: AuditTrail,
+        settings: Settings,
+        *,
+        timings: BatchTimings | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.timings = timings or BatchTimings(
+            offline_after_s=settings.offline_after_s,
+            restart_timeout_s=settings.batch_restart_timeout_s,
+        )
+        self.store = BatchStore(db)
+        self.audit = audit
+        self.bus = bus
+        self.lease = Lease(
+            db, LEASE_NAME, owner or process_owner("batches:"), min(9.0, self.timings.lease_ttl_s)
+        )
+        self._stopping = threading.Event()
+        self._held = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._active: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+        self._warn = WarnThrottle()
+        self._work = BoardWork(self.store, bus, audit, self.timings, self._stopping, self._may_send)
 
-    def add(self, run: BatchRun) -> None:
-        with self._lock:
-            self._runs[run.id] = run
-            finished = [r for r in self._runs.values() if r.done]
-            for old in finished[: max(0, len(self._runs) - self._keep)]:
-                del self._runs[old.id]
+    # --- lifecycle ------------------------------------------------------------------
 
-    def get(self, job_id: object) -> BatchRun | None:
-        with self._lock:
-            return self._runs.get(job_id) if isinstance(job_id, str) else None
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
-    def recent(self) -> list[BatchRun]:
+    def start(self) -> None:
+        if self.running:
+            return
+        self._stopping.clear()
+        self._pool = ThreadPoolExecutor(
+            max(1, self.timings.max_in_flight), thread_name_prefix="smib-batch-board"
+        )
+        self._thread = threading.Thread(target=self._loop, name="smib-batch-worker", daemon=True)
+        self._thread.start()
+        log.info("batch worker started as %s", self.lease.owner)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Leave boards in flight as they are (the next worker checks them again), give
+        the lease up and join the threads. Idempotent."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._held.clear()
+        self.lease.release()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tick()
+            except PyMongoError as exc:  # the database is away: try again, say so now and then
+                self._held.clear()
+                if self._warn.ready():
+                    log.warning("batch worker: the database failed: %s", exc)
+            except Exception:  # the worker must outlive a failed pass
+                if self._warn.ready():
+                    log.exception("batch worker: a pass failed")
+            self._stopping.wait(min(self.timings.poll_s, 3.0))
+
+    def _may_send(self) -> bool:
+        return self._held.is_set() and not self._stopping.is_set()
+
+    # --- passes -------------------------------------------------------------------------
+
+    def tick(self) -> bool:
+        """One pass over the active batches; False when another process holds the lease."""
+        if not self.lease.acquire():
+            self._held.clear()
+            return False
+        self._held.set()
+        for batch in self.store.active():
+            if self._stopping.is_set():
+                break
+            self._drive(batch)
+        return True
+
+    def _drive(self, batch: Batch) -> None:
+        if batch.state == "queued":
+            self.store.mark_running(batch.id)
+        if batch.cancel_requested_by is not None:
+            self.store.cancel_queued(batch.id, cancelled_detail(batch.cancel_requested_by))
+        boards = self.store.boards(batch.id)
+        for board in boards:
+            if board.state in IN_FLIGHT:
+                self._submit(batch, board, resume=True)
+        connected = self.bus.connected
+        for board in boards:
+            if board.state == "queued" and connected and self._room():
+                self._submit(batch, board, resume=False)
+        if all(b.final for b in boards) and not self._busy_with(batch.id):
+            outcome, extra, summary = batch_outcome(batch, boards)
+            if batch.audit_id:
+                self.audit.settle(batch.audit_id, outcome, extra)
+            if self.store.finish(batch.id, summary):
+                log.info("batch %s finished: %s", batch.id, summary)
+
+    def _room(self) -> bool:
         with self._lock:
-            return sorted(self._runs.values(), key=lambda r: r.started_at, reverse=True)
+            return len(self._active) < self.timings.max_in_flight
+
+    def _busy_with(self, batch_id: str) -> bool:
+        with self._lock:
+            return any(key[0] == batch_id for key in self._active)
+
+    def _submit(self, batch: Batch, board: BatchBoard, resume: bool) -> None:
+        key = (batch.id, board.relay)
+        with self._lock:
+            if key in self._active or self._pool is None:
+                return
+            self._active.add(key)
+        try:
+            self._pool.submit(self._run_board, batch, board, resume)
+        except RuntimeError:  # the pool shut down (stopping)
+            with self._lock:
+                self._active.discard(key)
+
+    def _run_board(self, batch: Batch, board: BatchBoard, resume: bool) -> None:
+        try:
+            if self._stopping.is_set():
+                return
+            if resume:
+                self._work.resume(batch, board)
+            else:
+                self._work.start(batch, board.relay)
+        except PyMongoError as exc:  # left as persisted: a later pass takes it up again
+            if self._warn.ready():
+                log.warning("batch %s: board %s: database: %s", batch.id, board.relay, exc)
+        except Exception:
+            log.exception("batch %s: board %s failed unexpectedly", batch.id, board.relay)
+        finally:
+            with self._lock:
+                self._active.discard((batch.id, board.relay))

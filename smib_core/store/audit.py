@@ -99,7 +99,7 @@ class AuditTrail:
 
     def __init__(self, db: Database[Any], collection: str = "audit") -> None:
         self._col = db[collection]
-        for key in ("at", "actor", "relays", "kind"):
+        for key in ("at", "actor", "relays", "kind", "outcome"):
             self._col.create_index([(key, ASCENDING)])
 
     def record(
@@ -138,6 +138,33 @@ class AuditTrail:
         if doc is None:
             raise InvalidInput(f"there is no audit record {record_id}")
         self._col.replace_one({"_id": oid}, {**doc, **fields})
+
+    def settle(self, record_id: str, outcome: str, extra: Mapping[str, Any] | None = None) -> bool:
+        """Like `update_outcome`, but only for a record still `sent`: False (nothing
+        changed) when it already has its outcome, so settling twice is harmless."""
+        try:
+            oid = ObjectId(record_id)
+        except (InvalidId, TypeError):
+            raise InvalidInput(f"{record_id!r} is not an audit record id") from None
+        doc = self._col.find_one({"_id": oid})
+        if doc is None or doc.get("outcome") != "sent":
+            return False
+        fields: dict[str, Any] = {"outcome": _check_outcome(outcome), "finished_at": utc_now()}
+        if extra:
+            fields["result"] = mask_detail(extra)
+        replaced = self._col.replace_one({"_id": oid, "outcome": "sent"}, {**doc, **fields})
+        return bool(replaced.matched_count)
+
+    def open_records(
+        self, older_than: datetime | None = None, limit: int = 1_000
+    ) -> list[dict[str, Any]]:
+        """Records still `sent` (their command's outcome unknown yet), oldest first, as
+        stored (`id` added); only those recorded before `older_than` when given."""
+        filt: dict[str, Any] = {"outcome": "sent"}
+        if older_than is not None:
+            filt["at"] = {"$lt": as_utc(older_than)}
+        cursor = self._col.find(filt).sort([("at", ASCENDING)]).limit(max(1, int(limit)))
+        return [{**doc, "id": str(doc["_id"])} for doc in cursor]
 
     def query(
         self,

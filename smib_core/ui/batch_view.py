@@ -1,9 +1,9 @@
 """The batch page's pieces: choose boards and a change, confirm, then watch every board.
 
-A started job runs on its own thread (`services.batch.start_batch`) and is kept in the
-process-wide `resources.get_batch_jobs()`; this tab only remembers its id in the
-session and polls its `BatchProgress` from a fragment. No `st.*` call happens on the
-job's threads.
+Starting a batch only stores it (`services.batch.submit_batch`); a worker process
+(`BatchWorker`) carries it out. This tab remembers the batch id in the session and a
+fragment polls the batch and its boards from the database, so the page shows the same
+whichever process runs the batch, and after a restart of either.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from streamlit.delta_generator import DeltaGenerator
 from smib_core import protocol
 from smib_core.auth import Permission, Principal, allowed
 from smib_core.errors import InvalidInput, SmibError
-from smib_core.services.batch import BatchJob, BatchRun, BatchSettings, start_batch
-from smib_core.services.batch_progress import BatchProgress
+from smib_core.services import batch_progress
+from smib_core.services.batch import BatchJob, cancel_batch, submit_batch
 from smib_core.services.batch_targets import (
     board_choices,
     cabinet_labels,
     location_relays,
     targets_frame,
 )
+from smib_core.store.batches import Batch, BatchBoard
 from smib_core.store.templates import TemplateStore
 from smib_core.ui import resources
 from smib_core.ui.feedback import sentence
@@ -47,15 +48,15 @@ STATE_COLOURS = {
 
 def run_section(principal: Principal) -> None:
     """The current job's progress, or the steps to start one."""
-    run = resources.get_batch_jobs().get(st.session_state.get(JOB_KEY))
-    if run is not None:
-        show_run(run, principal)
+    batch = resources.get_batch_store().get(st.session_state.get(JOB_KEY))
+    if batch is not None:
+        show_batch(batch, principal)
         return
     relays = choose_boards()
     job = choose_change(principal, relays)
     if job is not None:
         confirm_and_start(principal, job)
-    recent_runs()
+    recent_batches()
 
 
 # --- 1. boards ------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def confirm_and_start(principal: Principal, job: BatchJob) -> None:
             )
         buttons = st.container(horizontal=True)
         if buttons.button(f"Confirm and start on {len(job.relays)} boards", type="primary"):
-            _start(principal, job, settings.offline_after_s)
+            _start(principal, job)
         if buttons.button("Cancel"):
             st.session_state.pop(PENDING_KEY, None)
             st.rerun()
@@ -195,21 +196,14 @@ def _verb(job: BatchJob) -> str:
     return "Restart" if job.kind == "restart" else f"Write {job.comp} on"
 
 
-def _start(principal: Principal, job: BatchJob, offline_after_s: float) -> None:
+def _start(principal: Principal, job: BatchJob) -> None:
     try:
-        run = start_batch(
-            job,
-            resources.board_actions(principal),
-            resources.get_bus(),
-            BatchSettings(offline_after_s=offline_after_s),
-            resources.get_audit(),
-            resources.get_batch_jobs(),
-        )
+        batch = submit_batch(job, principal, resources.get_batch_store(), resources.get_audit())
     except SmibError as exc:
         st.error(sentence(str(exc)))
         return
     st.session_state.pop(PENDING_KEY, None)
-    st.session_state[JOB_KEY] = run.id
+    st.session_state[JOB_KEY] = batch.id
     st.rerun()
 
 
@@ -222,31 +216,39 @@ _TARGET_COLUMNS = {
 }
 
 
-# --- the job's progress and outcome -----------------------------------------------------
+# --- the batch's progress and outcome -------------------------------------------------
 
 
-def show_run(run: BatchRun, principal: Principal) -> None:
-    started = time.strftime("%H:%M:%S", time.localtime(run.started_at))
-    st.subheader(f"{_verb(run.job)} {len(run.job.relays)} boards")
-    st.caption(f"`{run.job.describe()}` · started by {run.actor} at {started} · job {run.id}")
-    if run.done:
-        outcome(run)
+def show_batch(batch: Batch, principal: Principal) -> None:
+    started = time.strftime("%H:%M:%S", time.localtime(batch.created_at))
+    st.subheader(f"{_verb_of(batch)} {len(batch.relays)} boards")
+    source = f" · from {batch.label}" if batch.label else ""
+    st.caption(
+        f"`{batch.change}`{source} · submitted by {batch.actor} at {started} · batch {batch.id}"
+    )
+    if batch.finished:
+        outcome(batch)
     else:
-        live_progress(run.id)
+        live_progress(batch.id)
     left, right = st.columns([1, 3])
-    if left.button("Start a new batch", icon=":material/add:", disabled=not run.done):
+    if left.button("Start a new batch", icon=":material/add:", disabled=not batch.finished):
         st.session_state.pop(JOB_KEY, None)
         st.rerun()
-    if not run.done:
-        _cancel_button(run, principal, right)
+    if not batch.finished:
+        _cancel_button(batch, principal, right)
 
 
-def _cancel_button(run: BatchRun, principal: Principal, where: DeltaGenerator) -> None:
+def _verb_of(batch: Batch) -> str:
+    return "Restart" if batch.kind == "restart" else f"Write {batch.comp} on"
+
+
+def _cancel_button(batch: Batch, principal: Principal, where: DeltaGenerator) -> None:
     """Stop sending: boards already in progress finish, the others are left alone."""
-    if run.cancelled:
-        where.info(f"Cancelled by {run.cancelled_by}: the boards in progress finish.")
+    if batch.cancel_requested_by is not None:
+        who = batch.cancel_requested_by
+        where.info(f"Cancelled by {who}: the boards in progress finish.")
         return
-    may = allowed(principal, run.job.permission)
+    may = allowed(principal, batch.permission)
     if where.button(
         "Cancel the boards not started yet",
         icon=":material/cancel:",
@@ -255,8 +257,9 @@ def _cancel_button(run: BatchRun, principal: Principal, where: DeltaGenerator) -
         if may
         else "Your role may not run this kind of batch.",
     ):
+        store = resources.get_batch_store()
         try:
-            waiting = run.cancel(principal)
+            waiting = cancel_batch(store, batch.id, principal, resources.get_audit())
         except SmibError as exc:
             st.error(sentence(str(exc)))
             return
@@ -265,49 +268,54 @@ def _cancel_button(run: BatchRun, principal: Principal, where: DeltaGenerator) -
 
 
 @st.fragment(run_every="1s")
-def live_progress(job_id: str) -> None:
-    run = resources.get_batch_jobs().get(job_id)
-    if run is None:
-        st.warning("This batch is no longer known to the server.")
+def live_progress(batch_id: str) -> None:
+    store = resources.get_batch_store()
+    batch = store.get(batch_id)
+    if batch is None:
+        st.warning("This batch is not in the database.")
         return
-    if run.done:
+    if batch.finished:
         st.rerun()  # once, to show the final outcome without polling
-    progress = run.progress
-    st.progress(
-        progress.fraction(), text=f"{progress.finished_count()} of {progress.total} boards done"
-    )
-    _metrics(progress)
-    _table(progress)
+    boards = store.boards(batch.id)
+    if batch.state == "queued" and store.worker_holder() is None:
+        st.warning(
+            "Waiting for a worker: no worker process is running batches right now. "
+            "The batch starts as soon as one runs (`smib worker`, or `smib serve`)."
+        )
+    done = batch_progress.finished_count(boards)
+    st.progress(batch_progress.fraction(boards), text=f"{done} of {len(boards)} boards done")
+    _metrics(boards)
+    _table(boards, final=False)
     st.caption(f"Working… last updated {time.strftime('%H:%M:%S')}")
 
 
-def outcome(run: BatchRun) -> None:
-    progress = run.progress
-    counts = progress.outcome_counts()
-    confirmed = counts["confirmed"]
-    if confirmed == progress.total:
-        st.success(f"All {progress.total} boards confirmed.")
-    elif counts["cancelled"]:
+def outcome(batch: Batch) -> None:
+    boards = resources.get_batch_store().boards(batch.id)
+    counts = batch_progress.outcome_counts(boards)
+    confirmed, total = counts["confirmed"], len(boards)
+    if confirmed == total:
+        st.success(f"All {total} boards confirmed.")
+    elif batch.cancel_requested_by is not None:
         st.warning(
-            f"Cancelled by {run.cancelled_by}: {confirmed} of {progress.total} boards "
+            f"Cancelled by {batch.cancel_requested_by}: {confirmed} of {total} boards "
             f"confirmed, {counts['cancelled']} not sent anything."
         )
     else:
-        st.warning(f"{confirmed} of {progress.total} boards confirmed: look at the others below.")
-    _metrics(progress)
+        st.warning(f"{confirmed} of {total} boards confirmed: look at the others below.")
+    _metrics(boards)
     st.markdown("##### Outcome per board")
-    frame = _table(progress)
+    frame = _table(boards, final=True)
     st.download_button(
         "Download the outcome (CSV)",
         frame.to_csv(index=False).encode("utf-8"),
-        file_name=f"batch-{run.id}.csv",
+        file_name=f"batch-{batch.id}.csv",
         mime="text/csv",
         on_click="ignore",
     )
 
 
-def _metrics(progress: BatchProgress) -> None:
-    counts = progress.counts()
+def _metrics(boards: list[BatchBoard]) -> None:
+    counts = batch_progress.counts(boards)
     working = counts["queued"] + counts["sending"] + counts["waiting"]
     shown = [
         ("Confirmed", counts["confirmed"]),
@@ -322,8 +330,9 @@ def _metrics(progress: BatchProgress) -> None:
         col.metric(label, value)
 
 
-def _table(progress: BatchProgress) -> pd.DataFrame:
-    frame = progress.frame(cabinet_labels(resources.get_registry()))
+def _table(boards: list[BatchBoard], final: bool) -> pd.DataFrame:
+    names = cabinet_labels(resources.get_registry())
+    frame = batch_progress.frame(boards, time.time(), names)
     st.dataframe(
         frame.style.map(_state_colour, subset=["state"]),
         hide_index=True,
@@ -332,7 +341,7 @@ def _table(progress: BatchProgress) -> pd.DataFrame:
         column_config={
             "relay": "Relay",
             "cabinet": "Cabinet",
-            "state": st.column_config.TextColumn("Outcome" if progress.done else "State"),
+            "state": st.column_config.TextColumn("Outcome" if final else "State"),
             "detail": st.column_config.TextColumn("Detail", width="large"),
             "seconds": st.column_config.NumberColumn("Seconds", format="%.1f", width="small"),
         },
@@ -345,21 +354,21 @@ def _state_colour(state: object) -> str:
     return f"background-color: {colour}" if colour else ""
 
 
-def recent_runs() -> None:
-    runs = resources.get_batch_jobs().recent()
-    if not runs:
+def recent_batches() -> None:
+    batches = resources.get_batch_store().recent()
+    if not batches:
         return
     rows = [
         {
-            "job": run.id,
-            "change": run.job.describe(),
-            "boards": len(run.job.relays),
-            "confirmed": run.progress.outcome_counts()["confirmed"],
-            "by": run.actor,
-            "started": pd.Timestamp(run.started_at, unit="s", tz="UTC"),
-            "state": "finished" if run.done else "running",
+            "batch": batch.id,
+            "change": batch.change,
+            "boards": len(batch.relays),
+            "by": batch.actor,
+            "submitted": pd.Timestamp(batch.created_at, unit="s", tz="UTC"),
+            "state": batch.state,
+            "outcome": batch.summary,
         }
-        for run in runs
+        for batch in batches
     ]
-    with st.expander(f"Recent batches on this server ({len(rows)})"):
+    with st.expander(f"Recent batches ({len(rows)})"):
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

@@ -17,7 +17,6 @@ from smib_core.errors import SmibError
 from smib_core.firmware.materialise import in_library
 from smib_core.firmware.server import FirmwareServer
 from smib_core.services.actions import BoardActions
-from smib_core.services.batch import BatchJobs
 from smib_core.services.collector import Collector, CollectorConfig
 from smib_core.services.events import EventRecorder, start_event_recording
 from smib_core.services.export_jobs import ExportJobs
@@ -26,6 +25,7 @@ from smib_core.services.rollout import RolloutRunner
 from smib_core.settings import Settings
 from smib_core.store.alerts import AlertStore
 from smib_core.store.audit import AuditTrail
+from smib_core.store.batches import BatchStore
 from smib_core.store.db import connect
 from smib_core.store.downloads import DownloadLog
 from smib_core.store.events import EventStore
@@ -93,10 +93,14 @@ def get_registry() -> Registry:
     return Registry(get_db(), get_audit())
 
 
-@st.cache_resource
-def get_batch_jobs() -> BatchJobs:
-    """The batch runs of this server process (their worker threads outlive a rerun)."""
-    return BatchJobs()
+def get_batch_store() -> BatchStore:
+    """Persisted batches: the page submits and follows them; a worker carries them out."""
+    return _batch_store(get_db())
+
+
+@st.cache_resource(hash_funcs={Database: database_key})
+def _batch_store(db: Database) -> BatchStore:  # type: ignore[type-arg]
+    return BatchStore(db)
 
 
 @st.cache_resource
