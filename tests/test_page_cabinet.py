@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from smib_core.auth import Principal, Role
+from smib_core.errors import RequestTimeout
 from smib_core.store.audit import AUDIT_COLUMNS
 from smib_core.store.registry import Cabinet, Location
 from smib_core.ui import resources
@@ -53,6 +54,10 @@ class SilentBus:
 
     def send(self, relay: str, command: Any) -> None:
         self.sent.append((relay, dict(command.payload)))
+
+    def request(self, relay: str, command: Any, timeout: float = 5.0) -> Any:
+        self.send(relay, command)
+        raise RequestTimeout(f"board {relay} did not answer")  # silent: heard nothing
 
 
 class FakeAudit:

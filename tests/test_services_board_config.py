@@ -3,6 +3,7 @@ the history, and the maintenance actions (restart, NVS, meter reset)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,9 +94,10 @@ class FakeAudit:
 
     def __init__(self) -> None:
         self.records: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count()  # reads may be recorded from several threads at once
 
     def record(self, actor: str, kind: str, relays: Any, detail: Any, outcome: str) -> str:
-        record_id = str(len(self.records))
+        record_id = str(next(self._ids))
         self.records[record_id] = {
             "actor": actor,
             "kind": kind,
@@ -125,9 +127,17 @@ def gateway(
 def test_request_live_config_sends_one_read_per_component() -> None:
     actions, bus, audit = gateway(MANAGER)
     assert request_live_config(actions, RELAY) == ["net", "mqtt", "coms", "ota", "app"]
-    assert [p["comp"] for p in bus.published] == ["net", "mqtt", "coms", "ota", "app"]
+    assert sorted(p["comp"] for p in bus.published) == ["app", "coms", "mqtt", "net", "ota"]
     assert all(p == {"typ": "cfg", "comp": p["comp"]} for p in bus.published)
     assert audit.kinds() == ["config_read"] * 5
+    outcomes = {r["detail"]["command"]["comp"]: r["outcome"] for r in audit.records.values()}
+    assert outcomes == {"net": "confirmed", "mqtt": "confirmed", "coms": "confirmed"} | {
+        "ota": "failed",  # this fake board knows no ota nor app component
+        "app": "failed",
+    }, "each read settles"
+    silent, _, silent_audit = gateway(MANAGER, silent=True)
+    assert request_live_config(silent, RELAY, timeout=0.1) == ["net", "mqtt", "coms", "ota", "app"]
+    assert {r["outcome"] for r in silent_audit.records.values()} == {"timed_out"}
 
 
 def test_cards_mask_secrets_explain_codes_and_say_who_has_not_answered() -> None:
@@ -406,7 +416,7 @@ def test_history_lists_each_changed_field_masked(mongo_db: Any) -> None:
 
 
 def test_meter_reset_is_refused_on_sas_boards_and_unknown_modes() -> None:
-    actions, bus, _ = gateway()
+    actions, bus, audit = gateway()
     with pytest.raises(InvalidInput, match="SAS board"):
         care.reset_meters(actions, RELAY, {"coms": ({"comsMode": 0}, 1.0)})
     with pytest.raises(InvalidInput, match="has not reported its comms mode"):
@@ -414,6 +424,8 @@ def test_meter_reset_is_refused_on_sas_boards_and_unknown_modes() -> None:
     assert bus.published == []
     care.reset_meters(actions, RELAY, {"coms": ({"comsMode": 1}, 1.0)})
     assert bus.published == [{"typ": "cmd", "cmd": "met_reset"}]
+    [reset] = [r for r in audit.records.values() if r["kind"] == "meter_reset"]
+    assert reset["outcome"] == "not_confirmed" and "no reply to met_reset" in str(reset["result"])
 
 
 def test_nvs_clears_report_the_boards_answer() -> None:
@@ -426,6 +438,28 @@ def test_nvs_clears_report_the_boards_answer() -> None:
     silent, _, _ = gateway(silent=True)
     assert "not confirmed" in care.clear_nvs(silent, RELAY, "meters", timeout=0.1).message
     assert set(care.NVS_CLEARS) == set(protocol.sas.NvsClear)
+
+
+def test_a_restart_is_confirmed_when_the_board_answers_again() -> None:
+    now = [100.0]
+    asked: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    for silent, outcome in ((False, "confirmed"), (True, "timed_out")):
+        actions, bus, audit = gateway(silent=silent)
+        bus.config["app"] = {"firmware": "cloudy", "version": "v1.0.0"}
+        sent = care.restart(actions, RELAY)
+        back = care.confirm_restart(
+            actions, RELAY, sent, 100.0, timeout_s=10, grace_s=2, clock=lambda: now[0], sleep=sleep
+        )
+        asked.append(now[0])
+        assert back is (not silent)
+        assert audit.records[sent.audit_id]["outcome"] == outcome
+        assert bus.published[1:2] == [{"typ": "cfg", "comp": "app"}], "asked after the grace"
+        now[0] = 100.0
+    assert asked[0] == 102.0 and asked[1] >= 110.0
 
 
 def test_restart_and_its_countdown() -> None:

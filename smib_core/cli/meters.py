@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from smib_core import protocol
 from smib_core.cli.decode import print_reading
 from smib_core.cli.runtime import board_actions
-from smib_core.errors import DeviceError, FrameError, InvalidInput, RequestTimeout
+from smib_core.errors import BusError, DeviceError, FrameError, InvalidInput, RequestTimeout
+from smib_core.services.actions import BoardActions, SendResult
+from smib_core.services.board_maintenance import confirm_restart
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,6 +53,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rst = sub.add_parser("restart", help="restart boards (they drop off and come back)")
     rst.add_argument("relays", nargs="+", metavar="RELAY")
     rst.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    rst.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="how long a board may take to be back",
+    )
     rst.set_defaults(func=restart)
 
 
@@ -107,7 +118,10 @@ def config_set(args: argparse.Namespace) -> int:
     written = {k: v for k, v in command.payload.items() if k not in ("typ", "comp")}
     with board_actions() as actions:
         if args.no_confirm:
-            actions.send_command([relay], command)
+            sent = actions.send_command([relay], command)
+            actions.settle(
+                sent.audit_id, "not_confirmed", {"detail": "not read back (--no-confirm)"}
+            )
             print(f"sent {args.comp} write to {relay}: {protocol.mask_secrets(written)}")
             return 0
         try:
@@ -143,7 +157,30 @@ def restart(args: argparse.Namespace) -> int:
             print("nothing restarted")
             return 1
     with board_actions() as actions:
-        result = actions.send_command(relays, protocol.restart())
+        sent = {relay: _send_restart(actions, relay) for relay in relays}
+        with ThreadPoolExecutor(max(1, min(8, len(relays)))) as pool:
+            back = {
+                relay: pool.submit(
+                    confirm_restart, actions, relay, result, at, timeout_s=args.timeout
+                )
+                for relay, (result, at) in sent.items()
+                if result is not None
+            }
     for relay in relays:
-        print(f"{relay}: {'restart sent' if relay in result.sent else 'failed'}")
-    return 0 if not result.failed else 1
+        if sent[relay][0] is None:
+            print(f"{relay}: failed")
+        elif back[relay].result():
+            print(f"{relay}: restart sent; back (answers cfg app)")
+        else:
+            print(f"{relay}: restart sent; not back within {args.timeout:g} s", file=sys.stderr)
+    return 0 if all(future.result() for future in back.values()) and len(back) == len(relays) else 1
+
+
+def _send_restart(actions: BoardActions, relay: str) -> tuple[SendResult | None, float]:
+    """One `rst` (its own audit record, settled once the board is back or not)."""
+    at = time.time()
+    try:
+        return actions.send_command([relay], protocol.restart()), at
+    except BusError as exc:
+        print(f"{relay}: {exc}", file=sys.stderr)
+        return None, at

@@ -6,6 +6,11 @@ and the command itself are valid (the command is rebuilt from its payload with t
 protocol's builders, so a forged payload cannot pass as a milder kind), then write the
 audit record (masked), publish, and set the record's outcome from what happened. A
 refusal or invalid input is audited as `refused` and nothing is published.
+
+No record stays `sent`: `request` settles its own (the reply judged, timed_out,
+failed); after `send_command` (a board sends no reply to a write, `rst`, `ota_ud` or
+`met_reset`) the caller settles it with `settle` once it has read back or given up, and
+`services.audit_sweeper.AuditSweeper` settles what a process that died left open.
 """
 
 from __future__ import annotations

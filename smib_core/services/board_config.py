@@ -1,8 +1,10 @@
 """One board's configuration: live cards, edit forms, a checked write, and its history.
 
-The seed's "SMIB configuration hook" without SSE: `request_live_config` publishes a
-`cfg` read per component (fire-and-forget); the replies land in the bus's per-relay
-`latest_config`, which a page fragment polls and turns into cards (`config_cards`).
+The seed's "SMIB configuration hook" without SSE: `request_live_config` asks for every
+component at once (one `cfg` read each, waiting at most a moment, so each read's audit
+record settles: confirmed when answered, timed_out when not); the replies land in the
+bus's per-relay `latest_config`, which a page fragment polls and turns into cards
+(`config_cards`).
 An edit (the seed's form fields, mapped and diffed by `services.config_forms`) goes
 out through `write_and_confirm`: ONE partial `cfg` write of the changed fields, then a
 read-back of the component that marks the change confirmed or not. The write's audit
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -74,17 +77,31 @@ class ConfigSource(Protocol):
 
 
 def request_live_config(
-    actions: BoardActions, relay: str, comps: Iterable[str] = LIVE_COMPONENTS
+    actions: BoardActions,
+    relay: str,
+    comps: Iterable[str] = LIVE_COMPONENTS,
+    timeout: float = 1.5,
 ) -> list[str]:
-    """Ask the board for each component (fire-and-forget); returns the components asked.
+    """Ask the board for each component, all at once; returns the components asked.
 
-    The replies arrive on the bus (`latest_config`); nothing waits for them here.
-    Raises BusError when the broker is unreachable.
+    Each read is a `BoardActions.request` waiting at most `timeout` s, so its audit
+    record settles (confirmed, or timed_out for a board that does not answer); the
+    replies also land on the bus (`latest_config`) for the cards. Raises the error
+    (BusError when the broker is unreachable, PermissionDenied) when no read was sent.
     """
-    asked = []
-    for comp in comps:
-        actions.send_command([relay], protocol.config_read(comp))
-        asked.append(comp)
+    asked = list(comps)
+    with ThreadPoolExecutor(max(1, len(asked))) as pool:
+        futures = [
+            pool.submit(actions.request, relay, protocol.config_read(comp), timeout)
+            for comp in asked
+        ]
+    errors = [
+        exc
+        for exc in (f.exception() for f in futures)
+        if exc is not None and not isinstance(exc, RequestTimeout)
+    ]
+    if asked and len(errors) == len(asked):
+        raise errors[0]
     return asked
 
 

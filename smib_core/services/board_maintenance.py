@@ -9,12 +9,13 @@ refreshes the board's data: `countdown` is that clock. No streamlit here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from smib_core import protocol, sas
-from smib_core.errors import InvalidInput, RequestTimeout
+from smib_core.errors import BusError, InvalidInput, RequestTimeout
 from smib_core.protocol import NvsReply
 from smib_core.services.actions import BoardActions, SendResult
 
@@ -46,6 +47,38 @@ NVS_CLEARS: dict[sas.NvsClear, tuple[str, str]] = {
 def restart(actions: BoardActions, relay: str) -> SendResult:
     """Send `rst`: the board drops off MQTT and comes back some seconds later."""
     return actions.send_command([relay], protocol.restart())
+
+
+def confirm_restart(
+    actions: BoardActions,
+    relay: str,
+    sent: SendResult,
+    sent_at: float,
+    timeout_s: float = 60.0,
+    grace_s: float = 2.0,
+    read_timeout_s: float = 2.0,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Whether the board is back after the `rst` of `sent` (sent at `sent_at`): it must
+    answer a `cfg app` read asked after send time + `grace_s` (boards announce nothing
+    after a reboot), asked until `timeout_s` after the send. The restart's audit record
+    settles: confirmed, or timed_out."""
+    sleep(max(0.0, sent_at + grace_s - clock()))
+    while True:
+        try:
+            actions.request(relay, protocol.config_read("app"), read_timeout_s)
+        except (RequestTimeout, BusError):
+            if clock() >= sent_at + timeout_s:
+                break
+            sleep(min(1.0, read_timeout_s))
+            continue
+        back = f"answered cfg app {clock() - sent_at:.1f} s after the rst"
+        actions.settle(sent.audit_id, "confirmed", {"detail": back})
+        return True
+    why = f"did not answer cfg app within {timeout_s:g} s of the rst"
+    actions.settle(sent.audit_id, "timed_out", {"detail": why})
+    return False
 
 
 def countdown(started_at: float, now: float, total_s: float = RESTART_COUNTDOWN_S) -> float:
@@ -106,4 +139,11 @@ def reset_meters(
     refusal = meter_reset_refusal(coms_mode(latest))
     if refusal is not None:
         raise InvalidInput(refusal)
-    return actions.send_command([relay], protocol.meter_reset())
+    sent = actions.send_command([relay], protocol.meter_reset())
+    actions.settle(sent.audit_id, "not_confirmed", {"detail": MET_RESET_UNCONFIRMED})
+    return sent
+
+
+MET_RESET_UNCONFIRMED = (
+    "sent; a board sends no reply to met_reset: its next meter reading shows the reset"
+)

@@ -18,6 +18,7 @@ from smib_core import sas
 from smib_core.auth import Permission, Principal
 from smib_core.errors import InvalidInput, SmibError
 from smib_core.services import board_maintenance as care
+from smib_core.services.actions import SendResult
 from smib_core.services.board_config import (
     COMPONENT_TITLES,
     ConfigChangeResult,
@@ -37,7 +38,7 @@ from smib_core.ui import resources
 from smib_core.ui.feedback import sentence
 
 EDIT_TABS = {"net": "WiFi", "mqtt": "MQTT", "coms": "Machine link", "ota": "OTA"}
-RESTART_KEY = "cabinet_restart"  # (relay, time the restart was sent)
+RESTART_KEY = "cabinet_restart"  # (relay, time the restart was sent, its audit record id)
 NOTICE_KEY = "cabinet_notice"  # (ok, sentence) shown once after a rerun
 WRITE_TIMEOUT_S = 5.0
 
@@ -193,12 +194,13 @@ def _confirm_restart(principal: Principal, name: str, relay: str) -> None:
         "later. The machine keeps running, but the console hears nothing from it meanwhile."
     )
     if st.button("Restart now", type="primary", icon=":material/restart_alt:"):
+        sent_at = time.time()
         try:
-            care.restart(resources.board_actions(principal), relay)
+            sent = care.restart(resources.board_actions(principal), relay)
         except SmibError as exc:
             st.error(sentence(str(exc)))
             return
-        st.session_state[RESTART_KEY] = (relay, time.time())
+        st.session_state[RESTART_KEY] = (relay, sent_at, sent.audit_id)
         st.rerun()
 
 
@@ -206,11 +208,11 @@ def restart_countdown(principal: Principal, relay: str) -> None:
     """While a restart of this board is under way: the countdown, then a fresh read."""
     state = st.session_state.get(RESTART_KEY)
     if state is not None and state[0] == relay:
-        _countdown(principal, relay, state[1])
+        _countdown(principal, relay, state[1], state[2])
 
 
 @st.fragment(run_every="1s")
-def _countdown(principal: Principal, relay: str, started: float) -> None:
+def _countdown(principal: Principal, relay: str, started: float, audit_id: str) -> None:
     left = care.countdown(started, time.time())
     if left > 0:
         with st.container(border=True):
@@ -222,12 +224,18 @@ def _countdown(principal: Principal, relay: str, started: float) -> None:
             )
         return
     st.session_state.pop(RESTART_KEY, None)
+    actions = resources.board_actions(principal)
+    sent = SendResult(audit_id, (relay,))
+    limit = care.RESTART_COUNTDOWN_S + 5
+    if not care.confirm_restart(actions, relay, sent, started, timeout_s=limit):
+        notice(False, f"The board did not answer again within {limit:g} s of its restart.")
+        st.rerun(scope="app")
     try:
-        request_live_config(resources.board_actions(principal), relay)
+        request_live_config(actions, relay)
     except SmibError as exc:
         notice(False, f"The board could not be asked again after its restart: {exc}")
     else:
-        notice(True, "Restart done: the board was asked for its configuration again.")
+        notice(True, "Restart done: the board answers again; its configuration was read.")
     st.rerun(scope="app")
 
 

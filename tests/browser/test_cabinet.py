@@ -143,9 +143,10 @@ def test_live_cards_a_confirmed_change_a_refused_port_meters_and_restart(
     page.get_by_role("button", name="Restart now").click()
     page.get_by_text("its configuration is read again in").wait_for()
     shot(page, "cabinet_countdown")
-    page.get_by_text("Restart done: the board was asked for its configuration again.").wait_for(
-        timeout=25_000
+    page.get_by_text("Restart done: the board answers again; its configuration was read.").wait_for(
+        timeout=30_000
     )
     restarts = audit.query(relay=relay, kind="restart")
     assert restarts["actor"].iloc[0] == "tech"
+    assert restarts["outcome"].iloc[0] == "confirmed", "settled once the board answered again"
     assert json.loads(restarts["detail"].iloc[0])["command"] == {"typ": "rst"}
