@@ -196,6 +196,10 @@ def start_worker_process(
     return proc
 
 
+def waiting(store: BatchStore, batch_id: str) -> int:
+    return sum(1 for b in store.boards(batch_id) if b.state == "waiting")
+
+
 def kill_9(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
@@ -214,11 +218,12 @@ def test_restart_of_ten_boards_resumes_after_kill_9_of_the_worker(
     batch = submit_batch(BatchJob("restart", tuple(RELAYS)), TECH, store, audit)
     proc = start_worker_process(mosquitto, embedded_mongo, mongo_db.name, topic_prefix)
     try:
-        wait_for(lambda: sum(boards.rst_counts().values()) >= 8, 20, "8 rst sent")
+        wait_for(lambda: waiting(store, batch.id) == 8, 20, "8 boards sent their rst")
     finally:
         kill_9(proc)
     states = [b.state for b in store.boards(batch.id)]
     assert states.count("queued") == 2, f"2 boards wait their turn: {states}"
+    assert sum(boards.rst_counts().values()) == 8
     assert store.worker_holder() is not None, "the dead worker's lease has not expired yet"
 
     worker = run_worker(mongo_db, bus)
@@ -248,7 +253,7 @@ def test_cancel_survives_a_restart_of_the_worker(
     batch = submit_batch(BatchJob("restart", tuple(RELAYS)), TECH, store, audit)
     proc = start_worker_process(mosquitto, embedded_mongo, mongo_db.name, topic_prefix)
     try:
-        wait_for(lambda: sum(boards.rst_counts().values()) >= 8, 20, "8 rst sent")
+        wait_for(lambda: waiting(store, batch.id) == 8, 20, "8 boards sent their rst")
     finally:
         kill_9(proc)
     with pytest.raises(PermissionDenied):
@@ -290,6 +295,33 @@ def test_a_board_left_waiting_is_confirmed_by_reading_back(
     [board] = store.boards(batch.id)
     assert board.state == "confirmed" and "read back" in board.detail
     assert boards.kinds(relay) == ["cfg"], "read back only: nothing written again"
+
+
+@pytest.mark.integration
+def test_a_board_left_sending_is_never_sent_a_second_rst(
+    boards: StrictBoards, bus: DeviceBus, mongo_db: Any
+) -> None:
+    """A worker died between recording `sending` and recording the send: nobody knows
+    whether its rst went out, so none is sent; the board is asked, and the detail says so."""
+    audit, store = AuditTrail(mongo_db), BatchStore(mongo_db)
+    answers, silent = RELAYS[:2]
+    boards.offline.add(silent)
+    batch = submit_batch(BatchJob("restart", (answers, silent)), TECH, store, audit)
+    for relay in (answers, silent):
+        assert store.claim(batch.id, relay, "sending rst")
+    timings = BatchTimings(**{**asdict(FAST), "restart_timeout_s": 3.0})
+    worker = run_worker(mongo_db, bus, timings)
+    try:
+        wait_for(finished(store, batch.id), 20, "the batch to finish")
+    finally:
+        worker.stop()
+    assert boards.rst_counts() == {}, "no rst sent again"
+    outcome = {b.relay: (b.state, b.detail) for b in store.boards(batch.id)}
+    assert outcome[answers][0] == "not_confirmed"
+    assert "unknown whether it went out" in outcome[answers][1]
+    assert outcome[silent][0] == "not_confirmed"
+    assert "did not answer cfg app within 3 s" in outcome[silent][1]
+    assert audit.query(kind="batch_restart")["outcome"].iloc[0] == "not_confirmed"
 
 
 def test_sweeper_settles_what_a_dead_process_left_sent(mongo_db: Any) -> None:

@@ -202,10 +202,6 @@ class BatchStore:
         docs = self._boards.find({"batch_id": str(batch_id)})
         return sorted((_board(doc) for doc in docs), key=lambda b: b.position)
 
-    def board(self, batch_id: str, relay: str) -> BatchBoard | None:
-        doc = self._boards.find_one({"_id": f"{batch_id}:{relay}"})
-        return None if doc is None else _board(doc)
-
     def worker_holder(self) -> str | None:
         """Who holds the batch workers' lease now (None: no worker is running batches)."""
         holder = Lease(self._db, LEASE_NAME, "(reader)", 1.0).holder()
@@ -277,13 +273,6 @@ class BatchStore:
             },
         )
         return bool(result.matched_count)
-
-    def note(self, batch_id: str, relay: str, detail: str) -> None:
-        """A new detail for a board in flight (its state unchanged)."""
-        self._boards.update_one(
-            {"_id": f"{batch_id}:{relay}", "state": {"$in": list(IN_FLIGHT)}},
-            {"$set": {"detail": detail, "updated_at": time.time()}},
-        )
 
     def finish_board(
         self,
