@@ -20,6 +20,7 @@ record settles: confirmed (all), cancelled (someone cancelled) or not_confirmed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import Counter
@@ -33,7 +34,7 @@ from pymongo.errors import PyMongoError
 
 from smib_core import protocol
 from smib_core.auth import Permission, Principal, require
-from smib_core.errors import InvalidInput, PermissionDenied
+from smib_core.errors import InvalidInput, PermissionDenied, StoreError
 from smib_core.inbox import WarnThrottle
 from smib_core.services.audit_sweeper import AuditSweeper
 from smib_core.services.batch_board import BatchBus, BatchTimings, BoardWork
@@ -121,17 +122,22 @@ def submit_batch(
         raise
     batch_id = new_batch_id()
     audit_id = audit.record(who.name, kind, job.relays, {**detail, "batch": batch_id}, "sent")
-    batch = store.create(
-        job.kind,
-        job.relays,
-        principal=who,
-        comp=job.comp,
-        fields=job.fields,
-        label=job.label,
-        change=job.describe(),
-        audit_id=audit_id,
-        batch_id=batch_id,
-    )
+    try:
+        batch = store.create(
+            job.kind,
+            job.relays,
+            principal=who,
+            comp=job.comp,
+            fields=job.fields,
+            label=job.label,
+            change=job.describe(),
+            audit_id=audit_id,
+            batch_id=batch_id,
+        )
+    except PyMongoError as exc:  # not stored: nothing will be sent, and the record says so
+        with contextlib.suppress(PyMongoError):  # else the sweeper settles it later
+            audit.settle(audit_id, "failed", {"detail": f"the batch could not be stored: {exc}"})
+        raise StoreError(f"the batch could not be stored: {exc}") from exc
     log.info("batch %s by %s: %s on %d boards", batch.id, who.name, batch.change, len(job.relays))
     return batch
 
