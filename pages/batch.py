@@ -16,7 +16,8 @@ st.title("Batch work")
 st.caption(
     "Apply a template or one field change to many boards, or restart a whole "
     "location. Every board is checked: a config write is read back, a restarted "
-    "board must come back. Up to 8 boards are worked on at a time."
+    "board must answer again. The worker process carries a batch out, up to 8 boards "
+    "at a time, and carries on after a restart."
 )
 
 show_flash()
