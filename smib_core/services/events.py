@@ -41,7 +41,13 @@ from smib_core.settings import Settings
 from smib_core.store.alerts import AlertStore
 from smib_core.store.audit import AuditTrail
 from smib_core.store.events import EventRecord, EventStore
-from smib_core.store.leases import LEASE_RENEW_S, LEASE_TTL_S, Lease, process_owner
+from smib_core.store.leases import (
+    LEASE_RENEW_S,
+    LEASE_STANDBY_S,
+    LEASE_TTL_S,
+    Lease,
+    process_owner,
+)
 from smib_core.store.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -147,7 +153,8 @@ class EventRecorder:
         while not self._stop.is_set():
             if time.monotonic() >= next_lease:
                 self._hold_lease()
-                next_lease = time.monotonic() + LEASE_RENEW_S
+                every = LEASE_RENEW_S if self._recording else LEASE_STANDBY_S
+                next_lease = time.monotonic() + every
             if time.monotonic() >= next_check:
                 if self._recording and self.evaluator is not None:
                     self._evaluate()

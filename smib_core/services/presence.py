@@ -25,7 +25,13 @@ from pymongo.database import Database
 from smib_core import protocol
 from smib_core.bus import DeviceBus
 from smib_core.errors import SmibError
-from smib_core.store.leases import LEASE_RENEW_S, LEASE_TTL_S, Lease, process_owner
+from smib_core.store.leases import (
+    LEASE_RENEW_S,
+    LEASE_STANDBY_S,
+    LEASE_TTL_S,
+    Lease,
+    process_owner,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +129,7 @@ class PresencePoller:
         while not self._stop.is_set():
             if self._lease is not None and not self._lease.acquire():
                 next_cycle = time.monotonic()  # whoever holds it asks now; we stand by
-                self._stop.wait(LEASE_RENEW_S)
+                self._stop.wait(LEASE_STANDBY_S)
                 continue
             self._renewed = time.monotonic()
             if time.monotonic() >= next_cycle:

@@ -12,7 +12,7 @@ database: each service that must be single holds a lease (`store.leases`, a TTL 
 `LEASE_TTL_S` renewed every `LEASE_RENEW_S`), so one process acts and the others stand
 by, taking over within 10 s of the holder's death. The firmware server binds a port,
 which only one process of a host can: the process that holds the lease `firmware-server`
-serves; the others (and a holder that cannot bind) retry every `LEASE_RENEW_S`, so a
+serves; the others (and a holder that cannot bind) retry every `LEASE_STANDBY_S`, so a
 worker that dies is replaced by another within 10 s. The lease also tells every
 process (the Bus status page) who serves.
 
@@ -46,7 +46,14 @@ from smib_core.store.audit import AuditTrail
 from smib_core.store.db import connect
 from smib_core.store.downloads import DownloadLog
 from smib_core.store.firmware import FirmwareLibrary
-from smib_core.store.leases import LEASE_RENEW_S, LEASE_TTL_S, Lease, LeaseKeeper, process_owner
+from smib_core.store.leases import (
+    LEASE_RENEW_S,
+    LEASE_STANDBY_S,
+    LEASE_TTL_S,
+    Lease,
+    LeaseKeeper,
+    process_owner,
+)
 from smib_core.store.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -121,7 +128,7 @@ class FirmwareService:
             self.lease.release()  # so that a process that can bind the port takes it
             self.problem = str(exc)
             if self._warn.ready():
-                log.warning("%s; retrying every %g s", exc, LEASE_RENEW_S)
+                log.warning("%s; retrying every %g s", exc, LEASE_STANDBY_S)
             return
         self.problem = None
 
@@ -132,7 +139,7 @@ class FirmwareService:
             except Exception:  # the loop must outlive a failed pass (the database away)
                 if self._warn.ready():
                     log.exception("firmware server: a pass failed")
-            self._stop.wait(LEASE_RENEW_S)
+            self._stop.wait(LEASE_RENEW_S if self.server.running else LEASE_STANDBY_S)
 
 
 class _EventRecording:

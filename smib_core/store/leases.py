@@ -6,8 +6,9 @@ collection `leases`. `acquire()` takes it when it is free, expired or already ou
 processes on one database each run the job's loop, and only the lease holder acts.
 A holder that dies stops renewing, and another process takes over after `ttl_s`.
 
-Every background service leases with `LEASE_TTL_S` and renews at least every
-`LEASE_RENEW_S`, so a dead holder is noticed within 10 s. A service whose work may hold
+Every background service leases with `LEASE_TTL_S`, renews at least every
+`LEASE_RENEW_S` and, on standby, tries to take the lease every `LEASE_STANDBY_S`, so a
+dead holder is replaced within 10 s. A service whose work may hold
 its loop longer than that keeps its lease alive with a `LeaseKeeper` thread.
 
 Times are float epoch seconds (`time.time()`), not datetimes: they are compared inside
@@ -34,8 +35,12 @@ from smib_core.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 COLLECTION = "leases"
-LEASE_TTL_S = 9.0  # a dead holder's lease is free at most this long after its last renewal
-LEASE_RENEW_S = LEASE_TTL_S / 3  # how often a holder renews: two renewals may fail
+# A holder renews every LEASE_RENEW_S (two renewals in a row may fail), a process on
+# standby tries to take the lease every LEASE_STANDBY_S: a dead holder's lease is taken
+# over at most LEASE_TTL_S + LEASE_STANDBY_S (8 s) after its last renewal.
+LEASE_TTL_S = 7.0
+LEASE_RENEW_S = LEASE_TTL_S / 3
+LEASE_STANDBY_S = 1.0
 
 
 def process_owner(prefix: str = "") -> str:
