@@ -161,3 +161,31 @@ def test_a_new_serve_ends_only_what_a_dead_serve_left(tmp_path: Path) -> None:
 def _as_dict(pid: int) -> dict[str, Any]:
     process = ProcessId.of(pid)
     return {"pid": process.pid, "started": process.started, "cmdline": process.cmdline}
+
+
+def test_serve_starts_a_worker_again_when_it_dies(
+    mosquitto: Mosquitto, embedded_mongo: EmbeddedMongo, tmp_path: Path, topic_prefix: str
+) -> None:
+    env = _env(mosquitto, embedded_mongo, tmp_path, topic_prefix)
+    port = free_port()
+    serve = _serve(env, port, tmp_path / "serve.log")
+    children: list[psutil.Process] = []
+    try:
+        children = _children_when_up(serve, port)
+        worker = _worker_pid(children)
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        again = worker
+        while again == worker and time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = psutil.Process(serve.pid).children()
+            again = next((c.pid for c in now if "worker" in c.cmdline()), worker)
+        assert again != worker, (tmp_path / "serve.log").read_text()
+        children = psutil.Process(serve.pid).children(recursive=True)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(children, timeout=20)
+        assert alive == []
+    finally:
+        _clean_up(serve, children)
+    assert "worker ended (exit code -9); starting it again" in (tmp_path / "serve.log").read_text()
