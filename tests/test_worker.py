@@ -208,3 +208,21 @@ def test_kill_9_of_the_holder_the_other_worker_takes_every_lease_within_10_s(
             first.kill()
         if second is not None:
             assert _stop(second) == 0
+
+
+def test_a_worker_started_before_its_database_waits_for_it(
+    deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    late = EmbeddedMongo(tmp_path_factory.mktemp("late-nx"))
+    deployment.mongo_uri = late.uri  # nothing listens there yet
+    worker = deployment.start_worker("early")
+    try:
+        log = deployment.folder / "early.log"
+        assert _wait_for(lambda: "no database yet" in log.read_text(), 30)  # 10 s a try
+        assert worker.poll() is None, "a worker waits for its database, it does not exit"
+        late.start()
+        assert _wait_for(lambda: set(LEASES) <= deployment.holders().keys(), 45)
+    finally:
+        code = _stop(worker)
+        late.stop()
+    assert code == 0

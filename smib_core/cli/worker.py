@@ -15,7 +15,12 @@ import sys
 import threading
 from types import FrameType
 
+from pymongo.errors import PyMongoError
+
+from smib_core.errors import StoreError
 from smib_core.settings import Settings
+
+RETRY_S = 2.0  # between attempts to reach the database at start
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +38,15 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    worker = Worker(Settings.from_env())
+    settings = Settings.from_env()
+    worker: Worker | None = None
+    while worker is None:
+        try:
+            worker = Worker(settings)
+        except (PyMongoError, StoreError) as exc:  # a worker may start before its database
+            print(f"SMIB worker: no database yet ({exc}); trying again", file=sys.stderr)
+            if stopping.wait(RETRY_S):
+                return 0
     print(f"SMIB worker: {len(worker.services)} background services", file=sys.stderr, flush=True)
     worker.run_until_stopped(stopping)
     print("SMIB worker: stopped", file=sys.stderr, flush=True)

@@ -174,6 +174,21 @@ class Worker:
     ) -> None:
         self.settings = settings
         db = connect(settings)
+        try:
+            self._build(settings, db, services, firmware_folder)
+        except BaseException:
+            db.client.close()
+            raise
+        self._started: list[tuple[str, BackgroundService]] = []
+
+    def _build(
+        self,
+        settings: Settings,
+        db: Database[Any],
+        services: Iterable[BackgroundService | ServiceFactory],
+        firmware_folder: Path,
+    ) -> None:
+        """Every service, built (the stores prepare their indexes: the database must answer)."""
         bus = bus_for(settings, "smib-worker")
         audit = AuditTrail(db)
         self.context = WorkerContext(settings, db, bus, audit, Registry(db, audit))
@@ -220,7 +235,6 @@ class Worker:
         for extra in services:
             service = extra if isinstance(extra, BackgroundService) else extra(self.context)
             self.services.append((type(service).__name__, service))
-        self._started: list[tuple[str, BackgroundService]] = []
 
     @property
     def db(self) -> Database[Any]:
