@@ -5,11 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from smib_core.ui.navigation import navigation, signed_out_pages
-from smib_core.ui.resources import ensure_background_services, get_db, get_settings
+from smib_core.ui.resources import get_db, get_settings
 from smib_core.ui.session import current_principal, sign_out_button
 
 st.set_page_config(page_title="SMIB Console", page_icon=":material/casino:", layout="wide")
-ensure_background_services()
 
 
 def signed_out() -> None:

@@ -1,4 +1,5 @@
-"""Bus status: is the console connected, what boards does it hear, what did it reject."""
+"""Bus status: is the console connected, what boards does it hear, what did it reject,
+and which background services run where (from the database: this process runs none)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import time
 import pandas as pd
 import streamlit as st
 
+from smib_core.firmware.server import FirmwareServer
+from smib_core.services import background
 from smib_core.services.live import boards_seen
-from smib_core.ui.resources import get_bus, get_settings
+from smib_core.services.rollout_plan import http_status, local_url
+from smib_core.ui.resources import get_bus, get_db, get_settings
 
 st.title("Bus status")
 st.caption("What the console hears from the boards, refreshed every 2 seconds.")
@@ -52,4 +56,37 @@ def live_status() -> None:
         st.dataframe(recent.tail(20).iloc[::-1], hide_index=True, width="stretch")
 
 
+@st.fragment(run_every="5s")
+def background_services() -> None:
+    st.subheader("Background services")
+    statuses = background.service_statuses(get_db())
+    if not any(s.running for s in statuses):
+        st.warning(
+            "No background service runs: nothing collects meters, records events or drives "
+            "rollouts. Start a worker: `smib worker` (`smib serve` starts one with the app)."
+        )
+    st.dataframe(
+        background.status_frame(statuses),
+        hide_index=True,
+        column_config={"service": "Service", "status": "Status", "where": "Where"},
+    )
+    server = FirmwareServer.from_settings(get_settings())
+    answers = http_status(local_url(server), timeout=0.5) is not None
+    serving = any(s.running for s in statuses if s.lease == "firmware-server")
+    if answers and not serving:
+        st.caption(
+            f"Port {server.port} answers, but no worker serves firmware there: another "
+            "program (`smib ota`?) holds the port; workers retry every second."
+        )
+    elif serving and not answers:
+        st.caption(f"The firmware server does not answer on this host's port {server.port}.")
+    last = background.last_meter_reading(get_db())
+    st.caption(
+        "No meter reading stored yet."
+        if last is None
+        else f"Last meter reading stored {last:%Y-%m-%d %H:%M:%S} UTC."
+    )
+
+
 live_status()
+background_services()

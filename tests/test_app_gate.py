@@ -25,7 +25,6 @@ PASSWORD = "correct-horse-battery"
 def app(mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setattr(resources, "get_db", lambda: mongo_db)
     monkeypatch.setattr(resources, "get_settings", lambda: Settings())
-    monkeypatch.setattr(resources, "ensure_background_services", lambda: None)
     return AppTest.from_file(APP, default_timeout=30)
 
 

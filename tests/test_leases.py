@@ -64,3 +64,22 @@ def test_bad_arguments_and_owner_names(mongo_db: Any) -> None:
         Lease(mongo_db, "", "a", 5)
     one, two = process_owner("runner:"), process_owner("runner:")
     assert one.startswith("runner:") and one != two
+
+
+def test_a_keeper_keeps_a_held_lease_alive_and_never_takes_one(mongo_db: Any) -> None:
+    import time
+
+    from smib_core.store.leases import LeaseKeeper
+
+    held = Lease(mongo_db, "long-job", "me", 1.0)
+    assert held.acquire()
+    keeper = LeaseKeeper(held, every_s=0.2)
+    keeper.start()
+    try:
+        time.sleep(1.6)  # past the TTL: only the keeper's renewals keep it
+        assert held.held
+        held.release()
+        time.sleep(0.5)
+        assert held.holder() is None, "a released lease stays released"
+    finally:
+        keeper.stop()

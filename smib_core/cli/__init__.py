@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "meters",
     "sim",
     "serve",
+    "worker",
     "user",
     "firmware",
     "embedded",

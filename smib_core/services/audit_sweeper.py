@@ -1,9 +1,9 @@
 """The audit sweeper: no audit record stays `sent` because the process that sent it died.
 
 Contract: `AuditSweeper(db, audit)` is a background service (`start` / `stop`). While it
-holds the lease "audit-sweeper" (TTL 9 s, renewed every 3 s: one sweeper per deployment)
-it looks every `every_s` for records still `sent` that are older than `settle_after_s`
-(`SMIB_AUDIT_SETTLE_AFTER_S`: longer than any legitimate wait, a batch restart's timeout
+holds the lease "audit-sweeper" (`LEASE_TTL_S`, renewed every `LEASE_RENEW_S`: one
+sweeper per deployment) it looks every `every_s` for records still `sent` that are
+older than `settle_after_s` (`SMIB_AUDIT_SETTLE_AFTER_S`: longer than any legitimate wait, a batch restart's timeout
 and margin) and settles each `timed_out`, saying it was settled by the sweeper because
 the process that sent the command ended without an outcome. It leaves alone the records
 of batches still running (`detail.batch`) and of boards a rollout is still updating:
@@ -28,7 +28,13 @@ from smib_core.store import rollouts
 from smib_core.store.audit import AuditTrail
 from smib_core.store.batches import ACTIVE
 from smib_core.store.documents import utc_now
-from smib_core.store.leases import Lease, process_owner
+from smib_core.store.leases import (
+    LEASE_RENEW_S,
+    LEASE_STANDBY_S,
+    LEASE_TTL_S,
+    Lease,
+    process_owner,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,7 @@ class AuditSweeper:
         self.every_s = float(every_s)
         self._db = db
         self._audit = audit
-        self.lease = Lease(db, LEASE_NAME, owner or process_owner("audit-sweeper:"), 9.0)
+        self.lease = Lease(db, LEASE_NAME, owner or process_owner("audit-sweeper:"), LEASE_TTL_S)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._warn = WarnThrottle()
@@ -73,8 +79,10 @@ class AuditSweeper:
     def _loop(self) -> None:
         next_sweep = 0.0
         while not self._stopping.is_set():
+            holding = False
             try:
-                if self.lease.acquire():
+                holding = self.lease.acquire()
+                if holding:
                     now = utc_now().timestamp()
                     if now >= next_sweep:
                         self.sweep()
@@ -82,7 +90,8 @@ class AuditSweeper:
             except (PyMongoError, SmibError) as exc:
                 if self._warn.ready():
                     log.warning("audit sweeper: %s", exc)
-            self._stopping.wait(min(3.0, self.every_s))
+            # the holder renews every LEASE_RENEW_S; a standby looks every LEASE_STANDBY_S
+            self._stopping.wait(min(LEASE_RENEW_S if holding else LEASE_STANDBY_S, self.every_s))
 
     def sweep(self) -> int:
         """Settle the open records older than the bound; how many were settled."""

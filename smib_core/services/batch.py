@@ -50,7 +50,7 @@ from smib_core.store.batches import (
     cancelled_detail,
     new_batch_id,
 )
-from smib_core.store.leases import Lease, process_owner
+from smib_core.store.leases import LEASE_TTL_S, Lease, process_owner
 
 __all__ = [
     "AuditSweeper",
@@ -192,9 +192,8 @@ class BatchWorker:
         self.store = BatchStore(db)
         self.audit = audit
         self.bus = bus
-        self.lease = Lease(
-            db, LEASE_NAME, owner or process_owner("batches:"), min(9.0, self.timings.lease_ttl_s)
-        )
+        ttl = min(LEASE_TTL_S, self.timings.lease_ttl_s)
+        self.lease = Lease(db, LEASE_NAME, owner or process_owner("batches:"), ttl)
         self._stopping = threading.Event()
         self._held = threading.Event()
         self._thread: threading.Thread | None = None

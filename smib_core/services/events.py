@@ -9,11 +9,11 @@ and resolves the alerts the events imply, and every `evaluate_every_s` runs the
 offline `AlertEvaluator`. A database that fails is retried a few times; a batch that
 still fails is counted as lost and logged.
 
-Start it once per process that runs a bus: the web app through
-`ui.resources.ensure_background_services`, the collector through
-`start_event_recording`. With a lease, only the process holding it stores events and
-checks for silence; the others stand by (their events are the same ones), so a
-deployment with several such processes records each event once.
+Start it once per process that runs the background services (`services.worker.Worker`,
+`smib collect`) through `start_event_recording`. With a lease (taken or renewed every
+`LEASE_RENEW_S`), only the process holding it stores events and checks for silence;
+the others stand by (their events are the same ones), so a deployment with several
+such processes records each event once, and a dead recorder is replaced within 10 s.
 """
 
 from __future__ import annotations
@@ -41,14 +41,19 @@ from smib_core.settings import Settings
 from smib_core.store.alerts import AlertStore
 from smib_core.store.audit import AuditTrail
 from smib_core.store.events import EventRecord, EventStore
-from smib_core.store.leases import Lease, process_owner
+from smib_core.store.leases import (
+    LEASE_RENEW_S,
+    LEASE_STANDBY_S,
+    LEASE_TTL_S,
+    Lease,
+    process_owner,
+)
 from smib_core.store.registry import Registry
 
 log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 3
 LEASE_NAME = "event-recorder"
-LEASE_TTL_S = 20.0
 
 
 class ListenableBus(Protocol):
@@ -144,11 +149,16 @@ class EventRecorder:
     # --- the worker ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        next_tick = time.monotonic()
+        next_lease = next_check = time.monotonic()
         while not self._stop.is_set():
-            if time.monotonic() >= next_tick:
-                self._tick()
-                next_tick = time.monotonic() + self.evaluate_every_s
+            if time.monotonic() >= next_lease:
+                self._hold_lease()
+                every = LEASE_RENEW_S if self._recording else LEASE_STANDBY_S
+                next_lease = time.monotonic() + every
+            if time.monotonic() >= next_check:
+                if self._recording and self.evaluator is not None:
+                    self._evaluate()
+                next_check = time.monotonic() + self.evaluate_every_s
             batch = self._take(timeout=0.25)
             if batch:
                 self._handle(batch)
@@ -157,18 +167,17 @@ class EventRecorder:
         if self.lease is not None:
             self.lease.release()
 
-    def _tick(self) -> None:
-        """Take or renew the lease; while we hold it (or need none), check for silence."""
-        if self.lease is not None:
-            recording = self.lease.acquire()
-            if recording != self._recording:
-                log.info(
-                    "event recording %s in this process",
-                    "starts" if recording else "stops: another process records",
-                )
-            self._recording = recording
-        if self._recording and self.evaluator is not None:
-            self._evaluate()
+    def _hold_lease(self) -> None:
+        """Take or renew the lease: this process records while it holds it."""
+        if self.lease is None:
+            return
+        recording = self.lease.acquire()
+        if recording != self._recording:
+            log.info(
+                "event recording %s in this process",
+                "starts" if recording else "stops: another process records",
+            )
+        self._recording = recording
 
     def _handle(self, batch: list[tuple[EventMessage, float]]) -> None:
         if self._recording:

@@ -3,8 +3,13 @@
 Contract: a lease is one document `{_id: name, owner, expires_at, acquired_at}` in the
 collection `leases`. `acquire()` takes it when it is free, expired or already ours;
 `renew()` pushes the expiry on while we still hold it; `release()` gives it up. Several
-app processes on one database each run the job's loop, and only the lease holder acts.
+processes on one database each run the job's loop, and only the lease holder acts.
 A holder that dies stops renewing, and another process takes over after `ttl_s`.
+
+Every background service leases with `LEASE_TTL_S`, renews at least every
+`LEASE_RENEW_S` and, on standby, tries to take the lease every `LEASE_STANDBY_S`, so a
+dead holder is replaced within 10 s. A service whose work may hold
+its loop longer than that keeps its lease alive with a `LeaseKeeper` thread.
 
 Times are float epoch seconds (`time.time()`), not datetimes: they are compared inside
 the update filter, and nx-27017 stores a datetime given to `$set` as text.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +35,12 @@ from smib_core.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 COLLECTION = "leases"
+# A holder renews every LEASE_RENEW_S (two renewals in a row may fail), a process on
+# standby tries to take the lease every LEASE_STANDBY_S: a dead holder's lease is taken
+# over at most LEASE_TTL_S + LEASE_STANDBY_S (8 s) after its last renewal.
+LEASE_TTL_S = 7.0
+LEASE_RENEW_S = LEASE_TTL_S / 3
+LEASE_STANDBY_S = 1.0
 
 
 def process_owner(prefix: str = "") -> str:
@@ -111,3 +123,37 @@ class Lease:
     def held(self) -> bool:
         holder = self.holder()
         return holder is not None and holder.owner == self.owner
+
+
+class LeaseKeeper:
+    """Renews `lease` every `every_s` on its own thread while this process holds it.
+
+    For a service whose work (a long pass over boards) can outlast the lease: the work
+    loop takes the lease, the keeper keeps it alive between the loop's own renewals.
+    It never takes a lease (a renewal only succeeds while the lease is ours), so a
+    released or lost lease stays released. A background service: start()/stop().
+    """
+
+    def __init__(self, lease: Lease, every_s: float = LEASE_RENEW_S) -> None:
+        self.lease = lease
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name=f"smib-lease-{self.lease.name}", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.lease.renew()

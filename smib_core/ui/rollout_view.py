@@ -1,7 +1,7 @@
 """The Rollouts page's pieces: start a rollout (with a confirmation), list them, and follow
 one live, per batch and per board.
 
-Rollouts are driven by the process-wide runner (`resources.get_rollout_runner`), never
+Rollouts are driven by the runner of a worker process (`services.worker.Worker`), never
 by this page: it writes a plan to the database and reads progress back, so closing the
 tab or restarting the app loses nothing. No `st.*` call runs on the runner's thread.
 """
@@ -65,10 +65,14 @@ def service_status() -> None:
     if not answers:
         st.warning(
             f"No firmware server answers on port {server.port}: boards could not "
-            "download. It starts with the app; check FIRMWARE_PORT and the log."
+            "download. A worker serves it (`smib worker`, or the one `smib serve` starts); "
+            "check FIRMWARE_PORT and the worker's log."
         )
     if holder is None:
-        st.warning("No rollout runner is alive: rollouts wait until the app or `smib ota` runs.")
+        st.warning(
+            "No rollout runner is alive: rollouts wait until a worker (`smib worker`, "
+            "`smib serve`) or `smib ota` runs."
+        )
     if answers and holder is not None:
         _, host, pid, *_ = [*holder.owner.split(":"), "?", "?", "?"]
         st.caption(

@@ -88,6 +88,16 @@ def served_app(
         "true",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+    # The background work (presence, events, collector, rollouts, firmware) runs in a
+    # worker beside the app, as `smib serve` starts it: the app itself runs none.
+    worker_log = (data_dir / "worker.log").open("ab")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "smib_core", "-v", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=worker_log,
+        stderr=worker_log,
+    )
     try:
         wait_for_port(port, timeout=60)
         yield ServedApp(
@@ -100,11 +110,12 @@ def served_app(
             data_dir,
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for process in (proc, worker):
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
         fleet.stop()
 
 
