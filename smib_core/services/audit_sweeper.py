@@ -1,13 +1,13 @@
 """The audit sweeper: no audit record stays `sent` because the process that sent it died.
 
-Contract: `AuditSweeper(db, audit)` is a background service (`start` / `stop`). While it
-holds the lease "audit-sweeper" (`LEASE_TTL_S`, renewed every `LEASE_RENEW_S`: one
-sweeper per deployment) it looks every `every_s` for records still `sent` that are
-older than `settle_after_s` (`SMIB_AUDIT_SETTLE_AFTER_S`: longer than any legitimate wait, a batch restart's timeout
-and margin) and settles each `timed_out`, saying it was settled by the sweeper because
-the process that sent the command ended without an outcome. It leaves alone the records
-of batches still running (`detail.batch`) and of boards a rollout is still updating:
-their runner settles them.
+Contract: `AuditSweeper(db, audit)` is a background service (`start` / `stop`). While
+it holds the lease "audit-sweeper" (`LEASE_TTL_S`, renewed every `LEASE_RENEW_S`: one
+sweeper per deployment) it looks every `every_s` for records still `sent` that are older
+than `settle_after_s` (`SMIB_AUDIT_SETTLE_AFTER_S`: longer than any legitimate wait, a
+batch restart's timeout and margin) and settles each `timed_out`, saying it was settled
+by the sweeper because the process that sent the command ended without an outcome. It
+leaves alone the records of batches still running (`detail.batch`) and of boards a
+rollout is still updating: their runner settles them.
 """
 
 from __future__ import annotations
