@@ -1,5 +1,5 @@
-"""Batch page in the browser: restart a whole location, watch it (stored, waiting for a
-worker, then carried out by a BatchWorker), read every outcome."""
+"""Batch page in the browser: restart a whole location, watch it (stored, then carried out
+by the served app's worker), read every outcome."""
 
 from __future__ import annotations
 
@@ -9,11 +9,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from smib_core.bus import DeviceBus
-from smib_core.protocol import Topics
-from smib_core.services.batch import BatchWorker
-from smib_core.settings import Settings
-from smib_core.store.audit import AuditTrail
 from smib_core.store.registry import Registry
 from smib_core.store.templates import TemplateStore
 from tests.browser.conftest import ServedApp, screenshot, sign_in
@@ -51,18 +46,10 @@ def test_restart_a_location_and_see_each_outcome(served_app: ServedApp, page: An
     page.wait_for_timeout(300)
     screenshot(page, "batch_confirm")
     page.get_by_role("button", name="Confirm and start on 3 boards").click()
-    page.get_by_text("Waiting for a worker").wait_for()
-    db = served_app.db()
-    with DeviceBus(served_app.broker_uri, Topics(), client_id_prefix="batch-worker") as bus:
-        assert bus.wait_connected(10)
-        worker = BatchWorker(db, bus, AuditTrail(db), Settings(offline_after_s=20))
-        worker.start()
-        try:
-            page.get_by_text("boards done").first.wait_for()
-            screenshot(page, "batch_progress")
-            page.get_by_text("All 3 boards confirmed.").wait_for(timeout=60_000)
-        finally:
-            worker.stop()
+    # the served app's worker (smib worker) carries it out
+    page.get_by_text("boards done").first.wait_for()
+    screenshot(page, "batch_progress")
+    page.get_by_text("All 3 boards confirmed.").wait_for(timeout=60_000)
     page.get_by_text("Outcome per board").wait_for()
     screenshot(page, "batch_outcome")
     grid = page.get_by_test_id("stDataFrame").first
