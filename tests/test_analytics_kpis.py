@@ -1,4 +1,4 @@
-"""KPIs in money: net win with and without jackpots, hold %, average bet, zero guards,
+"""KPIs in money: net win (hand-paid jackpots subtracted) and meter win side by side, hold %, average bet, zero guards,
 mixed denominations, period cuts, and the change against the previous period."""
 
 from __future__ import annotations
@@ -68,15 +68,18 @@ def test_kpis_in_money_across_denominations() -> None:
     assert result["games_played"] == 300
     assert result["games_won"] == 80
     assert result["cabinets"] == 2
-    assert result["net_win"] == pytest.approx(250 - 70)
-    assert result["hold_pct"] == pytest.approx(90.0)
+    assert result["net_win"] == pytest.approx(250 - 70 - 20)  # drop - cancelled - jackpots
+    assert result["hold_pct"] == pytest.approx(80.0)
     assert result["avg_bet"] == pytest.approx(200 / 300)
 
 
-def test_net_win_variant_that_subtracts_jackpots() -> None:
-    result = kpis(_rollups(), *_monday(), net_win_subtracts_jackpot=True)
-    assert result["net_win"] == pytest.approx(250 - 70 - 20)
-    assert result["hold_pct"] == pytest.approx(80.0)
+def test_meter_win_is_coin_in_minus_total_won_and_reconciles_with_net_win() -> None:
+    result = kpis(_rollups(), *_monday())
+    assert result["won"] == pytest.approx(80 + 10 + 75 + 10)  # 0022 = 0001 + 0002
+    assert result["meter_win"] == pytest.approx(200 - 175)
+    assert result["meter_hold_pct"] == pytest.approx(12.5)
+    assert result["credits_left"] == pytest.approx(160 - 25)
+    assert result["meter_win"] + result["credits_left"] == pytest.approx(result["net_win"])
 
 
 def test_zero_coin_in_and_zero_games_give_none_not_a_division_error() -> None:
@@ -115,9 +118,9 @@ def test_kpi_change_against_the_previous_period() -> None:
     assert change["coin_in"]["previous"] == pytest.approx(50.0)
     assert change["coin_in"]["delta"] == pytest.approx(150.0)
     assert change["coin_in"]["pct"] == pytest.approx(300.0)
-    # Sunday: drop 25, cancelled 10 -> net win 15, hold 30 %; Monday hold 90 %.
-    assert change["net_win"]["delta"] == pytest.approx(180 - 15)
-    assert change["hold_pct"]["delta"] == pytest.approx(90.0 - 30.0)  # points
+    # Sunday: drop 25, cancelled 10, jackpots 5 -> net win 10, hold 20 %; Monday 80 %.
+    assert change["net_win"]["delta"] == pytest.approx(160 - 10)
+    assert change["hold_pct"]["delta"] == pytest.approx(80.0 - 20.0)  # points
     assert change["cabinets"]["delta"] == 1
 
 
@@ -130,12 +133,12 @@ def test_kpi_change_with_missing_or_zero_previous_values() -> None:
     assert change["hold_pct"]["previous"] is None
     assert change["hold_pct"]["delta"] is None
     negative: Kpis = {**current, "net_win": -50.0}
-    assert kpi_change(current, negative)["net_win"]["pct"] == pytest.approx(460.0)  # vs |-50|
+    assert kpi_change(current, negative)["net_win"]["pct"] == pytest.approx(420.0)  # vs |-50|
 
 
 def test_kpi_table_per_location() -> None:
     table = kpi_table(_rollups(), ["location"])
     assert table["location"].tolist() == ["Floor A", "Floor B"]
     assert table["coin_in"].tolist() == pytest.approx([150.0, 100.0])  # penny: both days
-    assert table["hold_pct"].tolist() == pytest.approx([(75 - 30) / 150 * 100, 150.0])
+    assert table["hold_pct"].tolist() == pytest.approx([(75 - 30 - 15) / 150 * 100, 140.0])
     assert table["cabinets"].tolist() == [1, 1]

@@ -35,8 +35,12 @@ def reading(
     meters: Mapping[str, float | None] | None = None,
     **named: float | None,
 ) -> dict[str, object]:
-    """One snapshot row; meters by movement name (coin_in=...), unnamed meters are 0."""
+    """One snapshot row; meters by movement name (coin_in=...), unnamed meters are 0,
+    except total won, which is coin out + jackpots (SAS) unless named."""
     meters = {**(meters or {}), **named}
+    if "won_credits" not in meters:
+        out, jackpot = meters.get("coin_out", 0), meters.get("jackpot", 0)
+        meters["won_credits"] = None if out is None or jackpot is None else out + jackpot
     unknown = set(meters) - set(MOVEMENT_METERS)
     assert not unknown, unknown
     row: dict[str, object] = {
@@ -137,8 +141,8 @@ def test_capacity_from_the_size_column_or_the_digits_mapping() -> None:
     assert meter_movement(sized)["rollover"].tolist() == [True]
     assert meter_movement(frame, digits={"0000": 10})["coin_in"].tolist() == [25.0]
     # Read as an 8-digit meter, 9999999990 is not near a top it could wrap past:
-    # the fall is a RAM clear and counts nothing.
-    assert meter_movement(frame)["coin_in"].tolist() == [0.0]
+    # the fall is a RAM clear and counts the play since the clear.
+    assert meter_movement(frame)["coin_in"].tolist() == [15.0]
     assert meter_movement(frame)["ram_clear"].tolist() == [True]
 
 
@@ -149,13 +153,15 @@ def test_a_fall_from_near_the_top_to_the_middle_is_not_a_rollover() -> None:
     movement = meter_movement(frame)
     assert movement["rollover"].tolist() == [False]
     assert movement["ram_clear"].tolist() == [True]
+    # 50,000,000 credits "since the clear" in 5 minutes is past the rate: set aside.
+    assert movement["absurd"].tolist() == [True]
     assert movement["coin_in"].tolist() == [0.0]
 
 
 # --- RAM clear ---------------------------------------------------------------------------
 
 
-def test_ram_clear_is_flagged_counts_nothing_and_starts_a_new_baseline() -> None:
+def test_ram_clear_is_flagged_counts_the_play_since_and_starts_a_new_baseline() -> None:
     frame = snapshot_frame(
         reading("C1", 0, coin_in=1000, games_played=100, drop=900),
         reading("C1", 5, coin_in=5, games_played=1, drop=910),  # drop did not fall
@@ -163,9 +169,10 @@ def test_ram_clear_is_flagged_counts_nothing_and_starts_a_new_baseline() -> None
     )
     movement = meter_movement(frame)
     assert movement["ram_clear"].tolist() == [True, False]
-    assert movement["coin_in"].tolist() == [0.0, 25.0]
-    assert movement["games_played"].tolist() == [0.0, 2.0]
-    assert movement["drop"].tolist() == [0.0, 50.0]  # the whole interval is set aside
+    assert movement["absurd"].tolist() == [False, False]
+    assert movement["coin_in"].tolist() == [5.0, 25.0]  # the meters since the clear
+    assert movement["games_played"].tolist() == [1.0, 2.0]
+    assert movement["drop"].tolist() == [910.0, 50.0]  # every meter restarted at the clear
     assert (movement[list(MOVEMENT_METERS)] >= 0).all().all()
 
 
@@ -207,6 +214,41 @@ def test_absurd_limits_follow_the_policy_and_the_interval_length() -> None:
     movement = meter_movement(frame, policy=strict)
     assert movement["absurd"].tolist() == [True]
     assert movement["coin_in"].tolist() == [0.0]
+
+
+def test_a_progressive_jackpot_is_an_award_not_an_absurd_jump() -> None:
+    # $100,000 on a 1-cent machine: 10,000,000 credits in 5 minutes, past 10,000/s.
+    frame = snapshot_frame(
+        reading("C1", 0, coin_in=1_000, coin_out=800, jackpot=0),
+        reading("C1", 5, coin_in=1_100, coin_out=850, jackpot=10_000_000),
+    )
+    movement = meter_movement(frame)
+    assert movement["absurd"].tolist() == [False]
+    assert movement["jackpot"].tolist() == [10_000_000.0]
+    assert movement["won_credits"].tolist() == [10_000_050.0]
+    assert movement["coin_in"].tolist() == [100.0]
+
+
+def test_total_won_that_is_not_coin_out_plus_jackpots_is_absurd() -> None:
+    frame = snapshot_frame(
+        reading("C1", 0, coin_out=800, jackpot=0, won_credits=800),
+        reading("C1", 5, coin_out=850, jackpot=10_000_000, won_credits=850),  # 0002 garbage
+        reading("C1", 10, coin_out=900, jackpot=10_000_000, won_credits=900),
+    )
+    movement = meter_movement(frame)
+    assert movement["absurd"].tolist() == [True, False]
+    assert movement["jackpot"].tolist() == [0.0, 0.0]
+    assert movement["coin_out"].tolist() == [0.0, 50.0]
+
+
+def test_the_identity_is_not_checked_when_a_meter_is_missing() -> None:
+    frame = snapshot_frame(
+        reading("C1", 0, coin_out=800, jackpot=0, won_credits=None),
+        reading("C1", 5, coin_out=850, jackpot=500, won_credits=None),
+    )
+    movement = meter_movement(frame)
+    assert movement["absurd"].tolist() == [False]
+    assert movement["jackpot"].tolist() == [500.0]
 
 
 def test_a_big_bill_in_a_short_interval_is_not_absurd() -> None:

@@ -89,7 +89,7 @@ def test_flags_are_counted_per_bucket() -> None:
     frame = snapshot_frame(
         reading("C1", 0, coin_in=99_999_990),
         reading("C1", 5, coin_in=10),  # rollover: +20
-        reading("C1", 10, coin_in=3),  # RAM clear: 0
+        reading("C1", 10, coin_in=3),  # RAM clear: +3, the play since the clear
         reading("C1", 15, coin_in=50_000_003),  # absurd: 0
         reading("C1", 20, coin_in=50_000_013),  # +10
     )
@@ -97,7 +97,7 @@ def test_flags_are_counted_per_bucket() -> None:
     assert len(hourly) == 1
     row = hourly.iloc[0]
     assert (row["rollover"], row["ram_clear"], row["absurd"]) == (1, 1, 1)
-    assert row["coin_in"] == 30.0
+    assert row["coin_in"] == 33.0
     assert row["intervals"] == 4
 
 
@@ -263,3 +263,20 @@ def test_rollup_keeps_the_last_identity_of_the_bucket() -> None:
     row = rollup(meter_movement(frame), "h").iloc[0]
     assert (row["relay"], row["location"], row["denomination"]) == ("new", "Floor B", 0.05)
     assert row["coin_in_money"] == pytest.approx(5 * 0.01 + 4 * 0.05)
+    # Credits of two denominations are not added: the row's credits are in its (last)
+    # denomination, from money, so credits x denomination = money.
+    assert row["coin_in"] == pytest.approx((5 * 0.01 + 4 * 0.05) / 0.05)
+
+
+def test_a_denomination_change_does_not_mix_credits_in_daily_rows() -> None:
+    frame = snapshot_frame(
+        reading("C1", 0, coin_in=0, denomination=0.01),
+        reading("C1", 30, coin_in=1_000, denomination=0.01),  # $10 at 1 cent
+        reading("C1", 90, coin_in=1_040, denomination=0.25),  # 40 credits at 25 cents: $10
+    )
+    hourly = rollup(meter_movement(frame), "h")
+    assert hourly["coin_in"].tolist() == pytest.approx([1_000.0, 40.0])  # one denomination each
+    daily = rollup(hourly, "D")
+    assert daily["coin_in_money"].tolist() == pytest.approx([20.0])
+    assert daily["denomination"].tolist() == [0.25]
+    assert daily["coin_in"].tolist() == pytest.approx([80.0])  # $20 at 25 cents, not 1,040

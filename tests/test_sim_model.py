@@ -24,8 +24,34 @@ def check_invariants(values: dict[str, int]) -> None:
     assert 0 <= values["0006"] <= values["0005"]
     assert values["0007"] == values["0005"] - values["0006"]
     assert 0 <= values["0003"] <= values["0004"]
-    credits = values["0024"] + values["0022"] - values["0000"] - values["0004"]
+    credits = values["0024"] + values["0001"] - values["0000"] - values["0004"]
     assert values["000C"] == credits >= 0
+
+
+def test_jackpots_are_hand_paid_not_credited_and_the_two_wins_reconcile() -> None:
+    """SAS: a jackpot is counted in 0002 and 0022, paid by an attendant; it never goes
+    through the credit meter, so 0003 (hand paid cancelled credits) never holds it."""
+    machine = Machine.from_seed(11, history_days=0)
+    jackpot_intervals = 0
+    previous = machine.values()
+    for _, values in history(machine, T0, steps=20_000):
+        moved = {code: values[code] - previous[code] for code in values}
+        net_win = moved["0024"] - moved["0004"] - moved["0002"]
+        meter_win = moved["0000"] - moved["0022"]
+        assert net_win - meter_win == moved["000C"]  # credits left on the machine
+        jackpot_intervals += moved["0002"] > 0
+        previous = values
+    assert jackpot_intervals > 0  # (a jackpot credited then cancelled breaks the identity)
+
+
+def test_a_progressive_moves_only_0002_and_0022() -> None:
+    machine = Machine.from_seed(5)
+    before = machine.values()
+    after = machine.award_jackpot(10_000_000)  # $100,000 on a 1-cent machine
+    moved = {code: after[code] - before[code] for code in after}
+    assert moved["0002"] == moved["0022"] == 10_000_000
+    assert all(v == 0 for code, v in moved.items() if code not in ("0002", "0022"))
+    check_invariants(after)
 
 
 # --- meter model ----------------------------------------------------------------------

@@ -20,7 +20,15 @@ from smib_core.analytics.charts import (
     sparkline_per_cabinet,
     top_bottom_cabinets,
 )
-from smib_core.analytics.kpis import KpiChange, Kpis, kpi_change, kpi_table, kpis, net_win
+from smib_core.analytics.kpis import (
+    KpiChange,
+    Kpis,
+    kpi_change,
+    kpi_table,
+    kpis,
+    meter_win,
+    net_win,
+)
 from smib_core.analytics.movement import MOVEMENT_METERS, MovementPolicy, meter_movement
 from smib_core.analytics.periods import bucket_start, period_bounds, previous_period
 from smib_core.analytics.quality import DataQuality, data_quality
@@ -49,6 +57,7 @@ __all__ = [
     "kpis",
     "merge_rollups",
     "meter_movement",
+    "meter_win",
     "net_win",
     "period_bounds",
     "previous_period",

@@ -25,7 +25,7 @@ from smib_core.analytics.periods import Freq, bucket_start
 from smib_core.errors import InvalidInput
 
 WEEKDAYS: tuple[str, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_RATIOS = ("hold_pct", "avg_bet")
+_RATIOS = ("hold_pct", "meter_hold_pct", "avg_bet")
 
 
 def series_over_time(
@@ -34,7 +34,6 @@ def series_over_time(
     *,
     gaming_day_start_hour: int = 0,
     tz: str = "UTC",
-    net_win_subtracts_jackpot: bool = False,
 ) -> pd.DataFrame:
     """KPIs per bucket of `freq` ("h" needs hourly rollups), oldest first."""
     rebucketed = rollups.assign(
@@ -42,19 +41,19 @@ def series_over_time(
             rollups["bucket"], freq, gaming_day_start_hour=gaming_day_start_hour, tz=tz
         )
     )
-    return kpi_table(rebucketed, ["bucket"], net_win_subtracts_jackpot=net_win_subtracts_jackpot)
+    return kpi_table(rebucketed, ["bucket"])
 
 
-def by_location(rollups: pd.DataFrame, *, net_win_subtracts_jackpot: bool = False) -> pd.DataFrame:
-    table = kpi_table(rollups, ["location"], net_win_subtracts_jackpot=net_win_subtracts_jackpot)
+def by_location(rollups: pd.DataFrame) -> pd.DataFrame:
+    table = kpi_table(rollups, ["location"])
     return table.sort_values(["net_win", "location"], ascending=[False, True]).reset_index(
         drop=True
     )
 
 
-def _per_cabinet(rollups: pd.DataFrame, net_win_subtracts_jackpot: bool) -> pd.DataFrame:
+def _per_cabinet(rollups: pd.DataFrame) -> pd.DataFrame:
     """KPIs per cabinet, with the cabinet's latest location."""
-    table = kpi_table(rollups, ["cabinet"], net_win_subtracts_jackpot=net_win_subtracts_jackpot)
+    table = kpi_table(rollups, ["cabinet"])
     location = rollups.groupby("cabinet", sort=True)["location"].last()
     table.insert(1, "location", table["cabinet"].map(location))
     return table
@@ -65,21 +64,18 @@ def top_bottom_cabinets(
     n: int = 10,
     *,
     by: str = "net_win",
-    net_win_subtracts_jackpot: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(top n by `by`, highest first; bottom n, lowest first); ties by cabinet id."""
     if by not in KPI_COLUMNS:
         raise InvalidInput(f"cannot rank cabinets by {by!r}")
-    table = _per_cabinet(rollups, net_win_subtracts_jackpot).dropna(subset=[by])
+    table = _per_cabinet(rollups).dropna(subset=[by])
     top = table.sort_values([by, "cabinet"], ascending=[False, True], kind="stable")
     bottom = table.sort_values([by, "cabinet"], ascending=[True, True], kind="stable")
     return top.head(n).reset_index(drop=True), bottom.head(n).reset_index(drop=True)
 
 
-def hold_by_cabinet(
-    rollups: pd.DataFrame, *, net_win_subtracts_jackpot: bool = False
-) -> pd.DataFrame:
-    table = _per_cabinet(rollups, net_win_subtracts_jackpot)
+def hold_by_cabinet(rollups: pd.DataFrame) -> pd.DataFrame:
+    table = _per_cabinet(rollups)
     ordered = table.sort_values(
         ["hold_pct", "cabinet"], ascending=[False, True], na_position="last", kind="stable"
     )
@@ -113,14 +109,11 @@ def sparkline_per_cabinet(
     daily: pd.DataFrame,
     *,
     value: str = "net_win",
-    net_win_subtracts_jackpot: bool = False,
 ) -> pd.DataFrame:
     """Columns cabinet, sparkline (list of float, one per bucket of the frame)."""
     if value not in KPI_COLUMNS:
         raise InvalidInput(f"no KPI named {value!r}")
-    table = kpi_table(
-        daily, ["cabinet", "bucket"], net_win_subtracts_jackpot=net_win_subtracts_jackpot
-    )
+    table = kpi_table(daily, ["cabinet", "bucket"])
     grid = table.pivot(index="cabinet", columns="bucket", values=value)
     grid = grid.reindex(columns=sorted(grid.columns))
     if value not in _RATIOS:

@@ -1,12 +1,18 @@
 """Money KPIs from rollups. Pure pandas.
 
 Every amount here is money (the rollups' `<meter>_money` columns), never credits;
-counts are games. Definitions:
+counts are games. Definitions (SAS meters in brackets):
 
-    net_win   = drop - cancelled                (default)
-              = drop - cancelled - jackpot      (when net_win_subtracts_jackpot)
-    hold_pct  = net_win / coin_in x 100          (None / NaN when coin in is 0)
-    avg_bet   = coin_in / games_played           (None / NaN when no game was played)
+    net_win        = drop - cancelled - jackpot     (0024 - 0004 - 0002): the cash the
+                     machines kept: everything put in, less every credit paid out at
+                     the machine or by hand, less the jackpots attendants paid
+    meter_win      = coin_in - won                  (0000 - 0022): what play itself won
+    credits_left   = net_win - meter_win            the credits players left on the
+                     machines over the period (the change of 000C; negative when they
+                     cashed out more than they put in)
+    hold_pct       = net_win / coin_in x 100        (None / NaN when coin in is 0)
+    meter_hold_pct = meter_win / coin_in x 100      (what theoretical hold is set against)
+    avg_bet        = coin_in / games_played         (None / NaN when no game was played)
 
 A KPI table (`kpi_table`) has the grouping columns, then:
 
@@ -38,12 +44,17 @@ AMOUNTS: tuple[str, ...] = (
     "cancelled",
     "handpaid_cancelled",
     "jackpot",
+    "won",
 )
 COUNTS: tuple[str, ...] = ("games_played", "games_won")
+_METER = {"won": "won_credits"}  # KPI name -> movement meter, where they differ
 KPI_COLUMNS: tuple[str, ...] = (
     *AMOUNTS,
     "net_win",
+    "meter_win",
+    "credits_left",
     "hold_pct",
+    "meter_hold_pct",
     "games_played",
     "games_won",
     "avg_bet",
@@ -58,8 +69,12 @@ class Kpis(TypedDict):
     cancelled: float
     handpaid_cancelled: float
     jackpot: float
+    won: float
     net_win: float
+    meter_win: float
+    credits_left: float
     hold_pct: float | None
+    meter_hold_pct: float | None
     games_played: float
     games_won: float
     avg_bet: float | None
@@ -73,10 +88,14 @@ class KpiChange(TypedDict):
     pct: float | None  # delta / |previous| x 100; None when previous is 0 or None
 
 
-def net_win(amounts: pd.DataFrame, subtracts_jackpot: bool = False) -> pd.Series:
+def net_win(amounts: pd.DataFrame) -> pd.Series:
     """Net win of a frame with money columns `drop`, `cancelled`, `jackpot`."""
-    win = amounts["drop"] - amounts["cancelled"]
-    return win - amounts["jackpot"] if subtracts_jackpot else win
+    return amounts["drop"] - amounts["cancelled"] - amounts["jackpot"]
+
+
+def meter_win(amounts: pd.DataFrame) -> pd.Series:
+    """Meter win of a frame with money columns `coin_in`, `won`."""
+    return amounts["coin_in"] - amounts["won"]
 
 
 def _ratio(numerator: pd.Series, denominator: pd.Series, scale: float = 1.0) -> pd.Series:
@@ -87,11 +106,9 @@ def _ratio(numerator: pd.Series, denominator: pd.Series, scale: float = 1.0) -> 
 def kpi_table(
     rollups: pd.DataFrame,
     by: Sequence[str] = (),
-    *,
-    net_win_subtracts_jackpot: bool = False,
 ) -> pd.DataFrame:
     """KPIs of `rollups` per group of `by` columns (one row overall when `by` is empty)."""
-    sums = {a: MONEY_COLUMNS[a] for a in AMOUNTS} | {c: c for c in COUNTS}
+    sums = {a: MONEY_COLUMNS[_METER.get(a, a)] for a in AMOUNTS} | {c: c for c in COUNTS}
     keys = list(by)
     if keys:
         grouped = rollups.groupby(keys, sort=True, observed=True)
@@ -102,8 +119,11 @@ def kpi_table(
         row = {k: float(rollups[v].sum()) for k, v in sums.items()}
         row["cabinets"] = int(rollups["cabinet"].nunique())
         table = pd.DataFrame([row])
-    table["net_win"] = net_win(table, net_win_subtracts_jackpot)
+    table["net_win"] = net_win(table)
+    table["meter_win"] = meter_win(table)
+    table["credits_left"] = table["net_win"] - table["meter_win"]
     table["hold_pct"] = _ratio(table["net_win"], table["coin_in"], 100.0)
+    table["meter_hold_pct"] = _ratio(table["meter_win"], table["coin_in"], 100.0)
     table["avg_bet"] = _ratio(table["coin_in"], table["games_played"])
     table["cabinets"] = table["cabinets"].astype("int64")
     return table[[*keys, *KPI_COLUMNS]]
@@ -121,11 +141,10 @@ def kpis(
     rollups: pd.DataFrame,
     period_start: pd.Timestamp,
     period_end: pd.Timestamp,
-    net_win_subtracts_jackpot: bool = False,
 ) -> Kpis:
     """The KPIs of the rollup rows whose bucket starts in `[period_start, period_end)`."""
     part = select_period(rollups, period_start, period_end)
-    row = kpi_table(part, net_win_subtracts_jackpot=net_win_subtracts_jackpot).iloc[0]
+    row = kpi_table(part).iloc[0]
     return Kpis(
         coin_in=float(row["coin_in"]),
         coin_out=float(row["coin_out"]),
@@ -133,8 +152,12 @@ def kpis(
         cancelled=float(row["cancelled"]),
         handpaid_cancelled=float(row["handpaid_cancelled"]),
         jackpot=float(row["jackpot"]),
+        won=float(row["won"]),
         net_win=float(row["net_win"]),
+        meter_win=float(row["meter_win"]),
+        credits_left=float(row["credits_left"]),
         hold_pct=_optional(row["hold_pct"]),
+        meter_hold_pct=_optional(row["meter_hold_pct"]),
         games_played=float(row["games_played"]),
         games_won=float(row["games_won"]),
         avg_bet=_optional(row["avg_bet"]),

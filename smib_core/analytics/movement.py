@@ -44,19 +44,24 @@ A fall (next < previous) is:
   (>= `rollover_top` x 10**d, 90% by default, and < 10**d) and the new one in the
   bottom part (< (1 - `rollover_top`) x 10**d): movement = next + 10**d - previous,
   flagged `rollover`. 99999990 -> 15 on 8 digits moves 25.
-- otherwise a **RAM clear**: the interval is flagged `ram_clear` and contributes 0
-  for every meter; the new values are the baseline the next interval is measured
-  from. Counting 0 (rather than the new value) is the safe choice: after a clear the
-  machine may restart from any value, and the most it loses is the play of one
-  interval, where counting the new value could add a whole meter's worth.
+- otherwise a **RAM clear** (the machine's memory reset: SAS meters restart from 0):
+  the interval is flagged `ram_clear` and every meter's movement is its new value,
+  the play since the clear (counted, not zeroed; the play between the last reading
+  before the clear and the clear itself is unknown and lost). The new values are the
+  baseline the next interval is measured from. The rate check below still applies
+  to those values, so a machine that restarts from some large value is set aside.
 
 An interval is **absurd** when a meter moves more than the policy allows for its
 length: `max_credits_per_second` (10 000) or `max_games_per_second` (5) times the
 interval's seconds, counted as at least `min_seconds` (60) so that a bill or a
-cash-out inside a short interval is not taken for a fault. An absurd interval is
-flagged and contributes 0 for every meter, like a RAM clear: a reading that is wrong
-in one meter is not trusted for the others, and the meters of an interval never
-disagree (games without coin in).
+cash-out inside a short interval is not taken for a fault. Jackpots (0002) and total
+won (0022) are exempt from the rate: a jackpot is a discrete award of any size (a
+$100,000 progressive on a 1-cent machine is 10,000,000 credits in one interval).
+They are checked by SAS's identity instead: total won = coin out + jackpots, so an
+interval whose 0022 movement differs from its 0001 + 0002 movement (all three known)
+is absurd. An absurd interval is flagged and contributes 0 for every meter: a reading
+that is wrong in one meter is not trusted for the others, and the meters of an
+interval never disagree (games without coin in).
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ MOVEMENT_METERS: dict[str, str] = {
     "drop": "0024",
 }
 COUNT_METERS: tuple[str, ...] = ("games_played", "games_won")
+AWARD_METERS: tuple[str, ...] = ("jackpot", "won_credits")  # checked by identity, not rate
 CREDIT_METERS: tuple[str, ...] = tuple(m for m in MOVEMENT_METERS if m not in COUNT_METERS)
 FLAGS: tuple[str, ...] = ("rollover", "ram_clear", "absurd")
 IDENTITY: tuple[str, ...] = ("relay", "cabinet", "location")
@@ -191,12 +197,11 @@ def _capacity(
 
 @dataclass(frozen=True, slots=True)
 class _Work:
-    """Per-interval arrays shared by the meters: flags accumulate over the meters,
+    """Per-interval arrays shared by the meters: fall flags accumulate over the meters,
     scratch buffers are reused (fewer fresh 100 MB arrays on a 13M-reading history)."""
 
     rollover: Bools
     fell: Bools  # a fall that is not a rollover, in any meter
-    absurd: Bools
     before: Ints
     now: Ints
     delta: Ints
@@ -212,7 +217,6 @@ class _Work:
         return cls(
             rollover=np.zeros(n, dtype=bool),
             fell=np.zeros(n, dtype=bool),
-            absurd=np.zeros(n, dtype=bool),
             before=np.empty(n, dtype=np.int64),
             now=np.empty(n, dtype=np.int64),
             delta=np.empty(n, dtype=np.int64),
@@ -229,9 +233,12 @@ def _meter_movement(
     policy: MovementPolicy,
     work: _Work,
     out: Floats,
-) -> None:
-    """Write one meter's movement per interval into `out` (NaN where unknown) and
-    add its rollovers, falls and absurd jumps to `work`'s flags."""
+    since_clear: Floats,
+) -> Floats | None:
+    """Write one meter's movement per interval into `out` and its value at the end of
+    the interval into `since_clear` (both NaN where unknown), add its rollovers and
+    falls to `work`'s flags; returns the most it may move per interval (None: no rate
+    limit, an award meter)."""
     code = MOVEMENT_METERS[name]
     values, known = _meter_values(snapshots, code, order)
     ends = order.end_pos
@@ -260,13 +267,26 @@ def _meter_movement(
         work.rollover[fallen[wrapped]] = True
         work.fell[fallen[~wrapped]] = True
         delta[fallen[wrapped]] += cap[wrapped]
-    jumped = np.greater(delta, limit, out=work.test)
-    if has_prev is not None:
-        jumped &= has_prev
-    np.logical_or(work.absurd, jumped, out=work.absurd)
     out[:] = delta
+    since_clear[:] = now
     if has_prev is not None:
         out[~has_prev] = np.nan
+        since_clear[~known[ends]] = np.nan
+    return None if name in AWARD_METERS else np.broadcast_to(limit, out.shape)
+
+
+def _absurd(moves: Floats, limits: list[Floats | None]) -> Bools:
+    """Intervals where a meter moves past its rate limit, or where total won (0022)
+    is not coin out (0001) + jackpots (0002)."""
+    absurd = np.zeros(moves.shape[1], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        for row, limit in zip(moves, limits, strict=True):
+            if limit is not None:
+                absurd |= row > limit
+        names = list(MOVEMENT_METERS)
+        won, out, jackpot = (moves[names.index(n)] for n in ("won_credits", "coin_out", "jackpot"))
+        absurd |= np.abs(won - (out + jackpot)) > 0.5  # NaN (a meter unknown) compares False
+    return absurd
 
 
 def _empty_movement() -> pd.DataFrame:
@@ -301,12 +321,20 @@ def meter_movement(
     policy = policy or MovementPolicy()
     order = _order(snapshots, policy.min_seconds)
     moves = np.empty((len(MOVEMENT_METERS), len(order.end_pos)), dtype=np.float64)
+    since_clear = np.empty_like(moves)
     work = _Work.of(order, policy)
-    for i, name in enumerate(MOVEMENT_METERS):
-        _meter_movement(snapshots, name, order, digits or {}, policy, work, moves[i])
+    limits = [
+        _meter_movement(
+            snapshots, name, order, digits or {}, policy, work, moves[i], since_clear[i]
+        )
+        for i, name in enumerate(MOVEMENT_METERS)
+    ]
     rollover, ram_clear = work.rollover, work.fell
-    absurd = work.absurd & ~ram_clear
-    excluded = np.flatnonzero(ram_clear | absurd)
+    cleared = np.flatnonzero(ram_clear)
+    if len(cleared):  # play since the clear: the meters' new values
+        moves[:, cleared] = since_clear[:, cleared]
+    absurd = _absurd(moves, limits)
+    excluded = np.flatnonzero(absurd)
     if len(excluded):
         kept = moves[:, excluded]
         moves[:, excluded] = np.where(np.isnan(kept), np.nan, 0.0)

@@ -6,7 +6,8 @@ Dashboards read rollups, never raw snapshots. A rollup frame has one row per
     cabinet                  str
     bucket                   datetime   bucket start, tz-aware in the casino's tz
     relay, location          str        from the bucket's last interval
-    denomination             float      from the bucket's last interval
+    denomination             float      from the bucket's last interval: the credit
+                                        columns are in it (see below)
     intervals                int        movement intervals summed into the row
     start, end               datetime   first interval start, last interval end (UTC)
     coin_in ... won_credits, games_played, games_won
@@ -15,6 +16,11 @@ Dashboards read rollups, never raw snapshots. A rollup frame has one row per
                              float      the same in money (see `add_money`)
     rollover, ram_clear, absurd
                              int        how many intervals carried each flag
+
+Denomination changes: credits of different denominations are not added up. Money
+is computed per interval (`add_money`) and summed; where a bucket holds intervals of
+more than one denomination, its credit columns are its money divided by the row's
+(last) denomination, so credits x denomination = money on every row.
 
 Bucket assignment: an interval (start, end] belongs to the bucket holding the
 instant just before its end, so a reading at 10:00:00 sums the play up to 10:00
@@ -102,6 +108,8 @@ def rollup(
         "relay": ("relay", "last"),
         "location": ("location", "last"),
         "denomination": ("denomination", "last"),
+        "_lowest": ("denomination", "min"),
+        "_highest": ("denomination", "max"),
         "start": ("start", "min"),
         "end": ("end", "max"),
     }
@@ -109,6 +117,12 @@ def rollup(
     grouped = keyed.groupby(KEY, sort=True, observed=True).agg(**aggregations).reset_index()
     for column in (*FLAGS, "intervals"):
         grouped[column] = grouped[column].astype("int64")
+    mixed = (grouped["_lowest"] != grouped["_highest"]) & (grouped["denomination"] > 0)
+    if mixed.any():  # credits in the row's denomination, from money
+        for meter, money in MONEY_COLUMNS.items():
+            grouped.loc[mixed, meter] = (
+                grouped.loc[mixed, money] / grouped.loc[mixed, "denomination"]
+            )
     return grouped[list(ROLLUP_COLUMNS)]
 
 

@@ -13,8 +13,14 @@ Invariants kept after every call (the ones a meter reader may rely on):
 - 0022 total won = 0001 coin out + 0002 jackpot, exactly;
 - 0006 games won <= 0005 games played; 0007 games lost is the difference;
 - 0003 hand paid cancelled credits <= 0004 cancelled credits;
-- 000C current credits = 0024 drop + 0022 won - 0000 coin in - 0004 cancelled >= 0:
+- 000C current credits = 0024 drop + 0001 coin out - 0000 coin in - 0004 cancelled >= 0:
   players insert bills whenever their credits would not cover their bets.
+
+Jackpots follow SAS: a jackpot is paid by an attendant (a hand pay), counted in 0002
+and so in 0022, and never goes through the credit meter: it is not credited, not
+cancelled, and 0003 (hand paid *cancelled credits*) never holds it. So coin in - total
+won (0000 - 0022, the meter win) and drop - cancelled - jackpots (the net win) differ
+exactly by the change of 000C, the credits left on the machine.
 
 Meter values are true counts; `sas_meters` wraps them to the machine's BCD width
 (4 or 5 bytes), as a real machine rolls over.
@@ -78,7 +84,7 @@ class MachineProfile:
     hit_rate: float  # share of games that win something
     rtp: float  # return to player, jackpots included
     jackpot_odds: float  # jackpots per game
-    jackpot_x: int  # a jackpot pays this many times the bet
+    jackpot_x: int  # a jackpot pays this many times the bet, by hand (0002), never as credits
     session_s: float  # mean seconds of play between two cash-outs
     bill_cents: int  # the bill a player usually inserts
     handpay_cents: int  # cash-outs from this amount are paid by an attendant (0003)
@@ -210,6 +216,14 @@ class Machine:
     def values(self) -> dict[str, int]:
         return self.meters.values()
 
+    def award_jackpot(self, credits: int) -> dict[str, int]:
+        """A jackpot (a progressive, say) paid by an attendant: 0002 and 0022 move by
+        `credits`, in one go; no other meter moves. Returns the new meters."""
+        if credits < 0:
+            raise ValueError("a jackpot is not negative")
+        self.meters.jackpot += credits
+        return self.meters.values()
+
     def reset(self) -> None:
         """A RAM clear / meter reset: every meter back to zero."""
         self.meters = MeterState()
@@ -249,8 +263,8 @@ class Machine:
         m.games_won += won_games
         m.coin_in += coin_in
         m.coin_out += coin_out
-        m.jackpot += jackpot
-        self._fund_and_cash_out(coin_in - coin_out - jackpot, play_s)
+        m.jackpot += jackpot  # paid by an attendant: not credited, not cancelled
+        self._fund_and_cash_out(coin_in - coin_out, play_s)
 
     def _fund_and_cash_out(self, net_loss: int, play_s: float) -> None:
         """Bills cover what the credits cannot; cash-outs empty the credit meter."""
