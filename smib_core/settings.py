@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from smib_core.errors import InvalidInput
 from smib_core.protocol import Topics
@@ -62,13 +63,13 @@ class Settings:
     heartbeat_s: float = 30.0
     session_idle_min: float = 30.0
     collect_period_s: float = 300.0
-    gaming_day_start_hour: int = 0
+    gaming_day_start_hour: int = 0  # in local time (`timezone`)
+    timezone: str = "UTC"  # the casino's IANA time zone: gaming days, pages, exports
     firmware_bind: str = "127.0.0.1"
     firmware_port: int = 8808
     firmware_base_url: str | None = None
     sim_relays: int = 20
     alert_offline_s: float = 0.0  # 0: twice offline_after_s
-    net_win_subtracts_jackpot: bool = False  # net win = drop - cancelled (- jackpot)
     batch_restart_timeout_s: float = 60.0  # a restarted board must answer again within this
     audit_settle_after_s: float = 300.0  # a `sent` audit record older than this is settled
 
@@ -106,13 +107,13 @@ class Settings:
             heartbeat_s=_number(env, "SMIB_HEARTBEAT_S", 30.0),
             session_idle_min=_number(env, "SMIB_SESSION_IDLE_MIN", 30.0),
             collect_period_s=_number(env, "SMIB_COLLECT_PERIOD_S", 300.0),
-            gaming_day_start_hour=int(_number(env, "SMIB_GAMING_DAY_START_HOUR", 0)),
+            gaming_day_start_hour=_start_hour(env),
+            timezone=_zone(env, "SMIB_TIMEZONE"),
             firmware_bind=env.get("FIRMWARE_BIND", "127.0.0.1"),
             firmware_port=int(_number(env, "FIRMWARE_PORT", 8808)),
             firmware_base_url=env.get("FIRMWARE_BASE_URL") or None,
             sim_relays=int(_number(env, "SMIB_SIM_RELAYS", 20)),
             alert_offline_s=_number(env, "SMIB_ALERT_OFFLINE_S", 0.0),
-            net_win_subtracts_jackpot=_flag(env, "SMIB_NET_WIN_SUBTRACTS_JACKPOT"),
             batch_restart_timeout_s=_number(env, "SMIB_BATCH_RESTART_TIMEOUT_S", 60.0),
             audit_settle_after_s=_number(env, "SMIB_AUDIT_SETTLE_AFTER_S", 300.0),
         )
@@ -128,11 +129,22 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise InvalidInput(f"{name} must be a number, got {raw!r}") from None
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    """A yes/no setting: 1/true/yes/on (any case) is yes; unset or empty is no."""
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise InvalidInput(f"{name} must be true or false, got {raw!r}")
+def _start_hour(env: Mapping[str, str]) -> int:
+    hour = _number(env, "SMIB_GAMING_DAY_START_HOUR", 0)
+    if hour != int(hour) or not 0 <= hour <= 23:
+        raise InvalidInput(f"SMIB_GAMING_DAY_START_HOUR must be a whole hour 0..23, got {hour:g}")
+    return int(hour)
+
+
+def _zone(env: Mapping[str, str], name: str) -> str:
+    """An IANA time zone name (Europe/Paris, America/Las_Vegas); unset or empty is UTC."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return "UTC"
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(
+            f"{name} must be an IANA time zone such as America/Las_Vegas, got {raw!r}"
+        ) from None
+    return raw

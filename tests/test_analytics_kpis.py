@@ -1,5 +1,6 @@
-"""KPIs in money: net win (hand-paid jackpots subtracted) and meter win side by side, hold %, average bet, zero guards,
-mixed denominations, period cuts, and the change against the previous period."""
+"""KPIs in money: net win (hand-paid jackpots subtracted) and meter win side by side,
+hold %, average bet, zero guards, mixed denominations, period cuts, and the change
+against the previous period."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ from smib_core.analytics.movement import CREDIT_METERS, FLAGS, MOVEMENT_METERS
 from smib_core.analytics.rollups import ROLLUP_COLUMNS, rollup
 from smib_core.services.dashboard import CABINET_TABLE_COLUMNS, build_dashboard, coin_in_heatmap
 from smib_core.services.meter_report import Scope, report_period
-from smib_core.settings import Settings
 from smib_core.store.rollups import location_hourly_frame
 
 CABINETS = {  # id: (name, location id, location, relay, denomination)
@@ -42,6 +41,7 @@ def hour(cabinet_id: str, when: str, **money: float) -> dict[str, Any]:
     row.update(cabinet=name, bucket=bucket, relay=relay, location=location)
     row.update(denomination=denomination, intervals=12, cabinet_id=cabinet_id)
     row.update(start=bucket, end=bucket + pd.Timedelta(hours=1), location_id=location_id)
+    money.setdefault("won_credits", money.get("coin_out", 0.0) + money.get("jackpot", 0.0))
     for meter in MOVEMENT_METERS:
         amount = float(money.get(meter, 0.0))
         if meter in CREDIT_METERS:
@@ -68,6 +68,7 @@ class FakeSource:
             failed or [], columns=["relay", "cabinet", "location", "at", "failure", "failure_check"]
         )
         self.failed["at"] = pd.to_datetime(self.failed["at"], utc=True)
+        self.readings = pd.DataFrame(columns=["cabinet_id", "location_id", "at"])
         self.reads: list[tuple[str, pd.Timestamp, pd.Timestamp]] = []
 
     def daily(self) -> pd.DataFrame:
@@ -93,6 +94,20 @@ class FakeSource:
         frame = self.hourly if freq == "h" else self.daily()
         inside = (frame["bucket"] >= start) & (frame["bucket"] < end)
         if cabinet_ids is not None:  # chosen cabinets: only their rows are read
+            inside &= frame["cabinet_id"].isin(list(cabinet_ids))
+        return frame[inside].reset_index(drop=True)
+
+    def snapshots(
+        self,
+        start: datetime,
+        end: datetime,
+        relays: Iterable[str] | None = None,
+        cabinet_ids: Iterable[str] | None = None,
+    ) -> pd.DataFrame:
+        self.reads.append(("raw", pd.Timestamp(start), pd.Timestamp(end)))
+        frame = self.readings
+        inside = (frame["at"] >= start) & (frame["at"] < end)
+        if cabinet_ids is not None:
             inside &= frame["cabinet_id"].isin(list(cabinet_ids))
         return frame[inside].reset_index(drop=True)
 
@@ -147,40 +162,36 @@ def test_kpis_are_exact_and_compared_with_the_previous_period() -> None:
     k = board.kpis
     assert (k["coin_in"], k["coin_out"], k["drop"]) == (400.0, 330.0, 140.0)
     assert (k["cancelled"], k["jackpot"]) == (160.0, 20.0)
-    assert k["net_win"] == pytest.approx(140 - 160)
-    assert k["hold_pct"] == pytest.approx(-20 / 400 * 100)
+    assert k["net_win"] == pytest.approx(140 - 160 - 20)  # hand-paid jackpots subtracted
+    assert k["meter_win"] == pytest.approx(400 - 350)  # coin in - total won (330 + 20)
+    assert k["credits_left"] == pytest.approx(-40 - 50)
+    assert k["hold_pct"] == pytest.approx(-40 / 400 * 100)
     assert k["games_played"] == 260
     assert k["avg_bet"] == pytest.approx(400 / 260)
     assert board.previous["net_win"] == pytest.approx(25.0)
     change = board.change["net_win"]
-    assert change["delta"] == pytest.approx(-45.0)
-    assert change["pct"] == pytest.approx(-45 / 25 * 100)
+    assert change["delta"] == pytest.approx(-65.0)
+    assert change["pct"] == pytest.approx(-65 / 25 * 100)
     assert board.change["coin_in"]["pct"] == pytest.approx((400 - 50) / 50 * 100)
     assert {f for f, _, _ in source.reads} == {"h"}  # a day is read hour by hour
-
-
-def test_net_win_may_subtract_jackpots() -> None:
-    settings = Settings(net_win_subtracts_jackpot=True)
-    board = build_dashboard(fleet(), registry(), report_period("yesterday", NOW), None, settings)
-    assert board.kpis["net_win"] == pytest.approx(140 - 160 - 20)
 
 
 def test_chart_frames_and_cabinet_table_carry_names() -> None:
     board = build_dashboard(fleet(), registry(), report_period("yesterday", NOW))
     assert board.over_time["bucket"].dt.hour.tolist() == [10, 20]
-    assert board.over_time["net_win"].tolist() == pytest.approx([30.0, -50.0])
+    assert board.over_time["net_win"].tolist() == pytest.approx([30.0, -70.0])
     assert board.by_location[["location", "net_win"]].values.tolist() == [
         ["Main floor", 30.0],
-        ["VIP room", -50.0],
+        ["VIP room", -70.0],
     ]
     assert board.top["cabinet"].tolist() == ["Buffalo 1", "Dragon 7"]
     assert board.bottom["cabinet"].tolist() == ["Dragon 7", "Buffalo 1"]
-    assert board.hold["hold_pct"].tolist() == pytest.approx([30.0, -50 / 3])
+    assert board.hold["hold_pct"].tolist() == pytest.approx([30.0, -70 / 3])
     table = board.cabinets
     assert list(table.columns) == list(CABINET_TABLE_COLUMNS)
     assert table["cabinet"].tolist() == ["Buffalo 1", "Dragon 7"]
     assert table["cabinet_id"].tolist() == ["a1", "b1"]
-    assert table["trend"].tolist() == [[30.0, 0.0], [0.0, -50.0]]
+    assert table["trend"].tolist() == [[30.0, 0.0], [0.0, -70.0]]
 
 
 def test_filters_cut_to_locations_and_cabinets() -> None:
@@ -197,16 +208,61 @@ def test_filters_cut_to_locations_and_cabinets() -> None:
     assert one.quality.cabinets == 1
 
 
-def test_a_running_period_is_compared_with_the_same_part_of_the_previous_one() -> None:
+def snapshot(cabinet_id: str, when: str, coin_in: int) -> dict[str, Any]:
+    """A good reading of the cabinet (coin in in credits, the other meters 0)."""
+    name, location_id, location, relay, denomination = CABINETS[cabinet_id]
+    row: dict[str, Any] = {"relay": relay, "cabinet": name, "cabinet_id": cabinet_id}
+    row.update(location=location, location_id=location_id, denomination=denomination)
+    row.update({code: 0 for code in MOVEMENT_METERS.values()})
+    return {**row, "at": pd.Timestamp(when, tz="UTC"), "0000": coin_in}
+
+
+def test_a_running_period_is_compared_with_the_same_elapsed_time_to_the_reading() -> None:
     source = fleet()
     source.hourly = pd.concat(
-        [source.hourly, pd.DataFrame([hour("a1", "2024-05-14 13:00", coin_in=999)])],
+        [source.hourly, pd.DataFrame([hour("a1", "2024-05-14 12:00", coin_in=999)])],
         ignore_index=True,
     )
+    source.readings = pd.DataFrame(
+        [  # Tuesday's 12:00 hour, reading by reading (1 cent a credit)
+            snapshot("a1", "2024-05-14 11:55", 100_000),  # the baseline
+            snapshot("a1", "2024-05-14 12:05", 100_700),  # +$7
+            snapshot("a1", "2024-05-14 12:30", 101_000),  # +$3, on the cut
+            snapshot("a1", "2024-05-14 12:35", 199_900),  # after the cut
+        ]
+    )
     board = build_dashboard(source, registry(), report_period("today", NOW))
-    assert board.period.previous_end == pd.Timestamp("2024-05-14 13:00", tz="UTC")
+    assert board.period.previous_end == pd.Timestamp("2024-05-14 12:30", tz="UTC")
     assert board.kpis["coin_in"] == 10.0
-    assert board.previous["coin_in"] == 100.0  # Tuesday up to 13:00, not the 999 after
+    # Tuesday up to 12:30 to the reading: the 10:00 hour's 100 and 12:00-12:30's $10,
+    # not the whole 12:00 hour's 999.
+    assert board.previous["coin_in"] == pytest.approx(110.0)
+    raw = [(a, b) for f, a, b in source.reads if f == "raw"]
+    assert raw == [
+        (
+            pd.Timestamp("2024-05-14 11:45", tz="UTC"),
+            pd.Timestamp("2024-05-14 12:30:00.001", tz="UTC"),
+        )
+    ]
+
+
+def test_at_ten_past_midnight_the_comparison_is_yesterdays_first_ten_minutes() -> None:
+    source = fleet()
+    source.readings = pd.DataFrame(
+        [
+            snapshot("a1", "2024-05-13 23:55", 50_000),
+            snapshot("a1", "2024-05-14 00:05", 50_200),  # +$2
+            snapshot("a1", "2024-05-14 00:10", 50_300),  # +$1
+            snapshot("a1", "2024-05-14 00:15", 90_000),  # after the cut
+        ]
+    )
+    board = build_dashboard(
+        source, registry(), report_period("today", pd.Timestamp("2024-05-15 00:10", tz="UTC"))
+    )
+    assert board.period.previous_start == pd.Timestamp("2024-05-14", tz="UTC")
+    assert board.period.previous_end == pd.Timestamp("2024-05-14 00:10", tz="UTC")
+    assert board.previous["coin_in"] == pytest.approx(3.0)
+    assert [f for f, _, _ in source.reads if f != "raw"] == ["h"]  # today only: no whole hour
 
 
 def test_longer_periods_read_daily_rollups_and_hours_only_for_the_cut() -> None:
@@ -218,8 +274,13 @@ def test_longer_periods_read_daily_rollups_and_hours_only_for_the_cut() -> None:
     week = pd.Timestamp("2024-05-13", tz="UTC")
     assert source.reads == [
         ("D", week - pd.Timedelta(days=7), week - pd.Timedelta(days=5)),
-        ("h", week - pd.Timedelta(days=5), pd.Timestamp("2024-05-08 13:00", tz="UTC")),
+        ("h", week - pd.Timedelta(days=5), pd.Timestamp("2024-05-08 12:00", tz="UTC")),
         ("D", week, week + pd.Timedelta(days=7)),
+        (
+            "raw",
+            pd.Timestamp("2024-05-08 11:45", tz="UTC"),
+            pd.Timestamp("2024-05-08 12:30:00.001", tz="UTC"),
+        ),
     ]
     custom = report_period("custom", NOW, first_day=date(2024, 5, 13), last_day=date(2024, 5, 14))
     source.reads.clear()

@@ -125,8 +125,14 @@ def test_movement_round_trip(store: MeterStore, tmp_path: Path, fmt: str, granul
     by_cabinet = back.groupby("Cabinet")["Coin in ($)"].sum()
     expected = stored.groupby("cabinet")["coin_in_money"].sum()
     assert by_cabinet.to_dict() == pytest.approx(expected.round(2).to_dict(), abs=0.05)
-    net = stored["drop_money"] - stored["cancelled_money"]
+    net = stored["drop_money"] - stored["cancelled_money"] - stored["jackpot_money"]
     assert back["Net win ($)"].sum() == pytest.approx(net.sum(), abs=0.05)
+    meter = stored["coin_in_money"] - stored["won_credits_money"]
+    assert back["Meter win ($)"].sum() == pytest.approx(meter.sum(), abs=0.05)
+    left = back["Net win ($)"] - back["Meter win ($)"]
+    assert back["Credits left on the machines ($)"].tolist() == pytest.approx(
+        left.tolist(), abs=0.011
+    )
     assert back["Games played"].sum() == stored["games_played"].sum()
     first = back.iloc[0]
     hold = first["Net win ($)"] / first["Coin in ($)"] * 100

@@ -55,13 +55,15 @@ def _moment(text: str) -> date | pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def _period(first: str, last: str, start_hour: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+def _period(
+    first: str, last: str, start_hour: int, tz: str = "UTC"
+) -> tuple[pd.Timestamp, pd.Timestamp]:
     from smib_core.services.meter_report import report_period
 
     start, end = _moment(first), _moment(last)
     if not isinstance(start, pd.Timestamp) and not isinstance(end, pd.Timestamp):
         days = report_period(
-            "custom", first_day=start, last_day=end, gaming_day_start_hour=start_hour
+            "custom", first_day=start, last_day=end, gaming_day_start_hour=start_hour, tz=tz
         )
         return days.start, days.end
     if not isinstance(start, pd.Timestamp) or not isinstance(end, pd.Timestamp):
@@ -119,13 +121,21 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     fmt = _format(args)
-    start, end = _period(args.first, args.last, settings.gaming_day_start_hour)
+    start, end = _period(args.first, args.last, settings.gaming_day_start_hour, settings.timezone)
     if not args.output.parent.is_dir():
         raise InvalidInput(f"{args.output.parent} is not a folder")
     db = connect(settings)
     registry = Registry(db)
     scope = Scope.of(_locations(registry, args.location or []))
-    request = ExportRequest(start, end, args.granularity, fmt, scope)  # type: ignore[arg-type]
+    request = ExportRequest(
+        start,
+        end,
+        args.granularity,  # type: ignore[arg-type]
+        fmt,  # type: ignore[arg-type]
+        scope,
+        tz=settings.timezone,
+        gaming_day_start_hour=settings.gaming_day_start_hour,
+    )
     frame = registry.frame(include_retired=True)
     names = {loc.id: loc.name for loc in registry.locations(include_retired=True)}
     context = ExportContext(

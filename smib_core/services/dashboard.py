@@ -3,12 +3,18 @@ data quality of a period, from rollups. No streamlit.
 
 Contract: `build_dashboard(source, registry, period, scope, settings)` reads rollups
 only, never raw snapshots (apart from the failed readings of the period, which exist
-only as snapshots): daily rollups for whole gaming days, hourly rollups for periods of
-two days or less (shown hour by hour) and for the part of a day the comparison is cut
-at. Whole gaming days come from the daily digests (`rollups_daily_digest`: one document
-a day holding the daily rows of every cabinet; a month is 30 documents, where the
-daily rollups of 500 cabinets are 15,000 to read), and from the daily rollups for the
-days without a digest (history older than them). `coin_in_heatmap` needs hours: for
+only as snapshots, and the readings of the compared period's last, cut hour, below):
+daily rollups for whole gaming days, hourly rollups for periods of two days or less
+(shown hour by hour) and for the whole hours of the day the comparison is cut in.
+A running period is compared with the same elapsed time of the previous one, to the
+instant (`report_period`): the hour the cut falls in (yesterday 10:00-10:20 at 10:20
+today) comes from the readings of that part of the hour, and from up to
+`CUT_LOOKBACK_PERIODS` collection periods before it (each cabinet's baseline), their
+movement rolled up as a partial hourly row. Whole gaming days come from the daily
+digests (`rollups_daily_digest`: one document a day holding the daily rows of every
+cabinet; a month is 30 documents, where the daily rollups of 500 cabinets are 15,000
+to read), and from the daily rollups for the days without a digest (history older
+than them). `coin_in_heatmap` needs hours: for
 the whole fleet or whole locations it reads the location-hourly coin in
 (`rollups_location_hourly`: a month of 10 locations is 7,200 rows, where the hourly
 rollups of 500 cabinets are 360,000), and the hourly rollups, one gaming day at a
@@ -31,13 +37,15 @@ from typing import Literal, Protocol, runtime_checkable
 import pandas as pd
 
 from smib_core import analytics
-from smib_core.analytics import DataQuality, KpiChange, Kpis, period_bounds
+from smib_core.analytics import DataQuality, KpiChange, Kpis, bucket_start, period_bounds
 from smib_core.analytics.rollups import KEY
 from smib_core.services.meter_report import MeterSource, ReportPeriod, Scope, day_start
 from smib_core.settings import Settings
 
 Freq = Literal["h", "D"]
 TOP_N = 10
+CUT_LOOKBACK_PERIODS = 3  # readings this many collection periods before the cut hour
+_JUST_AFTER = pd.Timedelta(milliseconds=1)  # MongoDB keeps milliseconds
 CABINET_TABLE_COLUMNS = (
     "cabinet",
     "location",
@@ -105,7 +113,7 @@ def _ranges(
     """(freq, start, end) reads covering the compared period and the period, adjacent
     reads of one frequency merged."""
     start, end = period.start, period.end
-    before, cut = period.previous_start, period.previous_end
+    before, cut = period.previous_start, max(period.previous_start, _cut_hour(period, tz))
     if period.hourly:
         wanted: list[tuple[Freq, pd.Timestamp, pd.Timestamp]] = [("h", before, cut)]
     else:
@@ -116,11 +124,47 @@ def _ranges(
     wanted.append(("h" if period.hourly else "D", start, end))
     merged: list[tuple[Freq, pd.Timestamp, pd.Timestamp]] = []
     for freq, first, last in wanted:
+        if last <= first:
+            continue
         if merged and merged[-1][0] == freq and merged[-1][2] == first:
             merged[-1] = (freq, merged[-1][1], last)
         else:
             merged.append((freq, first, last))
     return merged
+
+
+def _cut_hour(period: ReportPeriod, tz: str) -> pd.Timestamp:
+    """The start of the hour the compared period's end falls in (its end on the hour)."""
+    return bucket_start(pd.Series([period.previous_end]), "h", tz=tz).iloc[0]
+
+
+def _cut_part(
+    source: MeterSource, period: ReportPeriod, scope: Scope, settings: Settings, tz: str
+) -> pd.DataFrame:
+    """The compared period's last hour up to its end (not on the hour: a running period
+    is compared to the instant), as hourly rollup rows of that part of the hour, from
+    the readings: the intervals ending in (hour, end]."""
+    hour, cut = _cut_hour(period, tz), period.previous_end
+    if cut == hour or cut <= period.previous_start:
+        return pd.DataFrame()
+    lookback = pd.Timedelta(seconds=CUT_LOOKBACK_PERIODS * settings.collect_period_s)
+    readings = source.snapshots(
+        (hour - lookback).to_pydatetime(),
+        (cut + _JUST_AFTER).to_pydatetime(),
+        cabinet_ids=scope.cabinet_ids or None,
+    )
+    readings = scope.keep(readings)
+    if readings.empty:
+        return pd.DataFrame()
+    movement = analytics.meter_movement(readings.assign(cabinet=readings["cabinet_id"]))
+    movement = movement[(movement["end"] > hour) & (movement["end"] <= cut)]
+    rows = analytics.rollup(movement, "h", tz=tz)
+    latest = readings.drop_duplicates("cabinet_id", keep="last").set_index("cabinet_id")
+    return rows.assign(
+        cabinet_id=rows["cabinet"],
+        location_id=rows["cabinet"].map(latest["location_id"]),
+        cabinet=rows["cabinet"].map(latest["cabinet"]),
+    )
 
 
 def _read(
@@ -223,29 +267,33 @@ def build_dashboard(
     scope: Scope | None = None,
     settings: Settings | None = None,
     *,
-    tz: str = "UTC",
+    tz: str | None = None,
     top_n: int = TOP_N,
 ) -> Dashboard:
-    """The dashboard of `period` for the cabinets of `scope` (`registry`: Registry.frame())."""
+    """The dashboard of `period` for the cabinets of `scope` (`registry`: Registry.frame()),
+    in the casino's time zone (`tz`, default `settings.timezone`)."""
     scope = scope or Scope()
     settings = settings or Settings()
-    jackpot = settings.net_win_subtracts_jackpot
+    tz = tz or settings.timezone
     parts = [
         _read_days(source, a, b, scope, settings, tz)
         if f == "D"
         else _read(source, f, a, b, scope, tz)
         for f, a, b in _ranges(period, settings, tz)
     ]
+    cut = _cut_part(source, period, scope, settings, tz)
+    if not cut.empty:
+        parts.append(cut)
     rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     roster = scope.roster(registry)
     names = _names(rows, roster)
     keyed = _keyed(rows)
     current = analytics.select_period(keyed, period.start, period.end)
     before = analytics.select_period(keyed, period.previous_start, period.previous_end)
-    now = analytics.kpis(current, period.start, period.end, jackpot)
-    previous = analytics.kpis(before, period.previous_start, period.previous_end, jackpot)
-    top, bottom = analytics.top_bottom_cabinets(current, top_n, net_win_subtracts_jackpot=jackpot)
-    hold = analytics.hold_by_cabinet(current, net_win_subtracts_jackpot=jackpot)
+    now = analytics.kpis(current, period.start, period.end)
+    previous = analytics.kpis(before, period.previous_start, period.previous_end)
+    top, bottom = analytics.top_bottom_cabinets(current, top_n)
+    hold = analytics.hold_by_cabinet(current)
     return Dashboard(
         period=period,
         kpis=now,
@@ -256,27 +304,24 @@ def build_dashboard(
             "h" if period.hourly else "D",
             gaming_day_start_hour=settings.gaming_day_start_hour,
             tz=tz,
-            net_win_subtracts_jackpot=jackpot,
         ),
-        by_location=_named(
-            analytics.by_location(current, net_win_subtracts_jackpot=jackpot), names
-        ),
+        by_location=_named(analytics.by_location(current), names),
         top=_named(top, names),
         bottom=_named(bottom, names),
         hold=_named(hold, names),
-        cabinets=_cabinet_table(current, hold, names, jackpot),
+        cabinets=_cabinet_table(current, hold, names),
         quality=_quality(source, current, roster, period, names),
         rows_read=len(rows),
     )
 
 
 def _cabinet_table(
-    current: pd.DataFrame, per_cabinet: pd.DataFrame, names: Mapping[str, str], jackpot: bool
+    current: pd.DataFrame, per_cabinet: pd.DataFrame, names: Mapping[str, str]
 ) -> pd.DataFrame:
     """One row per cabinet that played, best net win first, with its net win trend."""
     if per_cabinet.empty:
         return pd.DataFrame(columns=list(CABINET_TABLE_COLUMNS))
-    lines = analytics.sparkline_per_cabinet(current, net_win_subtracts_jackpot=jackpot)
+    lines = analytics.sparkline_per_cabinet(current)
     table = per_cabinet.merge(lines.rename(columns={"sparkline": "trend"}), on="cabinet")
     table = table.sort_values(["net_win", "cabinet"], ascending=[False, True], kind="stable")
     return _named(table, names)[list(CABINET_TABLE_COLUMNS)].reset_index(drop=True)
@@ -329,13 +374,14 @@ def coin_in_heatmap(
     scope: Scope | None = None,
     settings: Settings | None = None,
     *,
-    tz: str = "UTC",
+    tz: str | None = None,
 ) -> pd.DataFrame:
     """Coin in ($) by weekday (rows Mon..Sun) and hour (0..23) over the period: from the
     location-hourly rows when no single cabinet is chosen (the hours before the first
     of them, if any, from the hourly rollups), else from the hourly rollups alone."""
     scope = scope or Scope()
     settings = settings or Settings()
+    tz = tz or settings.timezone
     start, last = period.start, min(period.end, period.now + pd.Timedelta(hours=1))
     hours = []
     if not scope.cabinet_ids and isinstance(source, LocationHourlySource) and start < last:

@@ -5,14 +5,20 @@ Contract: `export_chunks(source, request)` yields frames of at most `chunk_rows`
 (`source` is a `MeterStore`) whose columns are named in words with their unit
 (`Time (UTC)`, `Cabinet`, `Coin in (credits)`, `Coin in ($)`, `Hold (%)`), the same
 columns in every chunk (`columns(granularity)`); `export_files.write_export` streams
-them into a file, so memory holds one chunk whatever the export's size. Times are UTC
-without an offset (Excel has no time zones); a gaming day is its date.
+them into a file, so memory holds one chunk whatever the export's size. Every row
+carries its time twice, in UTC and in the casino's local time (`request.tz`, named in
+a `Time zone` column), both without an offset (Excel has no time zones), and its
+gaming day (a date: the local day starting at `request.gaming_day_start_hour`). A
+raw reading's gaming day is the one whose play it closes (a reading at the very start
+of a gaming day closes the previous day's last interval), as in the rollups.
 
 - raw: every reading attempt of `[start, end)` in time order, failed ones included
   (`Reading OK`, `Failure`), the standard SAS meters as the machine counted them
   (cumulative credits or games) and credit meters in money (x denomination);
 - hour / day: the rollups whose bucket starts in `[start, end)`, i.e. the movement
-  (play) of each cabinet per hour or gaming day, with net win, hold and average bet.
+  (play) of each cabinet per hour or gaming day, with net win (drop - cancelled -
+  jackpots), meter win (coin in - total won), the credits left on the machines (their
+  difference), hold and average bet. Credits are in the row's denomination.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from typing import Any, Literal
 import pandas as pd
 
 from smib_core import sas
-from smib_core.analytics.kpis import net_win
+from smib_core.analytics.kpis import meter_win, net_win
 from smib_core.analytics.movement import CREDIT_METERS, FLAGS, MOVEMENT_METERS
+from smib_core.analytics.periods import bucket_start
 from smib_core.errors import InvalidInput
 from smib_core.services.meter_report import MeterSource, Scope, span
 from smib_core.xlsx import CellKind
@@ -79,6 +86,9 @@ def _raw_columns() -> list[tuple[str, str, Kind]]:
     """(frame column, header, kind) of a raw export."""
     spec: list[tuple[str, str, Kind]] = [
         ("at", "Time (UTC)", "time"),
+        ("at_local", "Time (local)", "time"),
+        ("time_zone", "Time zone", "text"),
+        ("gaming_day", "Gaming day", "date"),
         ("cabinet", "Cabinet", "text"),
         ("location", "Location", "text"),
         ("relay", "Board (relay id)", "text"),
@@ -96,23 +106,24 @@ def _raw_columns() -> list[tuple[str, str, Kind]]:
 
 
 def _movement_columns(granularity: Granularity) -> list[tuple[str, str, Kind]]:
-    when: tuple[str, str, Kind] = (
-        ("bucket", "Hour starting (UTC)", "time")
-        if granularity == "hour"
-        else ("bucket", "Gaming day", "date")
-    )
+    starts = "Hour starting" if granularity == "hour" else "Gaming day starting"
     spec: list[tuple[str, str, Kind]] = [
-        when,
+        ("gaming_day", "Gaming day", "date"),
+        ("bucket", f"{starts} (UTC)", "time"),
+        ("bucket_local", f"{starts} (local)", "time"),
+        ("time_zone", "Time zone", "text"),
         ("cabinet", "Cabinet", "text"),
         ("location", "Location", "text"),
         ("relay", "Board (relay id)", "text"),
         ("denomination", "Denomination ($ per credit)", "float"),
-        ("intervals", "Readings", "int"),
+        ("intervals", "Intervals (readings differenced)", "int"),
     ]
     labels = {name: _meter_label(code) for name, code in MOVEMENT_METERS.items()}
     spec += [(f"{m}_money", f"{labels[m]} ($)", "money") for m in CREDIT_METERS]
     spec += [
         ("net_win", "Net win ($)", "money"),
+        ("meter_win", "Meter win ($)", "money"),
+        ("credits_left", "Credits left on the machines ($)", "money"),
         ("hold_pct", "Hold (%)", "float"),
         ("avg_bet", "Average bet ($)", "money"),
     ]
@@ -134,13 +145,16 @@ def columns(granularity: Granularity) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class ExportRequest:
-    """What to export: `[start, end)` (UTC), which cabinets, how fine, which format."""
+    """What to export: `[start, end)`, which cabinets, how fine, which format, and the
+    casino's clock its rows are labelled in (time zone, gaming-day start hour)."""
 
     start: pd.Timestamp
     end: pd.Timestamp
     granularity: Granularity = "day"
     format: Format = "csv"
     scope: Scope = field(default_factory=Scope)
+    tz: str = "UTC"
+    gaming_day_start_hour: int = 0
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -157,13 +171,14 @@ class ExportRequest:
 
     @property
     def file_name(self) -> str:
-        last = self.end - pd.Timedelta(1, unit="ns")
-        return f"meters-{self.granularity}-{self.start:%Y%m%d}-{last:%Y%m%d}.{self.format}"
+        last = (self.end - pd.Timedelta(1, unit="ns")).tz_convert(self.tz)
+        first = self.start.tz_convert(self.tz)
+        return f"meters-{self.granularity}-{first:%Y%m%d}-{last:%Y%m%d}.{self.format}"
 
     def detail(self, names: dict[str, str] | None = None) -> dict[str, Any]:
         """For the audit trail: period, filters, granularity and format in words."""
         return {
-            "period": span(self.start, self.end),
+            "period": span(self.start.tz_convert(self.tz), self.end.tz_convert(self.tz)),
             "filters": self.scope.describe(names or {}),
             "granularity": self.granularity,
             "format": self.format,
@@ -197,26 +212,52 @@ def _typed(frame: pd.DataFrame, spec: list[tuple[str, str, Kind]]) -> pd.DataFra
     return pd.DataFrame(out, index=frame.index).reset_index(drop=True)
 
 
-def _raw_frame(chunk: pd.DataFrame) -> pd.DataFrame:
-    money = {
+def _clock(
+    frame: pd.DataFrame, column: str, request: ExportRequest, *, closes: bool
+) -> dict[str, pd.Series]:
+    """`<column>_local` (naive local wall time), `time_zone` and `gaming_day` of a time
+    column; `closes`: the time ends an interval (a reading), so an instant on a day's
+    start belongs to the day before."""
+    utc = pd.to_datetime(frame[column], utc=True).dt.as_unit("ns")
+    local = utc.dt.tz_convert(request.tz)
+    probe = utc - pd.Timedelta(1, unit="ns") if closes else utc
+    day = bucket_start(
+        probe, "D", gaming_day_start_hour=request.gaming_day_start_hour, tz=request.tz
+    )
+    return {
+        f"{column}_local": local.dt.tz_localize(None),
+        "time_zone": pd.Series(request.tz, index=frame.index),
+        "gaming_day": day.dt.tz_localize(None).dt.normalize(),
+    }
+
+
+def _raw_frame(chunk: pd.DataFrame, request: ExportRequest) -> pd.DataFrame:
+    money: dict[str, pd.Series] = {
         f"{code}$": (pd.to_numeric(chunk[code]) * chunk["denomination"]).round(2)
         for code in RAW_METERS
         if code in chunk.columns and _CODE_METER.get(code) in CREDIT_METERS
     }
     if "ok" not in chunk.columns:
         money["ok"] = pd.Series(True, index=chunk.index)
-    return chunk.assign(**money)
+    return chunk.assign(**money, **_clock(chunk, "at", request, closes=True))
 
 
-def _movement_frame(rows: pd.DataFrame, jackpot: bool) -> pd.DataFrame:
-    amounts = pd.DataFrame({m: rows[f"{m}_money"] for m in ("drop", "cancelled", "jackpot")})
-    win = net_win(amounts, jackpot)
+def _movement_frame(rows: pd.DataFrame, request: ExportRequest) -> pd.DataFrame:
+    amounts = pd.DataFrame(
+        {m: rows[f"{m}_money"] for m in ("drop", "cancelled", "jackpot", "coin_in")}
+        | {"won": rows["won_credits_money"]}
+    )
+    win = net_win(amounts)
+    won_by_play = meter_win(amounts)
     coin_in = rows["coin_in_money"]
     played = rows["games_played"]
     money = {f"{m}_money": rows[f"{m}_money"].round(2) for m in CREDIT_METERS}
     return rows.assign(
         **money,
+        **_clock(rows, "bucket", request, closes=False),
         net_win=win.round(2),
+        meter_win=won_by_play.round(2),
+        credits_left=(win - won_by_play).round(2),
         hold_pct=(win / coin_in.where(coin_in != 0) * 100).round(4),
         avg_bet=(coin_in / played.where(played != 0)).round(4),
     )
@@ -239,8 +280,6 @@ def export_chunks(
     *,
     cabinets: int = 1,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    net_win_subtracts_jackpot: bool = False,
-    tz: str = "UTC",
 ) -> Generator[pd.DataFrame, None, None]:
     """The export's rows as typed frames with human headers (see the module docstring).
 
@@ -260,7 +299,7 @@ def export_chunks(
             chunk_rows,
             include_failed=True,
         ):
-            yield _typed(_raw_frame(chunk), spec)
+            yield _typed(_raw_frame(chunk, request), spec)
         return
     freq: Literal["h", "D"] = "h" if request.granularity == "hour" else "D"
     for start, end in _windows(request, cabinets, chunk_rows):
@@ -270,12 +309,12 @@ def export_chunks(
             end,
             cabinet_ids=scope.cabinet_ids or None,
             location_ids=scope.location_ids or None,
-            tz=tz,
+            tz=request.tz,
         )
         rows = rows.sort_values(["bucket", "cabinet"], kind="stable")
         for first in range(0, len(rows), chunk_rows):
             part = rows.iloc[first : first + chunk_rows]
-            yield _typed(_movement_frame(part, net_win_subtracts_jackpot), spec)
+            yield _typed(_movement_frame(part, request), spec)
 
 
 def preview(

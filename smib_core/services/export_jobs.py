@@ -77,7 +77,6 @@ def run_export(
         request,
         cabinets=context.cabinets,
         chunk_rows=context.chunk_rows,
-        net_win_subtracts_jackpot=context.settings.net_win_subtracts_jackpot,
     )
     estimate = estimate_rows(request, context.cabinets, context.settings.collect_period_s)
     try:

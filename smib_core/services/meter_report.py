@@ -4,10 +4,12 @@ Shared by the dashboard and the exports. No streamlit, no database.
 
 - `report_period(choice, now, ...)` turns a period picker's choice (today, yesterday,
   this week, last 7 days, this month, custom dates) into a `ReportPeriod`: `[start,
-  end)` in gaming days (`settings.gaming_day_start_hour`), and the period it is
-  compared with. While a period is still running, the comparison is the *same part*
-  of the previous period (yesterday up to the same hour, the first 10 days of last
-  month), so a half-played day is not set against a whole one.
+  end)` in gaming days (`settings.gaming_day_start_hour` of `settings.timezone`), and
+  the period it is compared with. While a period is still running, the comparison is
+  the *same elapsed time* of the previous period, to the instant (at 10:20 today:
+  yesterday 00:00-10:20; at 00:10: yesterday's first ten minutes), so a half-played
+  day is not set against a whole one. The elapsed time is real time: on the day after
+  a daylight-saving change it ends an hour off the same clock time.
 - `Scope` names the locations and cabinets a report is cut to (empty: all of them),
   filters rollup or snapshot frames by their ids, and picks the registered cabinets
   (the roster) it covers.
@@ -71,10 +73,20 @@ class ReportPeriod:
 
 
 def span(start: pd.Timestamp, end: pd.Timestamp) -> str:
-    """`Mon 13 May 2024 00:00 – Tue 14 May 2024 00:00 UTC`, shortened when the dates agree."""
+    """`Mon 13 May 2024 00:00 – Tue 14 May 2024 00:00 UTC`, shortened when the dates agree,
+    in the bounds' time zone, named (`… 10:20 CEST (Europe/Paris)`)."""
     first = f"{start:%a %d %b %Y %H:%M}"
     last = f"{end:%H:%M}" if start.date() == end.date() else f"{end:%a %d %b %Y %H:%M}"
-    return f"{first} – {last} {start.tzname() or ''}".strip()
+    return f"{first} – {last} {zone_label(start, end)}".strip()
+
+
+def zone_label(*moments: pd.Timestamp) -> str:
+    """The moments' zone abbreviations (two across a daylight-saving change) and its
+    IANA name: `CEST (Europe/Paris)`, `UTC`."""
+    names = list(dict.fromkeys(m.tzname() or "" for m in moments))
+    zone = str(moments[0].tz) if moments and moments[0].tz is not None else ""
+    short = "/".join(n for n in names if n)
+    return f"{short} ({zone})" if zone and zone not in (short, "UTC") else short
 
 
 def _day(anchor: pd.Timestamp, start_hour: int, tz: str) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -137,9 +149,8 @@ def report_period(
     start, end, previous_start, previous_end = _bounds(
         choice, moment, first_day, last_day, gaming_day_start_hour, tz
     )
-    if start <= moment < end:  # running: compare with the same elapsed part, to the hour
-        elapsed = moment.ceil("h") - start if moment != moment.floor("h") else moment - start
-        previous_end = min(previous_end, previous_start + max(elapsed, pd.Timedelta(hours=1)))
+    if start <= moment < end:  # running: compare with the same elapsed time, to the instant
+        previous_end = min(previous_end, previous_start + (moment - start))
     return ReportPeriod(choice, start, end, previous_start, previous_end, moment)
 
 
@@ -168,6 +179,14 @@ class MeterSource(Protocol):
     ) -> pd.DataFrame: ...
 
     def failed_readings(
+        self,
+        start: datetime,
+        end: datetime,
+        relays: Iterable[str] | None = None,
+        cabinet_ids: Iterable[str] | None = None,
+    ) -> pd.DataFrame: ...
+
+    def snapshots(
         self,
         start: datetime,
         end: datetime,

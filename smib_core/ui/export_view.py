@@ -52,7 +52,15 @@ def choose_request(period: ReportPeriod, scope: Scope) -> ExportRequest | None:
     )
     try:
         chosen = cast(Granularity, granularity), cast(Format, fmt or "csv")
-        return ExportRequest(period.start, period.end, *chosen, scope)
+        settings = resources.get_settings()
+        return ExportRequest(
+            period.start,
+            period.end,
+            *chosen,
+            scope,
+            tz=settings.timezone,
+            gaming_day_start_hour=settings.gaming_day_start_hour,
+        )
     except SmibError as exc:
         st.error(str(exc))
         return None
@@ -80,7 +88,10 @@ def preview_section(request: ExportRequest, cabinets: int) -> bool:
     shown = f"The first {len(first)} rows of about {estimate:,}"
     if len(first) < PREVIEW_ROWS:
         shown = f"All {len(first)} rows"
-    st.caption(f"{shown} · columns named with their unit · times in UTC")
+    st.caption(
+        f"{shown} · columns named with their unit · times in UTC and local time "
+        f"({request.tz}) with the gaming day"
+    )
     formats = _formats(first)
     st.dataframe(first, hide_index=True, width="stretch", height=280, column_config=formats)
     return True
