@@ -40,5 +40,6 @@ if board.empty:
 view.kpi_row(board)
 view.chart_grid(board)
 view.heatmap(period, scope, len(scope.roster(registry)))
+view.theoretical_hold(board)
 view.cabinet_table(board)
 view.quality_panel(board)

@@ -79,13 +79,14 @@ def test_dashboard_with_readings_shows_kpis_and_charts(served: Any) -> None:
     app.segmented_control(key="dashboard_period").set_value("yesterday").run()
     assert not app.exception
     labels = [m.label for m in app.metric]
-    assert labels[:9] == [
+    assert labels[:10] == [
         "Coin in",
         "Coin out",
         "Drop",
         "Cancelled credits",
         "Jackpots",
         "Net win",
+        "Meter win",
         "Hold",
         "Games played",
         "Average bet",
@@ -111,7 +112,13 @@ def test_export_preview_of_seeded_readings(served: Any) -> None:
     assert not app.exception
     first = app.dataframe[0].value
     assert isinstance(first, pd.DataFrame) and len(first) == 1
-    assert list(first.columns)[:3] == ["Gaming day", "Cabinet", "Location"]
+    assert list(first.columns)[:5] == [
+        "Gaming day",
+        "Gaming day starting (UTC)",
+        "Gaming day starting (local)",
+        "Time zone",
+        "Cabinet",
+    ]
     app.radio(key="export_granularity").set_value("raw").run()
     assert app.dataframe[0].value.columns[0] == "Time (UTC)"
     assert not next(b for b in app.button if b.label == "Build export").disabled

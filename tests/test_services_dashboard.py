@@ -299,7 +299,7 @@ def test_data_quality_counts_silent_cabinets_flags_and_failed_readings() -> None
     assert quality.rollovers == 0
     assert quality.failed_readings == 2  # the unregistered board's failure is not ours
     table = quality.per_cabinet.set_index("cabinet")
-    assert table.loc["Buffalo 1", "readings"] == 12
+    assert table.loc["Buffalo 1", "intervals"] == 12
     assert table.loc["Quiet one", "failed_readings"] == 1
     assert bool(table.loc["Quiet one", "no_reading"])
     assert table.loc["Dragon 7", "last_reading"] == pd.Timestamp("2024-05-14 21:00", tz="UTC")
@@ -436,3 +436,34 @@ def test_days_without_a_digest_are_read_from_the_daily_rollups() -> None:
     holed = DigestSource(hole="2024-05-14")  # a day the collector has not flushed yet
     assert_same_dashboard(build_dashboard(holed, registry(), month), expected)
     assert holed.reads == [("D", april, monday), ("D", tuesday, month.end)]
+
+
+def test_actual_against_theoretical_hold_per_cabinet() -> None:
+    par = registry().assign(par=[10.0, 5.0, None])
+    board = build_dashboard(fleet(), par, report_period("yesterday", NOW))
+    table = board.cabinets.set_index("cabinet")
+    assert table.loc["Buffalo 1", "meter_win"] == pytest.approx(100 - 80)
+    assert table.loc["Buffalo 1", "meter_hold_pct"] == pytest.approx(20.0)
+    assert table.loc["Buffalo 1", "expected_win"] == pytest.approx(10.0)  # $100 x 10 %
+    assert table.loc["Buffalo 1", "win_variance"] == pytest.approx(10.0)
+    assert table.loc["Dragon 7", "expected_win"] == pytest.approx(15.0)
+    assert table.loc["Dragon 7", "meter_win"] == pytest.approx(300 - 270)
+    assert not table["unusual"].any()  # 200 and 60 games: any hold is within chance
+    assert board.with_par is not None
+    assert board.with_par.cabinets == 2
+    assert board.with_par.expected_win == pytest.approx(25.0)
+    assert board.with_par.theoretical_hold_pct == pytest.approx(25 / 400 * 100)
+    assert board.with_par.meter_hold_pct == pytest.approx(50 / 400 * 100)
+    assert build_dashboard(fleet(), registry(), report_period("yesterday", NOW)).with_par is None
+
+
+def test_a_cabinet_far_from_par_over_many_games_is_marked() -> None:
+    source = FakeSource(
+        [
+            hour("a1", "2024-05-14 10:00", coin_in=10_000, coin_out=9_900, games_played=10**6),
+            hour("b1", "2024-05-14 10:00", coin_in=10_000, coin_out=9_300, games_played=10**6),
+        ]
+    )
+    par = registry().assign(par=[8.0, 8.0, None])
+    board = build_dashboard(source, par, report_period("yesterday", NOW))
+    assert board.unusual == ["Buffalo 1"]  # 1 % against 8 %, band 3 points; Dragon 7 at 7 %

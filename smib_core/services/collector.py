@@ -99,6 +99,7 @@ class CollectorConfig:
         base = cls(
             period_s=settings.collect_period_s,
             gaming_day_start_hour=settings.gaming_day_start_hour,
+            tz=settings.timezone,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -39,6 +39,7 @@ import pandas as pd
 from smib_core import analytics
 from smib_core.analytics import DataQuality, KpiChange, Kpis, bucket_start, period_bounds
 from smib_core.analytics.rollups import KEY
+from smib_core.analytics.theoretical import hold_against_par
 from smib_core.services.meter_report import MeterSource, ReportPeriod, Scope, day_start
 from smib_core.settings import Settings
 
@@ -51,7 +52,15 @@ CABINET_TABLE_COLUMNS = (
     "location",
     "trend",
     "net_win",
+    "meter_win",
+    "credits_left",
     "hold_pct",
+    "meter_hold_pct",
+    "par_pct",
+    "hold_band_pct",
+    "unusual",
+    "expected_win",
+    "win_variance",
     "coin_in",
     "coin_out",
     "drop",
@@ -61,6 +70,25 @@ CABINET_TABLE_COLUMNS = (
     "avg_bet",
     "cabinet_id",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Theoretical:
+    """The cabinets that have a par, together: their coin in, expected win (coin in x
+    par) and actual (meter) win, and the hold each means."""
+
+    cabinets: int
+    coin_in: float
+    expected_win: float
+    meter_win: float
+
+    @property
+    def theoretical_hold_pct(self) -> float | None:
+        return self.expected_win / self.coin_in * 100 if self.coin_in else None
+
+    @property
+    def meter_hold_pct(self) -> float | None:
+        return self.meter_win / self.coin_in * 100 if self.coin_in else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,6 +107,12 @@ class Dashboard:
     cabinets: pd.DataFrame = field(repr=False)  # CABINET_TABLE_COLUMNS, best net win first
     quality: DataQuality = field(repr=False)
     rows_read: int = 0
+    with_par: Theoretical | None = None  # the cabinets with a par, together
+
+    @property
+    def unusual(self) -> list[str]:
+        """Cabinets whose actual hold is outside the band around their par."""
+        return self.cabinets.loc[self.cabinets["unusual"].astype(bool), "cabinet"].tolist()
 
     @property
     def empty(self) -> bool:
@@ -294,6 +328,8 @@ def build_dashboard(
     previous = analytics.kpis(before, period.previous_start, period.previous_end)
     top, bottom = analytics.top_bottom_cabinets(current, top_n)
     hold = analytics.hold_by_cabinet(current)
+    par = roster.set_index("cabinet_id")["par"] if not roster.empty else pd.Series(dtype=float)
+    cabinets = _cabinet_table(current, hold, names, par)
     return Dashboard(
         period=period,
         kpis=now,
@@ -309,22 +345,39 @@ def build_dashboard(
         top=_named(top, names),
         bottom=_named(bottom, names),
         hold=_named(hold, names),
-        cabinets=_cabinet_table(current, hold, names),
+        cabinets=cabinets,
         quality=_quality(source, current, roster, period, names),
         rows_read=len(rows),
+        with_par=_with_par(cabinets),
     )
 
 
 def _cabinet_table(
-    current: pd.DataFrame, per_cabinet: pd.DataFrame, names: Mapping[str, str]
+    current: pd.DataFrame, per_cabinet: pd.DataFrame, names: Mapping[str, str], par: pd.Series
 ) -> pd.DataFrame:
-    """One row per cabinet that played, best net win first, with its net win trend."""
+    """One row per cabinet that played, best net win first, with its net win trend and
+    its actual against theoretical hold (`par`: par % by cabinet id)."""
     if per_cabinet.empty:
         return pd.DataFrame(columns=list(CABINET_TABLE_COLUMNS))
     lines = analytics.sparkline_per_cabinet(current)
     table = per_cabinet.merge(lines.rename(columns={"sparkline": "trend"}), on="cabinet")
+    against = hold_against_par(table, par).drop(columns=["meter_win", "meter_hold_pct"])
+    table = table.merge(against, on="cabinet")
     table = table.sort_values(["net_win", "cabinet"], ascending=[False, True], kind="stable")
     return _named(table, names)[list(CABINET_TABLE_COLUMNS)].reset_index(drop=True)
+
+
+def _with_par(cabinets: pd.DataFrame) -> Theoretical | None:
+    """The cabinets of the table that have a par, summed (None: none has one)."""
+    known = cabinets[cabinets["par_pct"].notna()]
+    if known.empty:
+        return None
+    return Theoretical(
+        cabinets=len(known),
+        coin_in=float(known["coin_in"].sum()),
+        expected_win=float(known["expected_win"].sum()),
+        meter_win=float(known["meter_win"].sum()),
+    )
 
 
 def _quality(
@@ -354,13 +407,14 @@ def _quality(
     )
     table = quality.per_cabinet
     readings = current.groupby("cabinet")["intervals"].sum()
-    table = table.assign(readings=table["cabinet"].map(readings).fillna(0).astype("int64"))
+    intervals = table["cabinet"].map(readings).fillna(0).astype("int64")
+    table = table.drop(columns=["readings"]).assign(intervals=intervals)
     silent = table.loc[table["no_reading"], "cabinet"]
     return replace(
         quality,
         per_cabinet=_named(table, names),
         silent=[names.get(c, c) for c in silent],
-        readings=int(table["readings"].sum()),
+        readings=int(table["intervals"].sum()),
     )
 
 

@@ -245,9 +245,9 @@ class Scope:
 
     def roster(self, registry: pd.DataFrame) -> pd.DataFrame:
         """The registered cabinets in scope, as `cabinet_id, cabinet, location_id,
-        location, relay` (from `Registry.frame()`)."""
+        location, relay, par` (from `Registry.frame()`; par NaN where unknown)."""
         roster = registry.rename(columns={"id": "cabinet_id", "name": "cabinet"})
-        columns = ["cabinet_id", "cabinet", "location_id", "location", "relay"]
+        columns = ["cabinet_id", "cabinet", "location_id", "location", "relay", "par"]
         return self.keep(roster.reindex(columns=columns)).reset_index(drop=True)
 
     def describe(self, names: Mapping[str, str]) -> dict[str, list[str]]:

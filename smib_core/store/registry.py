@@ -1,7 +1,8 @@
 """The registry: locations and the cabinets (slot machines) in them, each with its board.
 
 A cabinet names its machine (name, serial number, manufacturer, game), its accounting
-denomination (money per credit), its location and the relayId of its SMIB. Retiring
+denomination (money per credit), its par (theoretical hold %, from the game's pay table;
+optional), its location and the relayId of its SMIB. Retiring
 keeps the record (history stays readable) and frees the relay for another cabinet.
 Every change is audited.
 """
@@ -43,6 +44,7 @@ class Cabinet:
     location_id: str
     relay: str | None
     denomination: float
+    par: float | None = None  # theoretical hold %, 0-100, from the pay table
     serial: str = ""
     manufacturer: str = ""
     game: str = ""
@@ -78,6 +80,23 @@ def parse_denomination(value: object) -> float:
         raise InvalidInput("the denomination must be a number such as 0.01")
     if not 0 < float(number) <= MAX_DENOMINATION:
         raise InvalidInput(f"the denomination must be above 0 and at most {MAX_DENOMINATION:g}")
+    return round(float(number), 4)
+
+
+def parse_par(value: object) -> float | None:
+    """Theoretical hold in percent (0-100), e.g. 8.5; empty means unknown."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, float) and value != value:  # NaN from a frame
+        return None
+    try:
+        number = float(str(value).strip().rstrip("%")) if isinstance(value, str) else value
+    except ValueError:
+        raise InvalidInput("par must be a percentage such as 8.5") from None
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        raise InvalidInput("par must be a percentage such as 8.5")
+    if not 0 <= float(number) <= 100:
+        raise InvalidInput("par (theoretical hold) must be 0 to 100 %")
     return round(float(number), 4)
 
 
@@ -233,6 +252,7 @@ class Registry:
             raise InvalidInput("choose an active location")
         doc["location_id"] = location_id
         doc["denomination"] = parse_denomination(values.get("denomination"))
+        doc["par"] = parse_par(values.get("par"))
         raw_relay = values.get("relay")
         doc["relay"] = normalize_relay_id(raw_relay) if raw_relay else None
         if doc["relay"]:
@@ -250,6 +270,7 @@ def _cabinet(doc: Mapping[str, Any]) -> Cabinet:
         location_id=doc["location_id"],
         relay=doc.get("relay"),
         denomination=float(doc["denomination"]),
+        par=None if doc.get("par") is None else float(doc["par"]),
         serial=doc.get("serial", ""),
         manufacturer=doc.get("manufacturer", ""),
         game=doc.get("game", ""),

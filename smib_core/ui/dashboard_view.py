@@ -11,7 +11,7 @@ import streamlit as st
 
 from smib_core.services import charts
 from smib_core.services.dashboard import Dashboard, build_dashboard, coin_in_heatmap
-from smib_core.services.meter_report import ReportPeriod, Scope
+from smib_core.services.meter_report import ReportPeriod, Scope, zone_label
 from smib_core.ui import resources
 
 # (KPI, label, money?, delta colour: "normal" when up is good for the house, "off" else)
@@ -23,18 +23,26 @@ KPIS: tuple[tuple[str, str, bool, Colour], ...] = (
     ("cancelled", "Cancelled credits", True, "off"),
     ("jackpot", "Jackpots", True, "off"),
     ("net_win", "Net win", True, "normal"),
+    ("meter_win", "Meter win", True, "normal"),
     ("hold_pct", "Hold", False, "normal"),
     ("games_played", "Games played", False, "normal"),
     ("avg_bet", "Average bet", True, "normal"),
 )
 AUTO_HEATMAP_ROWS = 50_000
+BAND_HELP = (
+    "Actual hold is expected within par ± 3 standard deviations of chance, which "
+    "narrow with the games played (a result's spread of 10 bets per game is assumed); "
+    "outside it the cabinet is marked unusual."
+)
 _HEATMAPS_ASKED = "dashboard_heatmaps_asked"
 HELP = {
-    "net_win": "Drop minus cancelled credits (minus jackpots when "
-    "SMIB_NET_WIN_SUBTRACTS_JACKPOT is set).",
+    "net_win": "Drop minus cancelled credits minus hand-paid jackpots: the cash the machines kept.",
+    "meter_win": "Coin in minus total won (coin out + jackpots): what play won. Net win "
+    "minus meter win is the credits players left on the machines.",
     "hold_pct": "Net win as a share of coin in.",
     "avg_bet": "Coin in per game played.",
-    "drop": "Money put into the machines (bills).",
+    "drop": "Everything put into the machines: coins, bills, tickets, electronic transfers in.",
+    "jackpot": "Jackpots paid by an attendant (hand pays).",
 }
 
 
@@ -45,8 +53,9 @@ def _period_key(period: ReportPeriod) -> tuple[str, ...]:
 
 def _period_of(key: tuple[str, ...]) -> ReportPeriod:
     choice, *bounds = key
-    start, end, previous_start, previous_end = (pd.Timestamp(t) for t in bounds)
-    now = pd.Timestamp.now(tz="UTC")
+    zone = resources.get_settings().timezone
+    start, end, previous_start, previous_end = (pd.Timestamp(t).tz_convert(zone) for t in bounds)
+    now = pd.Timestamp.now(tz=zone)
     return ReportPeriod(choice, start, end, previous_start, previous_end, now)
 
 
@@ -162,8 +171,30 @@ def cabinet_table(board: Dashboard) -> None:
             "drop": st.column_config.NumberColumn("Drop", format=money),
             "cancelled": st.column_config.NumberColumn("Cancelled", format=money),
             "jackpot": st.column_config.NumberColumn("Jackpots", format=money),
-            "net_win": st.column_config.NumberColumn("Net win", format=money),
+            "net_win": st.column_config.NumberColumn("Net win", format=money, help=HELP["net_win"]),
+            "meter_win": st.column_config.NumberColumn(
+                "Meter win", format=money, help=HELP["meter_win"]
+            ),
+            "credits_left": st.column_config.NumberColumn(
+                "Credits left", format=money, help="Net win minus meter win"
+            ),
             "hold_pct": st.column_config.NumberColumn("Hold", format="%.2f%%"),
+            "meter_hold_pct": st.column_config.NumberColumn(
+                "Actual hold", format="%.2f%%", help="Meter win as a share of coin in"
+            ),
+            "par_pct": st.column_config.NumberColumn(
+                "Par", format="%.2f%%", help="Theoretical hold, from the registry"
+            ),
+            "hold_band_pct": st.column_config.NumberColumn(
+                "± band", format="%.1f pts", help=BAND_HELP
+            ),
+            "unusual": st.column_config.CheckboxColumn("Unusual", help=BAND_HELP),
+            "expected_win": st.column_config.NumberColumn(
+                "Expected win", format=money, help="Coin in x par"
+            ),
+            "win_variance": st.column_config.NumberColumn(
+                "Win − expected", format=money, help="Meter win minus expected win"
+            ),
             "games_played": st.column_config.NumberColumn("Games", format="localized"),
             "avg_bet": st.column_config.NumberColumn("Avg bet", format=money),
             "trend": st.column_config.LineChartColumn(
@@ -171,6 +202,30 @@ def cabinet_table(board: Dashboard) -> None:
             ),
         },
     )
+
+
+def theoretical_hold(board: Dashboard) -> None:
+    """Actual against theoretical hold for the cabinets with a par, and the unusual ones."""
+    summary = board.with_par
+    if summary is None:
+        st.caption(
+            "Theoretical hold: no cabinet of the period has a par yet (set it on the "
+            "Registry page) to compare actual with theoretical hold."
+        )
+        return
+    st.subheader("Actual against theoretical hold")
+    cols = st.columns(4)
+    cols[0].metric("Cabinets with a par", summary.cabinets)
+    cols[1].metric("Expected win", _value("x", True, summary.expected_win), help="Coin in x par")
+    cols[2].metric("Meter win", _value("x", True, summary.meter_win), help=HELP["meter_win"])
+    theoretical, actual = summary.theoretical_hold_pct, summary.meter_hold_pct
+    cols[3].metric(
+        "Actual / theoretical hold",
+        f"{_value('hold_pct', False, actual)} / {_value('hold_pct', False, theoretical)}",
+    )
+    unusual = board.unusual
+    if unusual:
+        st.warning(f"Unusual for their handle: {', '.join(unusual)}. " + BAND_HELP)
 
 
 def quality_panel(board: Dashboard, expanded: bool = False) -> None:
@@ -181,8 +236,9 @@ def quality_panel(board: Dashboard, expanded: bool = False) -> None:
     )
     with st.expander(title, expanded=expanded, icon=":material/fact_check:"):
         st.caption(
-            "Readings are intervals closed in the period (about one per collection). A RAM "
-            "clear or an absurd jump counts no play for its interval; a rollover is counted."
+            "Intervals are the stretches between two readings closed in the period (about "
+            "one per collection). A RAM clear counts the play since the clear; an absurd "
+            "jump counts no play for its interval; a rollover is counted."
         )
         cols = st.columns(5)
         cols[0].metric("Silent cabinets", len(quality.silent), help="No reading in the period")
@@ -198,6 +254,8 @@ def quality_panel(board: Dashboard, expanded: bool = False) -> None:
         if flagged.empty:
             st.success(f"All {quality.cabinets} cabinets reported, with no fault in the period.")
             return
+        zone = board.period.start.tz
+        flagged = flagged.assign(last_reading=flagged["last_reading"].dt.tz_convert(zone))
         st.dataframe(
             flagged.drop(columns=["cabinet_id"]),
             hide_index=True,
@@ -205,9 +263,11 @@ def quality_panel(board: Dashboard, expanded: bool = False) -> None:
             column_config={
                 "cabinet": "Cabinet",
                 "location": "Location",
-                "readings": st.column_config.NumberColumn("Readings", format="localized"),
+                "intervals": st.column_config.NumberColumn("Intervals", format="localized"),
                 "failed_readings": "Failed readings",
-                "last_reading": st.column_config.DatetimeColumn("Last reading (UTC)"),
+                "last_reading": st.column_config.DatetimeColumn(
+                    f"Last reading ({zone_label(board.period.start)})"
+                ),
                 "rollover": "Rollovers",
                 "ram_clear": "RAM clears",
                 "absurd": "Absurd jumps",

@@ -28,7 +28,7 @@ def period_picker(settings: Settings, key: str, default: str = "today") -> Repor
     choice = choice or default
     first = last = None
     if choice == "custom":
-        today = pd.Timestamp.now(tz="UTC").date()
+        today = pd.Timestamp.now(tz=settings.timezone).date()
         picked = st.date_input(
             "Gaming days (first and last, both included)",
             value=(today - timedelta(days=6), today),
@@ -44,10 +44,11 @@ def period_picker(settings: Settings, key: str, default: str = "today") -> Repor
     try:
         return report_period(
             choice,
-            pd.Timestamp.now(tz="UTC"),
+            pd.Timestamp.now(tz="UTC").floor("min"),  # the dashboard caches a minute's
             first_day=first,
             last_day=last,
             gaming_day_start_hour=settings.gaming_day_start_hour,
+            tz=settings.timezone,
         )
     except SmibError as exc:
         st.error(str(exc))
@@ -55,10 +56,9 @@ def period_picker(settings: Settings, key: str, default: str = "today") -> Repor
 
 
 def gaming_day_note(settings: Settings) -> str:
-    hour = settings.gaming_day_start_hour
-    return (
-        f"Gaming days start at {hour:02d}:00 UTC." if hour else "Gaming days run from midnight UTC."
-    )
+    hour, zone = settings.gaming_day_start_hour, settings.timezone
+    start = f"start at {hour:02d}:00" if hour else "run from midnight"
+    return f"Gaming days {start} local time ({zone}); times are shown in {zone}."
 
 
 def scope_picker(registry: pd.DataFrame, key: str) -> Scope:
