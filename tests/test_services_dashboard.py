@@ -241,7 +241,7 @@ def test_a_running_period_is_compared_with_the_same_elapsed_time_to_the_reading(
     assert raw == [
         (
             pd.Timestamp("2024-05-14 11:45", tz="UTC"),
-            pd.Timestamp("2024-05-14 12:30:00.001", tz="UTC"),
+            pd.Timestamp("2024-05-14 12:30:01", tz="UTC"),
         )
     ]
 
@@ -279,7 +279,7 @@ def test_longer_periods_read_daily_rollups_and_hours_only_for_the_cut() -> None:
         (
             "raw",
             pd.Timestamp("2024-05-08 11:45", tz="UTC"),
-            pd.Timestamp("2024-05-08 12:30:00.001", tz="UTC"),
+            pd.Timestamp("2024-05-08 12:30:01", tz="UTC"),
         ),
     ]
     custom = report_period("custom", NOW, first_day=date(2024, 5, 13), last_day=date(2024, 5, 14))

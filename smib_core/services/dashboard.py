@@ -46,7 +46,7 @@ from smib_core.settings import Settings
 Freq = Literal["h", "D"]
 TOP_N = 10
 CUT_LOOKBACK_PERIODS = 3  # readings this many collection periods before the cut hour
-_JUST_AFTER = pd.Timedelta(milliseconds=1)  # MongoDB keeps milliseconds
+_JUST_AFTER = pd.Timedelta(seconds=1)  # nx-27017 compares times to the second
 CABINET_TABLE_COLUMNS = (
     "cabinet",
     "location",

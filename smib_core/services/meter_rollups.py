@@ -31,7 +31,10 @@ from smib_core.store.meters import MeterStore
 from smib_core.store.rollups import location_hourly_frame
 
 BASELINE_READINGS = 3  # readings before the hour: a meter missing from one still has a base
-_JUST_AFTER = timedelta(milliseconds=1)  # MongoDB keeps milliseconds
+# Reads reach this far past a bound so a reading taken on it is included (the movement is
+# cut at the bound after): nx-27017 compares times to the second (`$lt 10:00:00.001`
+# misses a reading at 10:00:00.000).
+_JUST_AFTER = timedelta(seconds=1)
 _ONE_NS = pd.Timedelta(1, unit="ns")
 
 
