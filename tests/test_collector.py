@@ -126,7 +126,7 @@ def test_non_sas_boards_are_skipped_and_relays_can_be_named(
 
 
 @pytest.mark.integration
-def test_a_ram_clear_raises_an_alert_and_counts_nothing(mongo_db: Any, registry: Registry) -> None:
+def test_a_ram_clear_raises_an_alert_and_counts_the_play_since(mongo_db: Any, registry: Registry) -> None:
     from smib_core.store.alerts import AlertStore
 
     bus = FakeBus()
@@ -138,9 +138,9 @@ def test_a_ram_clear_raises_an_alert_and_counts_nothing(mongo_db: Any, registry:
         bus.answers[RELAYS[0]] = lambda c=coin_in: meter_reply(RELAYS[0], c)
         assert collector.run_once([RELAYS[0]])[0].ok
     hourly = collector.store.rollups("h", *WIDE)
-    assert list(hourly["coin_in"]) == [10_000 + 500] and list(hourly["ram_clear"]) == [1]
+    assert list(hourly["coin_in"]) == [10_000 + 200 + 500] and list(hourly["ram_clear"]) == [1]
     daily = collector.store.rollups("D", *WIDE)
-    assert list(daily["coin_in"]) == [10_500] and list(daily["intervals"]) == [3]
+    assert list(daily["coin_in"]) == [10_700] and list(daily["intervals"]) == [3]
     alerts = AlertStore(mongo_db).unacknowledged()
     assert [(a.kind, a.relay) for a in alerts] == [("ram_clear", RELAYS[0])]
 
