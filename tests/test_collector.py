@@ -126,7 +126,9 @@ def test_non_sas_boards_are_skipped_and_relays_can_be_named(
 
 
 @pytest.mark.integration
-def test_a_ram_clear_raises_an_alert_and_counts_the_play_since(mongo_db: Any, registry: Registry) -> None:
+def test_a_ram_clear_raises_an_alert_and_counts_the_play_since(
+    mongo_db: Any, registry: Registry
+) -> None:
     from smib_core.store.alerts import AlertStore
 
     bus = FakeBus()
