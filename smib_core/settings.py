@@ -137,7 +137,7 @@ def _start_hour(env: Mapping[str, str]) -> int:
 
 
 def _zone(env: Mapping[str, str], name: str) -> str:
-    """An IANA time zone name (Europe/Paris, America/Las_Vegas); unset or empty is UTC."""
+    """An IANA time zone name (Europe/Paris, America/Los_Angeles); unset or empty is UTC."""
     raw = env.get(name, "").strip()
     if not raw:
         return "UTC"
@@ -145,6 +145,6 @@ def _zone(env: Mapping[str, str], name: str) -> str:
         ZoneInfo(raw)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput(
-            f"{name} must be an IANA time zone such as America/Las_Vegas, got {raw!r}"
+            f"{name} must be an IANA time zone such as America/Los_Angeles, got {raw!r}"
         ) from None
     return raw
