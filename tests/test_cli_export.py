@@ -86,6 +86,20 @@ def test_raw_csv_between_two_times(seeded: Any, tmp_path: Path) -> None:
     assert back["Time (UTC)"].max() == "2024-05-13 10:55:00"
 
 
+def test_times_without_an_offset_are_the_casinos_local_time(
+    seeded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMIB_TIMEZONE", "Europe/Paris")  # UTC+2 in May
+    out = tmp_path / "raw.csv"
+    argv = ["export", "--from", "2024-05-13T12:00", "--to", "2024-05-13T13:00"]
+    assert _run([*argv, "--granularity", "raw", "-o", str(out)]) == 0
+    back = pd.read_csv(out)
+    assert back["Time (UTC)"].min() == "2024-05-13 10:00:00"
+    assert back["Time (local)"].min() == "2024-05-13 12:00:00"
+    assert set(back["Time zone"]) == {"Europe/Paris"}
+    assert set(back["Gaming day"]) == {"2024-05-13"}
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

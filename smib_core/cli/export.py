@@ -4,7 +4,7 @@
                 [--granularity raw|hour|day] [--format csv|xlsx|parquet] -o FILE
 
 A date names a gaming day (`SMIB_GAMING_DAY_START_HOUR`) and both are included; an ISO
-time (`2024-05-01T06:00`, UTC unless it says otherwise) is an exact instant and `--to`
+time (`2024-05-01T06:00`, in SMIB_TIMEZONE unless it says otherwise) is an exact instant and `--to`
 is then excluded. `--location` takes a location's name or id. The format defaults to
 the file's extension. The file is written chunk by chunk under a temporary name and
 renamed when complete; progress goes to stderr. Audited as `cli:<os user>`.
@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def _moment(text: str) -> date | pd.Timestamp:
-    """A date (a gaming day) or an exact instant (naive: UTC)."""
+def _moment(text: str, tz: str = "UTC") -> date | pd.Timestamp:
+    """A date (a gaming day) or an exact instant (naive: local time in `tz`)."""
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
         try:
             return date.fromisoformat(text.strip())
@@ -52,7 +52,9 @@ def _moment(text: str) -> date | pd.Timestamp:
         stamp = pd.Timestamp(datetime.fromisoformat(text))
     except ValueError:
         raise InvalidInput(f"{text!r} is not an ISO date (2024-05-31) or time") from None
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    if stamp.tzinfo is None:  # a wall time that repeats is its first (summer time) one
+        stamp = stamp.tz_localize(tz, ambiguous=True, nonexistent="shift_forward")
+    return stamp.tz_convert("UTC")
 
 
 def _period(
@@ -60,7 +62,7 @@ def _period(
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     from smib_core.services.meter_report import report_period
 
-    start, end = _moment(first), _moment(last)
+    start, end = _moment(first, tz), _moment(last, tz)
     if not isinstance(start, pd.Timestamp) and not isinstance(end, pd.Timestamp):
         days = report_period(
             "custom", first_day=start, last_day=end, gaming_day_start_hour=start_hour, tz=tz
