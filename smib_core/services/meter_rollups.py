@@ -11,6 +11,10 @@ readings before it (the baseline the first interval is measured from), the day f
 the stored hourly rows of that day. Histories are keyed by `cabinet_id` (a renamed
 cabinet keeps one history); the rows carry the names of the latest reading.
 
+`rebuild_rollups` recomputes everything above for whole gaming days from the stored
+readings, cabinet by cabinet (`smib rollups rebuild`): after the time zone or the
+gaming-day start hour changed, or to apply the current meter rules to older history.
+
 `refresh_location_hours` recomputes, whole, the `rollups_location_hourly` rows of some
 (location, hour) pairs from the hourly rows of that location and hour (the collector
 gathers the pairs its readings touched and flushes them every minute or so), and
@@ -20,15 +24,19 @@ the daily rows of those days (flushed with them).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
 
 from smib_core.analytics import meter_movement, period_bounds, update_rollups
 from smib_core.analytics.rollups import ROLLUP_COLUMNS
+from smib_core.services.meter_seed import rollups_of
 from smib_core.store.meters import MeterStore
 from smib_core.store.rollups import location_hourly_frame
+
+_RAW_CHUNK_DAYS = 31  # a cabinet's readings read a month at a time
 
 BASELINE_READINGS = 3  # readings before the hour: a meter missing from one still has a base
 # Reads reach this far past a bound so a reading taken on it is included (the movement is
@@ -132,3 +140,110 @@ def refresh_daily_digests(
         daily = store.rollups("D", start.to_pydatetime(), end.to_pydatetime(), tz=tz)
         written += store.upsert_daily_digest(daily, days=[start.to_pydatetime()])
     return written
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildCounts:
+    removed: int
+    hourly: int
+    daily: int
+    location_hourly: int
+    daily_digest: int
+
+
+def rebuild_rollups(
+    store: MeterStore,
+    start: datetime,
+    end: datetime,
+    cabinet_ids: Iterable[str],
+    *,
+    gaming_day_start_hour: int = 0,
+    tz: str = "UTC",
+    progress: Callable[[str], None] | None = None,
+) -> RebuildCounts:
+    """Recompute, from the readings, every rollup of the gaming days from the one holding
+    `start` to the one holding the instant before `end`: the rows there are removed, then
+    each cabinet's readings (plus its last ones before, the baseline) are rolled up again
+    and the location hours (from the new hourly rows) and daily digests of those days
+    rewritten."""
+    hour = gaming_day_start_hour
+    first, last = _day_span(pd.Timestamp(start), pd.Timestamp(end), hour, tz)
+    removed = store.delete_range(first.to_pydatetime(), last.to_pydatetime())
+    removed += _remove_other_clock_days(store, first, last, hour, tz)
+    hourly_rows = daily_rows = 0
+    hours: list[pd.DataFrame] = []
+    for cabinet_id in sorted(set(cabinet_ids)):
+        hourly, daily = _rebuilt(store, cabinet_id, first, last, gaming_day_start_hour, tz)
+        hourly_rows += store.upsert_rollups("h", hourly)
+        daily_rows += store.upsert_rollups("D", daily)
+        hours.append(hourly[["location_id", "bucket", "coin_in_money"]])
+        if progress is not None:
+            progress(f"{cabinet_id}: {len(hourly)} hours, {len(daily)} gaming days")
+    places = location_hourly_frame(pd.concat(hours, ignore_index=True) if hours else pd.DataFrame())
+    days = [d.to_pydatetime() for d in _day_starts(first, last, gaming_day_start_hour, tz)]
+    return RebuildCounts(
+        removed=removed,
+        hourly=hourly_rows,
+        daily=daily_rows,
+        location_hourly=store.upsert_location_hourly(places),
+        daily_digest=refresh_daily_digests(store, days, gaming_day_start_hour=hour, tz=tz),
+    )
+
+
+def _remove_other_clock_days(
+    store: MeterStore, first: pd.Timestamp, last: pd.Timestamp, hour: int, tz: str
+) -> int:
+    """Remove the daily rows and digests just around `[first, last)` whose bucket is not
+    a gaming-day start of the current clock (left by another time zone or start hour)."""
+    margin = pd.Timedelta(days=2)
+    start, end = (first - margin).to_pydatetime(), (last + margin).to_pydatetime()
+    stored = set(store.rollups("D", start, end)["bucket"])
+    stored |= set(store.daily_digest(start, end)["bucket"])
+    clock = set(_day_starts(*_day_span(first - margin, last + margin, hour, tz), hour, tz))
+    other = [b.to_pydatetime() for b in stored if b not in clock]
+    return store.delete_days(other)
+
+
+def _day_span(
+    start: pd.Timestamp, end: pd.Timestamp, hour: int, tz: str
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The gaming days (first start, last end) covering `[start, end)`."""
+    first = period_bounds("day", start, gaming_day_start_hour=hour, tz=tz)[0]
+    return first, period_bounds("day", end - _ONE_NS, gaming_day_start_hour=hour, tz=tz)[1]
+
+
+def _rebuilt(
+    store: MeterStore,
+    cabinet_id: str,
+    first: pd.Timestamp,
+    last: pd.Timestamp,
+    gaming_day_start_hour: int,
+    tz: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cabinet's hourly and daily rows of `[first, last)` from its readings."""
+    frames = [store.previous_snapshots(cabinet_id, first.to_pydatetime(), BASELINE_READINGS)]
+    chunk = first
+    while chunk < last:
+        following = min(last, chunk + pd.Timedelta(days=_RAW_CHUNK_DAYS))
+        reach = following + (_JUST_AFTER if following == last else pd.Timedelta(0))
+        frames.append(store.snapshots(chunk.to_pydatetime(), reach, cabinet_ids=[cabinet_id]))
+        chunk = following
+    readings = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    if readings.empty:
+        empty = pd.DataFrame(columns=[*ROLLUP_COLUMNS, "cabinet_id", "location_id"])
+        return empty, empty
+    readings = readings.drop_duplicates(["at"], keep="last")
+    hourly, daily = rollups_of(readings, gaming_day_start_hour=gaming_day_start_hour, tz=tz)
+    inside = (hourly["bucket"] >= first) & (hourly["bucket"] < last)
+    days = (daily["bucket"] >= first) & (daily["bucket"] < last)
+    return hourly[inside], daily[days]
+
+
+def _day_starts(
+    first: pd.Timestamp, last: pd.Timestamp, gaming_day_start_hour: int, tz: str
+) -> list[pd.Timestamp]:
+    days, day = [], first
+    while day < last:
+        days.append(day)
+        day = period_bounds("day", day, gaming_day_start_hour=gaming_day_start_hour, tz=tz)[1]
+    return days

@@ -35,7 +35,7 @@ Reads come back in the analytics rollup frame (`smib_core.analytics.rollups`, pl
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
 import pandas as pd
@@ -160,6 +160,23 @@ class RollupStore:
             match_any("location_id", location_ids, query)
             docs.extend(collection.find(query).batch_size(DEFAULT_CHUNK_ROWS))
         return _rollup_frame(docs, tz)
+
+    def delete_range(self, start: datetime, end: datetime) -> int:
+        """Remove every hourly and daily row, location-hour row and digest whose bucket
+        starts in `[start, end)` (before a rebuild); returns how many were removed."""
+        query = {"bucket": period_filter(start, end)}
+        collections = [*self._rollups.values(), self._location_hourly, self._daily_digest]
+        return sum(c.delete_many(query).deleted_count for c in collections)
+
+    def delete_days(self, buckets: Iterable[datetime]) -> int:
+        """Remove the daily rows and digests of these gaming-day buckets (days of another
+        clock, after the time zone or start hour changed); returns how many."""
+        removed = 0
+        for day in {as_utc(b) for b in buckets}:  # a range each: nx-27017 refuses `$in` here
+            query = {"bucket": period_filter(day, day + timedelta(seconds=1))}
+            for collection in (self._rollups["D"], self._daily_digest):
+                removed += collection.delete_many(query).deleted_count
+        return removed
 
     # --- daily digest ----------------------------------------------------------------
 
