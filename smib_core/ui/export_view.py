@@ -45,7 +45,7 @@ def choose_request(period: ReportPeriod, scope: Scope) -> ExportRequest | None:
         key="export_granularity",
         help="Raw snapshots: every reading, the meters as the machine counted them "
         "(cumulative), failed readings included. Hourly and daily movement: the play of "
-        "each cabinet per hour or gaming day, with net win, hold and average bet.",
+        "each cabinet per hour or gaming day, with net win, meter win, hold and average bet.",
     )
     fmt = right.segmented_control(
         "Format", list(FORMATS), default="csv", format_func=FORMATS.__getitem__, key="export_fmt"
