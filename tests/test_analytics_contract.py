@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -57,17 +56,13 @@ def _day(cabinets: int, readings: int) -> pd.DataFrame:
     return frame
 
 
-def test_a_day_of_500_cabinets_updates_in_well_under_a_second() -> None:
+def test_a_day_of_500_cabinets_rolls_up_whole() -> None:
+    # Speed lives in `smib bench meters`, not in a timed test.
     day = _day(500, 289)  # a baseline reading plus 288 five-minute readings each
     empty = rollup(meter_movement(day.iloc[:0]), "h")
-    best = float("inf")
-    for _ in range(3):
-        began = time.perf_counter()
-        movement = meter_movement(day)
-        hourly, daily = update_rollups(empty, empty, movement, gaming_day_start_hour=6)
-        best = min(best, time.perf_counter() - began)
+    movement = meter_movement(day)
+    hourly, daily = update_rollups(empty, empty, movement, gaming_day_start_hour=6)
     assert len(movement) == 500 * 288
     assert len(hourly) == 500 * 24
     assert len(daily) == 500
     assert daily["intervals"].sum() == 500 * 288
-    assert best < 1.0, f"{best:.3f} s"
