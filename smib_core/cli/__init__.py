@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "worker",
     "user",
+    "registry",
     "firmware",
     "embedded",
     "bench",

@@ -35,7 +35,7 @@ def may_manage(principal: Principal | None) -> Principal:
     return require(principal, Permission.MANAGE_REGISTRY)
 
 
-def _actor(registry: Registry, principal: Principal | None, kind: str, detail: object) -> str:
+def acting_as(registry: Registry, principal: Principal | None, kind: str, detail: object) -> str:
     """The name to audit the change under, once the role is checked; refusals audited."""
     try:
         return may_manage(principal).name
@@ -52,19 +52,19 @@ def _actor(registry: Registry, principal: Principal | None, kind: str, detail: o
 def add_location(
     registry: Registry, principal: Principal | None, name: str, notes: str = ""
 ) -> Location:
-    actor = _actor(registry, principal, "location_add", {"name": str(name)[:64]})
+    actor = acting_as(registry, principal, "location_add", {"name": str(name)[:64]})
     return registry.add_location(name, actor, notes)
 
 
 def rename_location(
     registry: Registry, principal: Principal | None, location_id: str, name: str, notes: str = ""
 ) -> None:
-    actor = _actor(registry, principal, "location_edit", {"id": location_id})
+    actor = acting_as(registry, principal, "location_edit", {"id": location_id})
     registry.rename_location(location_id, name, actor, notes)
 
 
 def retire_location(registry: Registry, principal: Principal | None, location_id: str) -> None:
-    actor = _actor(registry, principal, "location_retire", {"id": location_id})
+    actor = acting_as(registry, principal, "location_retire", {"id": location_id})
     registry.retire_location(location_id, actor)
 
 
@@ -90,19 +90,19 @@ def locations_table(registry: Registry, include_retired: bool = False) -> pd.Dat
 def add_cabinet(
     registry: Registry, principal: Principal | None, values: Mapping[str, Any]
 ) -> Cabinet:
-    actor = _actor(registry, principal, "cabinet_add", {"name": str(values.get("name"))[:64]})
+    actor = acting_as(registry, principal, "cabinet_add", {"name": str(values.get("name"))[:64]})
     return registry.add_cabinet(values, actor)
 
 
 def update_cabinet(
     registry: Registry, principal: Principal | None, cabinet_id: str, changes: Mapping[str, Any]
 ) -> Cabinet:
-    actor = _actor(registry, principal, "cabinet_edit", {"id": cabinet_id})
+    actor = acting_as(registry, principal, "cabinet_edit", {"id": cabinet_id})
     return registry.update_cabinet(cabinet_id, changes, actor)
 
 
 def retire_cabinet(registry: Registry, principal: Principal | None, cabinet_id: str) -> None:
-    actor = _actor(registry, principal, "cabinet_retire", {"id": cabinet_id})
+    actor = acting_as(registry, principal, "cabinet_retire", {"id": cabinet_id})
     registry.retire_cabinet(cabinet_id, actor)
 
 
@@ -118,7 +118,7 @@ def adopt(
 ) -> Cabinet:
     """Register an unassigned board as a new cabinet, in `location_id` or in the location
     named `new_location` (made when no active location has that name)."""
-    actor = _actor(registry, principal, "cabinet_add", {"relay": str(relay)[:32]})
+    actor = acting_as(registry, principal, "cabinet_add", {"relay": str(relay)[:32]})
     normalize_relay_id(relay)
     parse_denomination(denomination)  # refuse bad input before a location is made
     wanted = new_location.strip()

@@ -5,6 +5,7 @@ denomination (money per credit), its par (theoretical hold %, from the game's pa
 optional), its location and the relayId of its SMIB. Retiring
 keeps the record (history stays readable) and frees the relay for another cabinet.
 Every change is audited.
+Locations and cabinets made for the simulated demo fleet carry `demo: true`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class Cabinet:
 CABINET_COLUMNS = [f.name for f in fields(Cabinet)]
 
 
-def _text(name: str, value: object, required: bool = False) -> str:
+def check_text(name: str, value: object, required: bool = False) -> str:
+    """A cabinet's or location's text field, trimmed; InvalidInput when too long or empty
+    while required."""
     if value is None:
         value = ""
     if not isinstance(value, str):
@@ -100,6 +103,20 @@ def parse_par(value: object) -> float | None:
     return round(float(number), 4)
 
 
+def check_cabinet_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A cabinet's own fields checked and normalised, without the database (the location
+    and whether the relay is free are the registry's checks): text trimmed, denomination
+    and par parsed, relay normalised (None when empty)."""
+    doc: dict[str, Any] = {
+        name: check_text(name, values.get(name), required=name == "name") for name in _TEXT_FIELDS
+    }
+    doc["denomination"] = parse_denomination(values.get("denomination"))
+    doc["par"] = parse_par(values.get("par"))
+    raw_relay = values.get("relay")
+    doc["relay"] = normalize_relay_id(raw_relay) if raw_relay else None
+    return doc
+
+
 def _slug(name: str) -> str:
     base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24] or "location"
     return f"{base}-{uuid.uuid4().hex[:4]}"
@@ -131,24 +148,31 @@ class Registry:
             raise InvalidInput(f"there is no location {location_id!r}")
         return Location(doc["_id"], doc["name"], doc.get("notes", ""), doc["retired"])
 
-    def add_location(self, name: str, actor: str, notes: str = "") -> Location:
-        name = _text("name", name, required=True)
+    def add_location(
+        self, name: str, actor: str, notes: str = "", *, demo: bool = False
+    ) -> Location:
+        name = check_text("name", name, required=True)
         if any(loc.name.lower() == name.lower() for loc in self.locations()):
             raise InvalidInput(f"a location named {name!r} exists already")
         doc = {
             "_id": _slug(name),
             "name": name,
-            "notes": _text("notes", notes),
+            "notes": check_text("notes", notes),
             "retired": False,
             "created_at": utc_now(),
             "rev": 0,
         }
+        if demo:
+            doc["demo"] = True
         self._locations.insert_one(doc)
         self._audit.record(actor, "location_add", [], {"id": doc["_id"], "name": name}, "ok")
         return self.location(str(doc["_id"]))
 
     def rename_location(self, location_id: str, name: str, actor: str, notes: str = "") -> None:
-        changes = {"name": _text("name", name, required=True), "notes": _text("notes", notes)}
+        changes = {
+            "name": check_text("name", name, required=True),
+            "notes": check_text("notes", notes),
+        }
         replace_fields(self._locations, {"_id": location_id}, changes, what="such location")
         self._audit.record(actor, "location_edit", [], {"id": location_id, **changes}, "ok")
 
@@ -182,7 +206,7 @@ class Registry:
         doc = self._cabinets.find_one({"relay": normalize_relay_id(relay), "retired": False})
         return None if doc is None else _cabinet(doc)
 
-    def add_cabinet(self, values: Mapping[str, Any], actor: str) -> Cabinet:
+    def add_cabinet(self, values: Mapping[str, Any], actor: str, *, demo: bool = False) -> Cabinet:
         doc = self._checked(values, current_id=None)
         doc.update(
             {
@@ -193,6 +217,8 @@ class Registry:
                 "rev": 0,
             }
         )
+        if demo:
+            doc["demo"] = True
         self._cabinets.insert_one(doc)
         relays = [doc["relay"]] if doc["relay"] else []
         self._audit.record(actor, "cabinet_add", relays, _public(doc), "ok")
@@ -230,6 +256,17 @@ class Registry:
         relays = [cabinet.relay] if cabinet.relay else []
         self._audit.record(actor, "cabinet_retire", relays, {"id": cabinet_id}, "ok")
 
+    def holds_real_cabinets(self) -> bool:
+        """Whether any cabinet (retired ones too) is not simulated demo data."""
+        return self._cabinets.find_one({"demo": {"$ne": True}}, {"_id": 1}) is not None
+
+    def demo_cabinets(self) -> list[Cabinet]:
+        """The active cabinets registered for the simulated demo fleet."""
+        docs = sorted(
+            self._cabinets.find({"demo": True, "retired": False}), key=lambda d: d["name"]
+        )
+        return [_cabinet(d) for d in docs]
+
     def unassigned(self, relays_heard: Iterable[str]) -> list[str]:
         """Boards heard on the bus that no active cabinet claims."""
         assigned = {c.relay for c in self.cabinets() if c.relay}
@@ -244,17 +281,11 @@ class Registry:
         return frame
 
     def _checked(self, values: Mapping[str, Any], current_id: str | None) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            name: _text(name, values.get(name), required=name == "name") for name in _TEXT_FIELDS
-        }
+        doc = check_cabinet_fields(values)
         location_id = values.get("location_id")
         if not isinstance(location_id, str) or self.location(location_id).retired:
             raise InvalidInput("choose an active location")
         doc["location_id"] = location_id
-        doc["denomination"] = parse_denomination(values.get("denomination"))
-        doc["par"] = parse_par(values.get("par"))
-        raw_relay = values.get("relay")
-        doc["relay"] = normalize_relay_id(raw_relay) if raw_relay else None
         if doc["relay"]:
             other = self.cabinet_for_relay(doc["relay"])
             if other is not None and other.id != current_id:
