@@ -23,8 +23,10 @@ if not view.may_change(principal):
 show_flash()
 view.summary(registry)
 
-locations, cabinets = st.tabs(["Locations", "Cabinets"])
+locations, cabinets, files = st.tabs(["Locations", "Cabinets", "Import and export"])
 with locations:
     view.locations_tab(principal, registry)
 with cabinets:
     view.cabinets_tab(principal, registry)
+with files:
+    view.files_tab(principal, registry)

@@ -220,18 +220,16 @@ def _print_plan(plan: ImportPlan, dry_run: bool) -> None:
 
 def run_cabinet_export(args: argparse.Namespace) -> int:
     from smib_core.services.actions import cli_principal
-    from smib_core.services.cabinet_files import cabinets_file, cabinets_frame, file_format
+    from smib_core.services.cabinet_files import export_cabinets, file_format
 
     fmt = args.format or file_format(args.file.name)
     if not args.file.parent.is_dir():
         raise InvalidInput(f"{args.file.parent} is not a folder")
     with open_registry() as registry:
-        frame = cabinets_frame(registry, include_retired=args.all)
-        data = cabinets_file(frame, fmt)
-        detail = {"format": fmt, "rows": len(frame), "file": args.file.name}
-        registry.audit.record(cli_principal().name, "cabinet_export", [], detail, "ok")
+        actor = cli_principal().name
+        data, count = export_cabinets(registry, actor, fmt, include_retired=args.all)
     args.file.write_bytes(data)
-    print(f"wrote {len(frame)} cabinets to {args.file}")
+    print(f"wrote {count} cabinets to {args.file}")
     return 0
 
 

@@ -245,6 +245,18 @@ def cabinets_file(frame: pd.DataFrame, fmt: str) -> bytes:
         return path.read_bytes()
 
 
+def export_cabinets(
+    registry: Registry, actor: str, fmt: str, *, include_retired: bool = False
+) -> tuple[bytes, int]:
+    """The registry's cabinets as a `fmt` file's bytes and how many; audited as
+    `cabinet_export` (format, rows)."""
+    frame = cabinets_frame(registry, include_retired=include_retired)
+    data = cabinets_file(frame, fmt)
+    detail = {"format": fmt, "rows": len(frame), "retired_included": include_retired}
+    registry.audit.record(actor, "cabinet_export", [], detail, "ok")
+    return data, len(frame)
+
+
 def rows_of(records: Iterable[Mapping[str, object]], source: str = "rows") -> CabinetFile:
     """A machine list from records (tests, scripts): row numbers as in a file."""
     rows = tuple(FileRow(n, dict(r)) for n, r in enumerate(records, start=2))

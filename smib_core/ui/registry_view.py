@@ -12,10 +12,18 @@ from typing import Any
 import streamlit as st
 
 from smib_core.auth import Permission, Principal, allowed
+from smib_core.errors import InvalidInput
 from smib_core.services import registry as service
+from smib_core.services.cabinet_files import (
+    FILE_COLUMNS,
+    CabinetFile,
+    export_cabinets,
+    read_cabinet_file,
+)
+from smib_core.services.cabinet_import import ImportPlan, ImportRejected, import_cabinets
 from smib_core.services.fleet import unassigned_boards
 from smib_core.store.registry import Cabinet, Location, Registry
-from smib_core.ui.feedback import act, fresh_key
+from smib_core.ui.feedback import act, fresh_key, sentence
 from smib_core.ui.fleet_view import current_table, offline_after
 
 CABINET_COLUMNS: dict[str, Any] = {
@@ -26,6 +34,9 @@ CABINET_COLUMNS: dict[str, Any] = {
     "serial": "Serial number",
     "manufacturer": "Manufacturer",
     "game": "Game",
+    "par": st.column_config.NumberColumn(
+        "Par (%)", format="%.2f", help="The game's theoretical hold, % of coin in"
+    ),
     "notes": "Notes",
     "retired": st.column_config.CheckboxColumn("Retired"),
     "updated_at": st.column_config.DatetimeColumn("Changed", format="distance"),
@@ -232,7 +243,7 @@ def cabinet_fields(
         f"{value:g}" if choice == service.OTHER and value else "",
         placeholder="when 'other'",
     )
-    serial, maker, game = st.columns(3)
+    serial, maker, game, par = st.columns(4)
     return {
         "name": name,
         "location_id": where,
@@ -241,6 +252,14 @@ def cabinet_fields(
         "serial": serial.text_input("Serial number", current.serial if current else ""),
         "manufacturer": maker.text_input("Manufacturer", current.manufacturer if current else ""),
         "game": game.text_input("Game", current.game if current else ""),
+        "par": par.number_input(
+            "Par (%)",
+            min_value=0.0,
+            max_value=100.0,
+            value=current.par if current else None,
+            step=0.5,
+            help="The game's theoretical hold, % of coin in; empty when not known",
+        ),
         "notes": st.text_input("Notes", current.notes if current else ""),
     }
 
@@ -251,3 +270,89 @@ def unassigned_hint() -> None:
     if not stray.empty:
         relays = ", ".join(f"`{r}`" for r in stray["relay"].head(12))
         st.caption(f"Boards heard but not in any cabinet: {relays}")
+
+
+# --- import and export ---------------------------------------------------------------
+
+MIME = {
+    "csv": "text/csv",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+PLAN_COLUMNS: dict[str, Any] = {
+    "row": st.column_config.NumberColumn("Row", help="As the spreadsheet numbers it"),
+    "action": "Change",
+    "cabinet": "Cabinet",
+    "changes": "What changes",
+}
+
+
+def files_tab(principal: Principal, registry: Registry) -> None:
+    st.markdown("##### Export the cabinets")
+    fmt = st.segmented_control(
+        "Format", ["xlsx", "csv"], default="xlsx", key="cabinets_export_format"
+    )
+    fmt = fmt or "xlsx"
+    st.download_button(
+        "Download the cabinets",
+        data=lambda: export_cabinets(registry, principal.name, fmt)[0],
+        file_name=f"cabinets.{fmt}",
+        mime=MIME[fmt],
+        icon=":material/download:",
+        on_click="ignore",
+    )
+    if not may_change(principal):
+        return
+    st.markdown("##### Import a machine list")
+    st.caption(
+        f"A .csv or .xlsx file whose first row names its columns: {', '.join(FILE_COLUMNS)} "
+        "(only name is required). Rows update the cabinet with the same serial, else the "
+        "same name; other rows add cabinets. Missing columns change nothing; nothing is "
+        "written until you confirm, and nothing at all if one row is bad."
+    )
+    upload = st.file_uploader("Machine list", type=["csv", "xlsx"], key=fresh_key("cabinet_upload"))
+    create = st.checkbox(
+        "Create the locations the file names that do not exist yet", key="import_new_locations"
+    )
+    if upload is None:
+        return
+    try:
+        cabinet_file = read_cabinet_file(upload.getvalue(), upload.name)
+        plan = import_cabinets(
+            registry, principal, cabinet_file, create_locations=create, dry_run=True
+        )
+    except ImportRejected as exc:
+        st.error(f"{len({p.row for p in exc.problems})} row(s) are bad: nothing will be imported.")
+        problems = [{"row": p.row, "field": p.field, "problem": p.message} for p in exc.problems]
+        st.dataframe(problems, hide_index=True, width="stretch")
+        return
+    except InvalidInput as exc:
+        st.error(sentence(str(exc)))
+        return
+    preview(principal, registry, cabinet_file, plan, create)
+
+
+def preview(
+    principal: Principal,
+    registry: Registry,
+    cabinet_file: CabinetFile,
+    plan: ImportPlan,
+    create: bool,
+) -> None:
+    """The changes the file would make, and the button that makes them."""
+    st.markdown(f"**{cabinet_file.source}**: {plan.summary()}")
+    st.dataframe(plan.table(), hide_index=True, width="stretch", column_config=PLAN_COLUMNS)
+    changes = plan.count("add") + plan.count("update") + len(plan.new_locations)
+    if st.button(
+        "Import these changes",
+        type="primary",
+        disabled=changes == 0,
+        icon=":material/upload:",
+        help=None if changes else "The registry already matches the file",
+    ):
+        act(
+            lambda: import_cabinets(
+                registry, principal, cabinet_file, create_locations=create, expected=plan
+            ),
+            f"Imported {cabinet_file.source}: {plan.summary()}.",
+            fresh="cabinet_upload",
+        )
