@@ -125,6 +125,7 @@ def test_killing_serve_leaves_nothing_and_the_next_serve_starts(
     printed = (tmp_path / "first.log").read_text()
     assert f"SMIB Console: http://127.0.0.1:{port}" in printed
     assert "registered 1 demo cabinets" in printed  # two boards left to adopt
+    assert "demo history not seeded: MONGO_URI is set" in printed  # never a real database
     assert "Port" not in (tmp_path / "second.log").read_text()
 
 

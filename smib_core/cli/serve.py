@@ -33,6 +33,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="serve the web app and a worker (embedded broker/database)")
     p.add_argument("--sim", type=int, default=0, metavar="N", help="also run N simulated boards")
     p.add_argument("--seed", type=int, default=1, help="seed of the simulated fleet")
+    p.add_argument(
+        "--history-days",
+        type=int,
+        default=30,
+        metavar="D",
+        help="with --sim: seed the demo cabinets with D days of meter history on a fresh "
+        "embedded database (default 30; 0: none)",
+    )
     p.add_argument("--port", type=int, default=8501, help="web port (default 8501)")
     p.add_argument("--address", default="127.0.0.1", help="web bind address")
     p.set_defaults(func=run)
@@ -41,6 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from smib_core.cli.children import ServeRecord, end_leftovers, spawn, stop
     from smib_core.embedded import broker_uri, mongo_uri
+    from smib_core.services.demo_history import seed_demo
 
     _stop_on_sigterm()
     settings = Settings.from_env()
@@ -52,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     helpers: dict[str, list[str]] = {}
     if args.sim > 0:
         print(f"registered {_register_demo(settings, args.sim, args.seed)} demo cabinets")
+        print(seed_demo(settings, args.sim, args.seed, args.history_days).message())
         helpers["simulator"] = [*smib, "sim", "--relays", str(args.sim), "--seed", str(args.seed)]
     helpers["worker"] = [*smib, "worker"]
     web = [

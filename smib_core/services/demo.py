@@ -1,4 +1,7 @@
-"""Register a simulated fleet as cabinets, so a new user's dashboards have machines."""
+"""Register a simulated fleet as cabinets, so a new user's dashboards have machines.
+
+The locations and cabinets made here carry `demo: true` (`services.demo_history` seeds
+their past only while the database holds nothing else)."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ def register_demo_fleet(registry: Registry, relays: Sequence[str], actor: str) -
     locations = {loc.name: loc for loc in registry.locations()}
     for name in DEMO_LOCATIONS:
         if name not in locations:
-            locations[name] = registry.add_location(name, actor)
+            locations[name] = registry.add_location(name, actor, demo=True)
     rng = random.Random(0)
     added = 0
     for number, relay in enumerate(relays, start=1):
@@ -40,6 +43,6 @@ def register_demo_fleet(registry: Registry, relays: Sequence[str], actor: str) -
             "game": game,
             "serial": f"SN{rng.randrange(10**7):07d}",
         }
-        registry.add_cabinet(values, actor)
+        registry.add_cabinet(values, actor, demo=True)
         added += 1
     return added

@@ -13,13 +13,15 @@ the daily digests of the seeded gaming days.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from smib_core.analytics import meter_movement, rollup
@@ -53,18 +55,53 @@ def machine_history(
 ) -> pd.DataFrame:
     """`steps` readings of the cabinet every `step_s` seconds from `start` (UTC)."""
     machine = Machine.from_seed(cabinet.seed)
-    profile = machine.profile
     pick = itemgetter(*CODES)
     values = [pick(meters) for _, meters in history(machine, start.timestamp(), steps, step_s)]
-    wrapped = np.array(values, dtype=np.int64).reshape(-1, len(CODES)) % 10 ** (
-        2 * profile.meter_size
-    )
+    counts = np.array(values, dtype=np.int64).reshape(-1, len(CODES))
+    return _snapshot_frame(cabinet, machine, counts, start, step_s)
+
+
+def history_leading_to(
+    cabinet: SeedCabinet, machine: Machine, end: datetime, steps: int, step_s: float = 300.0
+) -> pd.DataFrame:
+    """`steps` readings every `step_s` seconds, the last one at `end` showing `machine`'s
+    meters as they are now: the past of a simulated board that goes on from `end`.
+
+    Another machine with the same profile (seeded by `cabinet.seed`) plays the period
+    from zero; its play is laid under the present meters (wrapped to the BCD width as
+    the board reads them), so every meter keeps its invariants and the board's first
+    live reading continues the history without a jump.
+    """
+    start = end - timedelta(seconds=step_s * (steps - 1))
+    player = Machine(machine.profile, random.Random(cabinet.seed))
+    pick = itemgetter(*CODES)
+    played = np.array(
+        [pick(m) for _, m in history(player, start.timestamp(), steps, step_s)], dtype=np.int64
+    ).reshape(-1, len(CODES))
+    now = np.array(pick(machine.values()), dtype=np.int64)
+    counts = now + played - played[-1]
+    credits = CODES.index("000C")  # not cumulative: the player's own credit meter
+    counts[:, credits] = played[:, credits]
+    counts[-1, credits] = now[credits]
+    return _snapshot_frame(cabinet, machine, counts, start, step_s)
+
+
+def _snapshot_frame(
+    cabinet: SeedCabinet,
+    machine: Machine,
+    counts: npt.NDArray[np.int64],
+    start: datetime,
+    step_s: float,
+) -> pd.DataFrame:
+    profile = machine.profile
+    steps = len(counts)
+    wrapped = counts % 10 ** (2 * profile.meter_size)
     frame = pd.DataFrame(wrapped, columns=list(CODES))
     first = pd.Timestamp(start).tz_convert("UTC") if start.tzinfo else pd.Timestamp(start, tz="UTC")
     frame.insert(
         0, "at", first.as_unit("ns") + pd.to_timedelta(np.arange(steps) * step_s, unit="s")
     )
-    denomination = cabinet.denomination or simulated_denomination(cabinet.seed)
+    denomination = cabinet.denomination or profile.denom_cents / 100
     ids: dict[str, Any] = {
         "relay": cabinet.relay,
         "cabinet": cabinet.cabinet,
@@ -98,7 +135,7 @@ def rollups_of(
     return named(hourly), named(daily)
 
 
-def snapshot_documents(snapshots: pd.DataFrame) -> Iterator[dict[str, Any]]:
+def snapshot_documents(snapshots: pd.DataFrame, *, demo: bool = False) -> Iterator[dict[str, Any]]:
     """`meter_snapshots` documents of a snapshot frame (all good readings)."""
     codes = [c for c in CODES if c in snapshots.columns]
     for row in snapshots.to_dict("records"):
@@ -112,6 +149,7 @@ def snapshot_documents(snapshots: pd.DataFrame) -> Iterator[dict[str, Any]]:
             denomination=row["denomination"],
             meters={c: int(row[c]) for c in codes},
             sizes={c: int(row[f"{c}_size"]) for c in codes},
+            demo=demo,
         )
 
 

@@ -70,13 +70,15 @@ def snapshot_document(
     ok: bool | None = None,
     failure: str | None = None,
     failure_check: str | None = None,
+    demo: bool = False,
 ) -> dict[str, Any]:
     """A snapshot document, normalised. A reading is ok unless it names a failure (or
-    says `ok=False`); a failed reading keeps no meters and always has a `failure`."""
+    says `ok=False`); a failed reading keeps no meters and always has a `failure`.
+    Simulated demo history carries `demo: true` (`services.demo_history`)."""
     if not relay:
         raise InvalidInput("a meter snapshot needs a relay")
     good = (failure is None and failure_check is None) if ok is None else bool(ok)
-    return {
+    return ({"demo": True} if demo else {}) | {
         "relay": str(relay),
         "cabinet_id": str(cabinet_id),
         "cabinet": str(cabinet),
