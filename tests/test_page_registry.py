@@ -181,5 +181,8 @@ def test_a_manager_can_download_but_not_import(
     mongo_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = page(mongo_db, monkeypatch, MANAGER)
-    assert [b.label for b in app.get("download_button")] == ["Download the cabinets"]
+    assert [b.label for b in app.get("download_button")] == [
+        "Download the cabinets (Excel)",
+        "Download the cabinets (CSV)",
+    ]
     assert not app.file_uploader

@@ -7,6 +7,7 @@ show only for a role that may manage the registry, and every change goes through
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import streamlit as st
@@ -288,18 +289,17 @@ PLAN_COLUMNS: dict[str, Any] = {
 
 def files_tab(principal: Principal, registry: Registry) -> None:
     st.markdown("##### Export the cabinets")
-    fmt = st.segmented_control(
-        "Format", ["xlsx", "csv"], default="xlsx", key="cabinets_export_format"
-    )
-    fmt = fmt or "xlsx"
-    st.download_button(
-        "Download the cabinets",
-        data=lambda: export_cabinets(registry, principal.name, fmt)[0],
-        file_name=f"cabinets.{fmt}",
-        mime=MIME[fmt],
-        icon=":material/download:",
-        on_click="ignore",
-    )
+    excel, text = st.columns(2)  # two buttons: a format picker's rerun would reset the tabs
+    for column, fmt, label in ((excel, "xlsx", "Excel"), (text, "csv", "CSV")):
+        column.download_button(
+            f"Download the cabinets ({label})",
+            data=partial(_exported, registry, principal.name, fmt),
+            file_name=f"cabinets.{fmt}",
+            mime=MIME[fmt],
+            icon=":material/download:",
+            on_click="ignore",
+            width="stretch",
+        )
     if not may_change(principal):
         return
     st.markdown("##### Import a machine list")
@@ -331,6 +331,11 @@ def files_tab(principal: Principal, registry: Registry) -> None:
     preview(principal, registry, cabinet_file, plan, create)
 
 
+def _exported(registry: Registry, actor: str, fmt: str) -> bytes:
+    """The download's bytes, made (and audited) when the button is clicked."""
+    return export_cabinets(registry, actor, fmt)[0]
+
+
 def preview(
     principal: Principal,
     registry: Registry,
@@ -339,7 +344,7 @@ def preview(
     create: bool,
 ) -> None:
     """The changes the file would make, and the button that makes them."""
-    st.markdown(f"**{cabinet_file.source}**: {plan.summary()}")
+    st.markdown(f"**{cabinet_file.source}**, once imported: {plan.summary()}")
     st.dataframe(plan.table(), hide_index=True, width="stretch", column_config=PLAN_COLUMNS)
     changes = plan.count("add") + plan.count("update") + len(plan.new_locations)
     if st.button(
