@@ -145,7 +145,7 @@ class _Places:
     """The registry's locations by lower-case name and id, and those the file adds."""
 
     def __init__(self, locations: Iterable[Location], create: bool) -> None:
-        self.all = list(locations)
+        self.all = sorted(locations, key=lambda loc: loc.retired)  # active ones win a name
         self.by_key: dict[str, Location] = {}
         for loc in self.all:
             self.by_key.setdefault(loc.id, loc)
@@ -283,9 +283,8 @@ def plan_import(
     problems: list[RowProblem] = []
     changes: list[CabinetChange] = []
     claimed: dict[str, int] = {}  # cabinet id, "name:..", "serial:..", relay -> first row
-    final_relays: dict[str, str] = {
-        relay: cabinet.id for relay, cabinet in active.relays.items()
-    }  # relay -> cabinet id (or "row N") after the import
+    # relay -> the cabinet keeping it: those the file does not mention keep theirs
+    final_relays = {relay: cabinet.id for relay, cabinet in active.relays.items()}
 
     def claim(key: str, row: int, field_name: str, what: str) -> None:
         if key in claimed:
