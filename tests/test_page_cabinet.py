@@ -107,10 +107,11 @@ def test_an_invalid_relay_in_the_url_is_refused_clearly(monkeypatch: pytest.Monk
 
 
 def test_a_cabinet_without_a_board(monkeypatch: pytest.MonkeyPatch) -> None:
-    cabinet = Cabinet("c1", "Cabinet 001", "floor", None, 0.25, game="Cleopatra")
+    cabinet = Cabinet("c1", "Cabinet 001", "floor", None, 0.25, game="Cleopatra", par=8.5)
     app = page(monkeypatch, FakeRegistry([cabinet]), cabinet="c1")
     assert not app.exception
     assert app.title[0].value == "Cabinet 001"
+    assert "Cleopatra · denomination 0.25 per credit · par 8.5%" in app.caption[0].value
     assert "This cabinet has no board yet" in app.info[0].value
 
 

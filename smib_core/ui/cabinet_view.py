@@ -129,7 +129,9 @@ def header(target: Target) -> None:
     parts = [target.location, f"board `{cabinet.relay}`" if cabinet.relay else "no board"]
     parts += [p for p in (cabinet.manufacturer, cabinet.game) if p]
     parts += [f"serial {cabinet.serial}"] if cabinet.serial else []
-    st.caption(" · ".join(parts) + f" · denomination {cabinet.denomination:g} per credit")
+    parts += [f"denomination {cabinet.denomination:g} per credit"]
+    parts += [f"par {cabinet.par:g}%"] if cabinet.par is not None else []
+    st.caption(" · ".join(parts))
 
 
 def open_board(principal: Principal, relay: str) -> None:
