@@ -31,7 +31,8 @@ EMBEDDED = Settings(data_dir=Path("data"))
 
 def fleet(registry: Registry, count: int = 3) -> dict[str, Machine]:
     boards = make_boards(count + 1, seed=1)
-    register_demo_fleet(registry, [b.relay for b in boards[:count]], actor="demo")
+    own = {b.relay: b.machine.profile.denom_cents / 100 for b in boards}
+    register_demo_fleet(registry, [b.relay for b in boards[:count]], "demo", denominations=own)
     return {b.relay: b.machine for b in boards}
 
 

@@ -92,10 +92,14 @@ def test_retire_location_needs_it_empty(registry: Registry) -> None:
 
 def test_demo_fleet_registers_each_relay_once(registry: Registry) -> None:
     relays = [f"{n:012x}" for n in range(1, 8)]
-    assert register_demo_fleet(registry, relays, "demo") == 7
+    own = {relays[0]: 0.02}
+    assert register_demo_fleet(registry, relays, "demo", denominations=own) == 7
     assert register_demo_fleet(registry, relays, "demo") == 0
     assert {loc.name for loc in registry.locations()} == set(DEMO_LOCATIONS)
     assert sorted(c.relay for c in registry.cabinets() if c.relay) == relays
+    assert len(registry.demo_cabinets()) == 7 and not registry.holds_real_cabinets()
+    first = registry.cabinet_for_relay(relays[0])
+    assert first is not None and first.denomination == 0.02
 
 
 def test_parse_denomination() -> None:

@@ -135,9 +135,12 @@ def _register_demo(settings: Settings, relays: int, seed: int) -> int:
     from smib_core.store.db import connect
     from smib_core.store.registry import Registry
 
-    ids = [board.relay for board in make_boards(relays, seed)]
+    boards = make_boards(relays, seed)
+    ids = [board.relay for board in boards]
+    own = {board.relay: board.machine.profile.denom_cents / 100 for board in boards}
     db = connect(settings)
     try:
-        return register_demo_fleet(Registry(db), ids[: max(0, relays - 2)], actor="demo")
+        registry = Registry(db)
+        return register_demo_fleet(registry, ids[: max(0, relays - 2)], "demo", denominations=own)
     finally:
         db.client.close()

@@ -6,7 +6,7 @@ their past only while the database holds nothing else)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from smib_core.store.registry import Registry
 
@@ -21,8 +21,18 @@ _GAMES = [
 _DENOMINATIONS = (0.01, 0.01, 0.05, 0.25, 1.0)
 
 
-def register_demo_fleet(registry: Registry, relays: Sequence[str], actor: str) -> int:
-    """Give every unregistered relay a cabinet in one of the demo locations; returns how many."""
+def register_demo_fleet(
+    registry: Registry,
+    relays: Sequence[str],
+    actor: str,
+    *,
+    denominations: Mapping[str, float] | None = None,
+) -> int:
+    """Give every unregistered relay a cabinet in one of the demo locations; returns how many.
+
+    `denominations`: the simulated machines' own, by relay, so the money the dashboard
+    shows matches their bets (a penny machine registered at $1 would take $25 bets);
+    a relay without one gets a random denomination."""
     locations = {loc.name: loc for loc in registry.locations()}
     for name in DEMO_LOCATIONS:
         if name not in locations:
@@ -38,7 +48,7 @@ def register_demo_fleet(registry: Registry, relays: Sequence[str], actor: str) -
             "name": f"Cabinet {number:03d}",
             "location_id": location.id,
             "relay": relay,
-            "denomination": rng.choice(_DENOMINATIONS),
+            "denomination": (denominations or {}).get(relay, rng.choice(_DENOMINATIONS)),
             "manufacturer": maker,
             "game": game,
             "serial": f"SN{rng.randrange(10**7):07d}",
