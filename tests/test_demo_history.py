@@ -132,3 +132,15 @@ def test_the_seeded_past_is_what_the_collector_would_have_stored(mongo_db: Any) 
     board = build_dashboard(store, registry.frame(), period)
     assert board.kpis["cabinets"] == 3 and board.kpis["coin_in"] > 0
     assert coin_in_heatmap(store, period).to_numpy().sum() > 0
+
+
+def test_seed_demo_as_serve_calls_it(mongo_db: Any, embedded_mongo: Any) -> None:
+    """The glue `smib serve --sim` calls: the simulated fleet's machines, the guard."""
+    from smib_core.services.demo_history import seed_demo
+
+    settings = Settings(mongo_uri=embedded_mongo.uri, mongo_db=mongo_db.name)
+    assert seed_demo(settings, 3, seed=1, days=0).message() == (
+        "demo history not seeded: --history-days is 0"
+    )
+    assert seed_demo(settings, 3, seed=1).reason.startswith("MONGO_URI is set")
+    assert mongo_db[SNAPSHOTS].count_documents({}) == 0
