@@ -7,10 +7,11 @@
                      [--manufacturer M] [--game G] [--par P]
     smib cabinet list [--location L] [--all] [--json]
     smib cabinet import FILE [--dry-run] [--create-locations]
-    smib cabinet export FILE [--format csv|xlsx] [--all]
+    smib cabinet export FILE [--format csv|xlsx]
 
 `--json` prints one JSON object a line. An import checks every row first: one bad row
-and nothing is written (each problem names the row and the field, exit code 1).
+and nothing is written (each problem names the row and the field, exit code 1). An
+export holds the active cabinets, so importing it back changes nothing.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     exp = cab_cmds.add_parser("export", help="write the cabinets to a CSV or Excel file")
     exp.add_argument("file", type=Path, metavar="FILE")
     exp.add_argument("--format", choices=("csv", "xlsx"), help="default: from FILE")
-    exp.add_argument("--all", action="store_true", help="retired cabinets too")
     exp.set_defaults(func=run_cabinet_export)
 
 
@@ -227,7 +227,7 @@ def run_cabinet_export(args: argparse.Namespace) -> int:
         raise InvalidInput(f"{args.file.parent} is not a folder")
     with open_registry() as registry:
         actor = cli_principal().name
-        data, count = export_cabinets(registry, actor, fmt, include_retired=args.all)
+        data, count = export_cabinets(registry, actor, fmt)
     args.file.write_bytes(data)
     print(f"wrote {count} cabinets to {args.file}")
     return 0

@@ -195,9 +195,9 @@ def neutralise_formula(text: str) -> str:
     return f"'{text}" if text.startswith(FORMULA_STARTS) else text
 
 
-def cabinets_frame(registry: Registry, include_retired: bool = False) -> pd.DataFrame:
-    """The registry's cabinets in the file's columns, by location then name."""
-    frame = registry.frame(include_retired=include_retired)
+def cabinets_frame(registry: Registry) -> pd.DataFrame:
+    """The registry's active cabinets in the file's columns, by location then name."""
+    frame = registry.frame()
     out = frame.reindex(columns=list(FILE_COLUMNS))
     out["relay"] = frame["relay"].fillna("")
     out["par"] = pd.to_numeric(frame["par"], errors="coerce")
@@ -245,14 +245,13 @@ def cabinets_file(frame: pd.DataFrame, fmt: str) -> bytes:
         return path.read_bytes()
 
 
-def export_cabinets(
-    registry: Registry, actor: str, fmt: str, *, include_retired: bool = False
-) -> tuple[bytes, int]:
-    """The registry's cabinets as a `fmt` file's bytes and how many; audited as
-    `cabinet_export` (format, rows)."""
-    frame = cabinets_frame(registry, include_retired=include_retired)
+def export_cabinets(registry: Registry, actor: str, fmt: str) -> tuple[bytes, int]:
+    """The registry's active cabinets as a `fmt` file's bytes and how many; audited as
+    `cabinet_export` (format, rows). Retired ones are left out: imported back, they
+    would come back as new cabinets (an import matches active cabinets only)."""
+    frame = cabinets_frame(registry)
     data = cabinets_file(frame, fmt)
-    detail = {"format": fmt, "rows": len(frame), "retired_included": include_retired}
+    detail = {"format": fmt, "rows": len(frame)}
     registry.audit.record(actor, "cabinet_export", [], detail, "ok")
     return data, len(frame)
 
