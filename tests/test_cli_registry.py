@@ -1,10 +1,16 @@
 """`smib location ...` and `smib cabinet ...` against the embedded database: a machine
 list imported from CSV and Excel, a bad row writes nothing and names row and field,
-a re-import updates instead of doubling, dry runs change nothing, exports round-trip."""
+a re-import updates instead of doubling (also after the import was killed midway),
+dry runs change nothing, exports round-trip."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +283,33 @@ def test_a_file_that_is_not_a_machine_list_is_one_clear_line(
     assert err[0].startswith("smib: row 1: unknown column 'seriel'")
     assert err[1] == "smib: fake.xlsx is not an Excel .xlsx file"
     assert err[2].startswith("smib: ") and "is not a file" in err[2]
+
+
+def test_an_import_killed_by_sigkill_is_completed_by_importing_again(
+    cli_db: Any, embedded_mongo: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    floors(cli_db)
+    machines = tmp_path / "machines.csv"
+    lines = ["name,location,relay,denomination,serial"]
+    lines += [f"Slot {n:04d},Main floor,cc{n:010x},0.01,S{n:04d}" for n in range(1500)]
+    machines.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = dict(os.environ, MONGO_URI=embedded_mongo.uri, MONGO_DB=cli_db.name)
+    argv = [sys.executable, "-m", "smib_core", "cabinet", "import", str(machines)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while cli_db["cabinets"].count_documents({}) < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(10)
+    stored = cli_db["cabinets"].count_documents({})
+    assert 50 <= stored < 1500, stored
+    assert smib("cabinet", "import", str(machines)) == 0
+    assert (
+        capsys.readouterr().out.splitlines()[-1]
+        == f"{1500 - stored} added, 0 updated, {stored} unchanged"
+    )
+    names = [d["name"] for d in cli_db["cabinets"].find({})]
+    assert len(names) == len(set(names)) == 1500
+    assert cli_db["audit"].count_documents({"kind": "cabinet_import", "outcome": "ok"}) == 1
