@@ -5,6 +5,11 @@ with numbers at once."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -144,3 +149,37 @@ def test_seed_demo_as_serve_calls_it(mongo_db: Any, embedded_mongo: Any) -> None
     )
     assert seed_demo(settings, 3, seed=1).reason.startswith("MONGO_URI is set")
     assert mongo_db[SNAPSHOTS].count_documents({}) == 0
+
+
+SEEDER = """
+import sys
+from pymongo import MongoClient
+from smib_core.services.demo_history import seed_history
+from smib_core.sim.board import make_boards
+from smib_core.store.registry import Registry
+from tests.test_demo_history import NOW
+db = MongoClient(sys.argv[1], tz_aware=True)[sys.argv[2]]
+registry = Registry(db)
+machines = {b.relay: b.machine for b in make_boards(4, seed=1)}
+seed_history(db, registry, registry.demo_cabinets(), machines, 30, now=NOW)
+"""
+
+
+def test_a_seeding_killed_midway_is_never_taken_for_a_finished_one(
+    mongo_db: Any, embedded_mongo: Any
+) -> None:
+    registry = Registry(mongo_db)
+    machines = fleet(registry)
+    root = Path(__file__).resolve().parents[1]
+    argv = [sys.executable, "-c", SEEDER, embedded_mongo.uri, mongo_db.name]
+    proc = subprocess.Popen(argv, cwd=root, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while mongo_db[SNAPSHOTS].count_documents({}) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(10)
+    assert mongo_db[SNAPSHOTS].count_documents({}) > 0
+    again = seed_if_allowed(EMBEDDED, mongo_db, registry, machines, 30, now=NOW)
+    assert "was interrupted; remove the data folder" in again.reason
