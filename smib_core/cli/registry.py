@@ -63,7 +63,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     imp.add_argument(
         "--dry-run", action="store_true", help="print what would change, change nothing"
     )
-    imp.add_argument("--create-locations", action="store_true", help="add locations the file names")
+    imp.add_argument(
+        "--create-locations",
+        action="store_true",
+        help="add the locations the file names that do not exist yet",
+    )
     imp.set_defaults(func=run_cabinet_import)
     exp = cab_cmds.add_parser("export", help="write the cabinets to a CSV or Excel file")
     exp.add_argument("file", type=Path, metavar="FILE")
