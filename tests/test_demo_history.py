@@ -183,3 +183,26 @@ def test_a_seeding_killed_midway_is_never_taken_for_a_finished_one(
     assert mongo_db[SNAPSHOTS].count_documents({}) > 0
     again = seed_if_allowed(EMBEDDED, mongo_db, registry, machines, 30, now=NOW)
     assert "was interrupted; remove the data folder" in again.reason
+
+
+def test_gaming_days_follow_the_casinos_time_zone(mongo_db: Any) -> None:
+    registry = Registry(mongo_db)
+    machines = fleet(registry, count=1)
+    local = Settings(data_dir=Path("data"), timezone="America/New_York", gaming_day_start_hour=6)
+    assert not seed_if_allowed(local, mongo_db, registry, machines, 2, now=NOW).reason
+    store = MeterStore(mongo_db)
+    daily = store.rollups("D", NOW - timedelta(days=5), NOW + timedelta(days=1))
+    starts = {pd.Timestamp(b).tz_convert("America/New_York").hour for b in daily["bucket"]}
+    assert starts == {6} and len(daily) == 3  # two whole gaming days and the running one
+    cabinet = registry.demo_cabinets()[0]
+    hour = datetime(2024, 6, 12, 9, tzinfo=UTC)
+    span = (hour, hour + timedelta(hours=1))
+    stored = store.rollups("h", *span)
+    refresh_rollups(
+        store,
+        cabinet.id,
+        hour + timedelta(hours=1),
+        gaming_day_start_hour=6,
+        tz="America/New_York",
+    )
+    pd.testing.assert_frame_equal(stored, store.rollups("h", *span))

@@ -53,9 +53,8 @@ from smib_core.store.registry import Cabinet, Registry
 from smib_core.store.rollups import location_hourly_frame
 
 STEP_S = 300.0
-# Readings a few seconds past each 5 minutes, as the collector's spread reads are (and
-# not on the hour: the embedded database's `at < 10:00:00.001` misses 10:00:00.000,
-# so the collector would not find a reading exactly on the hour that closes an hour).
+# Readings a few seconds past each 5 minutes, as the collector's spread reads are (not
+# on the hour: the embedded database compares times to the second).
 OFFSET_S = 7
 RECENT_HOURS = 24
 SEED_COLLECTION = "demo_seed"
@@ -150,6 +149,7 @@ def seed_if_allowed(
         days,
         now=now or utc_now(),
         gaming_day_start_hour=settings.gaming_day_start_hour,
+        tz=settings.timezone,
     )
 
 
@@ -162,6 +162,7 @@ def seed_history(
     *,
     now: datetime,
     gaming_day_start_hour: int = 0,
+    tz: str = "UTC",
 ) -> DemoSeed:
     """Store the cabinets' simulated past (readings, rollups, events, alerts) up to `now`."""
     began = time.perf_counter()
@@ -169,8 +170,8 @@ def seed_history(
     offset = pd.Timedelta(seconds=OFFSET_S)
     end = (pd.Timestamp(now).tz_convert("UTC") - offset).floor("5min") + offset
     first_day = period_bounds(
-        "day", end - pd.Timedelta(days=days), gaming_day_start_hour=gaming_day_start_hour
-    )[0]
+        "day", end - pd.Timedelta(days=days), gaming_day_start_hour=gaming_day_start_hour, tz=tz
+    )[0].tz_convert("UTC")
     steps = int((end - first_day - offset).total_seconds() // STEP_S) + 1
     places = {loc.id: loc.name for loc in registry.locations(include_retired=True)}
     store = MeterStore(db)
@@ -189,7 +190,7 @@ def seed_history(
             denomination=cabinet.denomination,
         )
         frame = history_leading_to(seeded, machines[relay], end.to_pydatetime(), steps, STEP_S)
-        hourly, daily = rollups_of(frame, gaming_day_start_hour=gaming_day_start_hour)
+        hourly, daily = rollups_of(frame, gaming_day_start_hour=gaming_day_start_hour, tz=tz)
         recent = frame["at"] >= end - pd.Timedelta(hours=RECENT_HOURS)
         kept = frame[recent | (frame["at"].dt.minute == 55)]  # the last of each hour
         snapshots += store.insert_snapshots(snapshot_documents(kept, demo=True))
