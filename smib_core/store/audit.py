@@ -21,6 +21,7 @@ from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
+from smib_core.csvsafe import csv_bytes
 from smib_core.errors import InvalidInput
 from smib_core.protocol import COMMAND_KINDS, mask_secrets, mask_uri, normalize_relay_id
 from smib_core.store.documents import as_utc, time_range, utc_now
@@ -213,5 +214,6 @@ def _row(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def to_csv(frame: pd.DataFrame) -> bytes:
-    """The audit (or any) DataFrame as UTF-8 CSV bytes for a download or a file."""
-    return frame.to_csv(index=False).encode("utf-8")
+    """The audit (or any) DataFrame as UTF-8 CSV bytes for a download or a file; an
+    actor or detail that a spreadsheet would run as a formula is written as text."""
+    return csv_bytes(frame)

@@ -16,6 +16,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from smib_core import protocol
 from smib_core.auth import Permission, Principal, allowed
+from smib_core.csvsafe import csv_bytes
 from smib_core.errors import InvalidInput, SmibError
 from smib_core.services import batch_progress
 from smib_core.services.batch import BatchJob, cancel_batch, submit_batch
@@ -307,7 +308,7 @@ def outcome(batch: Batch) -> None:
     frame = _table(boards, final=True)
     st.download_button(
         "Download the outcome (CSV)",
-        frame.to_csv(index=False).encode("utf-8"),
+        csv_bytes(frame),
         file_name=f"batch-{batch.id}.csv",
         mime="text/csv",
         on_click="ignore",
