@@ -17,6 +17,7 @@ import streamlit as st
 
 from smib_core.auth import Principal
 from smib_core.firmware.server import FirmwareServer
+from smib_core.protocol import mask_uri
 from smib_core.services import rollout_plan as plan
 from smib_core.services.batch_targets import board_choices, cabinet_labels, location_relays
 from smib_core.store.firmware import FirmwareInfo, FirmwareLibrary
@@ -76,7 +77,7 @@ def service_status() -> None:
     if answers and holder is not None:
         _, host, pid, *_ = [*holder.owner.split(":"), "?", "?", "?"]
         st.caption(
-            f"Boards download firmware from {server.base_url} · the rollout runner works "
+            f"Boards download firmware from {mask_uri(server.base_url)} · the rollout runner works "
             f"on {host} (process {pid})"
         )
 
