@@ -173,7 +173,7 @@ def _sign_in_form(accounts: AccountStore, now: datetime) -> None:
     if not submitted:
         return
     try:
-        principal = accounts.verify(name, password)
+        principal = accounts.verify(name, password, client_address())
     except SignInThrottled as exc:
         st.error(str(exc))
         return
@@ -182,6 +182,13 @@ def _sign_in_form(accounts: AccountStore, now: datetime) -> None:
         return
     _start(principal, now)
     st.rerun()
+
+
+def client_address() -> str | None:
+    """The browser's address as Streamlit saw the connection (None on loopback; behind
+    a reverse proxy on the same host, the address the proxy forwarded)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else None  # AppTest hands a mock
 
 
 def _oidc_providers() -> list[str | None]:
