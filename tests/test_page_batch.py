@@ -86,6 +86,8 @@ def page(mongo_db: Any, monkeypatch: pytest.MonkeyPatch, bus: FakeBus) -> AppTes
     monkeypatch.setattr(resources, "get_bus", lambda: bus)
     monkeypatch.setattr(resources, "get_settings", lambda: Settings(offline_after_s=60))
     monkeypatch.setattr(resources, "get_batch_store", lambda: store)
+    # The page runs alone, without app.py's gate: its principal stands as given.
+    monkeypatch.setattr(resources, "account_check", lambda: lambda p: p)
     app = AppTest.from_file(PAGE, default_timeout=20)
     app.session_state["principal"] = TECH
     return app.run()

@@ -36,15 +36,17 @@ from smib_core.auth import (
     CLIENT_FREE_ATTEMPTS,
     THROTTLE_FREE_FAILURES,
     THROTTLE_WINDOW,
+    Permission,
     Principal,
     Role,
     SignInThrottled,
     check_password,
     normalize_account_name,
     parse_role,
+    require,
     retry_after,
 )
-from smib_core.errors import InvalidInput
+from smib_core.errors import InvalidInput, PermissionDenied
 from smib_core.store.audit import AuditTrail, utc_now
 from smib_core.store.documents import as_utc, replace_fields
 
@@ -108,6 +110,37 @@ def _attempted_name(value: object) -> str:
     return "".join(ch for ch in text if ch.isprintable())[:64]
 
 
+def refreshed_principal(db: Database[Any], principal: Principal | None) -> Principal | None:
+    """`principal` as the database knows it now: None when its account is gone or
+    disabled (or its OIDC identity unmapped), with its current role otherwise. The CLI's
+    principal (the host's own user) passes as it is. Sessions and every action on a
+    person's behalf call this first, so a disabled account or a changed role takes
+    effect at once, not at the next sign-in."""
+    if principal is None:
+        return None
+    if principal.source == "local":
+        doc = db["accounts"].find_one({"name": principal.name}, {"role": 1, "disabled": 1})
+        if doc is None or doc.get("disabled"):
+            return None
+        return Principal(principal.name, parse_role(doc["role"]), "local")
+    if principal.source == "oidc":
+        found = db["identities"].find_one({"identity": principal.name}, {"role": 1})
+        return Principal(principal.name, parse_role(found["role"]), "oidc") if found else None
+    return principal
+
+
+def require_current(
+    db: Database[Any], principal: Principal | None, permission: Permission
+) -> Principal:
+    """`require` on the principal as the database knows it now (`refreshed_principal`)."""
+    current = refreshed_principal(db, principal)
+    if principal is not None and current is None:
+        raise PermissionDenied(
+            "This account was disabled or its role removed: sign in again or ask an administrator."
+        )
+    return require(current, permission)
+
+
 class AccountStore:
     """Accounts, sign-in and identity mappings. `hasher` lets tests use cheap argon2."""
 
@@ -132,6 +165,10 @@ class AccountStore:
     @property
     def audit(self) -> AuditTrail:
         return self._audit
+
+    def current(self, principal: Principal) -> Principal | None:
+        """`refreshed_principal` of this store's database."""
+        return refreshed_principal(self._accounts.database, principal)
 
     # --- reading ----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from streamlit.errors import StreamlitAPIException
 from smib_core.services.live import ago
 from smib_core.store.alerts import Alert
 from smib_core.ui import resources
+from smib_core.ui.session import live_section
 
 ALERTS_PAGE = "pages/alerts.py"
 
@@ -24,7 +25,7 @@ def alert_line(alert: Alert) -> str:
     return f"**{alert.label}** · {where} · since {since:%Y-%m-%d %H:%M} UTC ({age}){repeats}"
 
 
-@st.fragment(run_every="10s")
+@live_section("10s")
 def render_active_alerts(limit: int = 5) -> None:
     """Nothing when no alert is active; else how many, the newest `limit`, and a link to
     the alerts page. Refreshes itself every 10 seconds."""

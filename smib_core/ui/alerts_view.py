@@ -13,7 +13,7 @@ from smib_core.store.alerts import Alert, alerts_frame
 from smib_core.ui import resources
 from smib_core.ui.alerts_banner import alert_line
 from smib_core.ui.feedback import act
-from smib_core.ui.session import PRINCIPAL_KEY
+from smib_core.ui.session import PRINCIPAL_KEY, live_section
 
 MAX_CARDS = 30
 HISTORY_DAYS = 30
@@ -84,7 +84,7 @@ def _card(alert: Alert, can_ack: bool) -> None:
             _acknowledge(alert)
 
 
-@st.fragment(run_every="5s")
+@live_section("5s")
 def open_alerts(principal: Principal) -> None:
     """Alerts not acknowledged yet: active first, then resolved ones; live."""
     alerts = resources.get_alert_store().unacknowledged(limit=500)

@@ -30,6 +30,7 @@ from smib_core.store.batches import Batch, BatchBoard
 from smib_core.store.templates import TemplateStore
 from smib_core.ui import resources
 from smib_core.ui.feedback import sentence
+from smib_core.ui.session import live_section
 from smib_core.ui.template_view import field_input, spec_label, writable_components
 
 JOB_KEY = "batch_job_id"
@@ -268,7 +269,7 @@ def _cancel_button(batch: Batch, principal: Principal, where: DeltaGenerator) ->
         st.rerun()
 
 
-@st.fragment(run_every="1s")
+@live_section("1s")
 def live_progress(batch_id: str) -> None:
     store = resources.get_batch_store()
     batch = store.get(batch_id)

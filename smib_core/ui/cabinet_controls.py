@@ -36,6 +36,7 @@ from smib_core.services.config_forms import (
 )
 from smib_core.ui import resources
 from smib_core.ui.feedback import sentence
+from smib_core.ui.session import live_section
 
 EDIT_TABS = {"net": "WiFi", "mqtt": "MQTT", "coms": "Machine link", "ota": "OTA"}
 RESTART_KEY = "cabinet_restart"  # (relay, time the restart was sent, its audit record id)
@@ -211,7 +212,7 @@ def restart_countdown(principal: Principal, relay: str) -> None:
         _countdown(principal, relay, state[1], state[2])
 
 
-@st.fragment(run_every="1s")
+@live_section("1s")
 def _countdown(principal: Principal, relay: str, started: float, audit_id: str) -> None:
     left = care.countdown(started, time.time())
     if left > 0:

@@ -28,6 +28,7 @@ from smib_core.services.export import (
 from smib_core.services.export_jobs import ExportContext, ExportJob
 from smib_core.services.meter_report import ReportPeriod, Scope
 from smib_core.ui import resources
+from smib_core.ui.session import live_section
 
 JOB_KEY = "export_job"
 MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024  # larger files: `smib export` on the server
@@ -133,7 +134,7 @@ def current_job() -> ExportJob | None:
     return resources.get_export_jobs().get(st.session_state.get(JOB_KEY))
 
 
-@st.fragment(run_every="1s")
+@live_section("1s")
 def progress_section() -> None:
     """Live while the build runs; reruns the page once it is done."""
     job = current_job()
