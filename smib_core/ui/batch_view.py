@@ -30,6 +30,7 @@ from smib_core.store.batches import Batch, BatchBoard
 from smib_core.store.templates import TemplateStore
 from smib_core.ui import resources
 from smib_core.ui.feedback import sentence
+from smib_core.ui.plain import escape_markdown
 from smib_core.ui.session import live_section
 from smib_core.ui.template_view import field_input, spec_label, writable_components
 
@@ -117,7 +118,7 @@ def choose_change(principal: Principal, relays: list[str]) -> BatchJob | None:
             return _template_job(relays)
         return _field_job(relays)
     except InvalidInput as exc:
-        st.error(sentence(str(exc)))
+        st.error(escape_markdown(sentence(str(exc))))
         return None
 
 
@@ -129,7 +130,7 @@ def _template_job(relays: list[str]) -> BatchJob | None:
     chosen = st.selectbox("Template", templates, format_func=lambda t: t.name)
     if chosen is None:
         return None
-    st.caption(f"Sets {chosen.describe()}")
+    st.caption(f"Sets {escape_markdown(chosen.describe())}")
     if not relays:
         return None
     return BatchJob("config", tuple(relays), chosen.comp, chosen.fields, f"template {chosen.name}")
@@ -173,8 +174,8 @@ def confirm_and_start(principal: Principal, job: BatchJob) -> None:
     with st.container(border=True):
         title = f"Confirm: {_verb(job).lower()} {len(job.relays)} boards"
         st.markdown(f":material/warning: **{title}**")
-        source = f" · from {job.label}" if job.label else ""
-        st.markdown(f"**Change:** `{job.describe()}`{source}")
+        source = f" · from {escape_markdown(job.label)}" if job.label else ""
+        st.markdown(f"**Change:** {escape_markdown(job.describe())}{source}")
         st.dataframe(
             targets.style.map(_state_colour, subset=["status"]),
             hide_index=True,
@@ -202,7 +203,7 @@ def _start(principal: Principal, job: BatchJob) -> None:
     try:
         batch = submit_batch(job, principal, resources.get_batch_store(), resources.get_audit())
     except SmibError as exc:
-        st.error(sentence(str(exc)))
+        st.error(escape_markdown(sentence(str(exc))))
         return
     st.session_state.pop(PENDING_KEY, None)
     st.session_state[JOB_KEY] = batch.id
@@ -224,10 +225,9 @@ _TARGET_COLUMNS = {
 def show_batch(batch: Batch, principal: Principal) -> None:
     started = time.strftime("%H:%M:%S", time.localtime(batch.created_at))
     st.subheader(f"{_verb_of(batch)} {len(batch.relays)} boards")
-    source = f" · from {batch.label}" if batch.label else ""
-    st.caption(
-        f"`{batch.change}`{source} · submitted by {batch.actor} at {started} · batch {batch.id}"
-    )
+    source = f" · from {escape_markdown(batch.label)}" if batch.label else ""
+    change, actor = escape_markdown(batch.change), escape_markdown(batch.actor)
+    st.caption(f"{change}{source} · submitted by {actor} at {started} · batch {batch.id}")
     if batch.finished:
         outcome(batch)
     else:
@@ -247,7 +247,7 @@ def _verb_of(batch: Batch) -> str:
 def _cancel_button(batch: Batch, principal: Principal, where: DeltaGenerator) -> None:
     """Stop sending: boards already in progress finish, the others are left alone."""
     if batch.cancel_requested_by is not None:
-        who = batch.cancel_requested_by
+        who = escape_markdown(batch.cancel_requested_by)
         where.info(f"Cancelled by {who}: the boards in progress finish.")
         return
     may = allowed(principal, batch.permission)
@@ -263,7 +263,7 @@ def _cancel_button(batch: Batch, principal: Principal, where: DeltaGenerator) ->
         try:
             waiting = cancel_batch(store, batch.id, principal, resources.get_audit())
         except SmibError as exc:
-            st.error(sentence(str(exc)))
+            st.error(escape_markdown(sentence(str(exc))))
             return
         st.toast(f"Cancelled: {waiting} boards will not be sent anything.")
         st.rerun()
@@ -299,7 +299,8 @@ def outcome(batch: Batch) -> None:
         st.success(f"All {total} boards confirmed.")
     elif batch.cancel_requested_by is not None:
         st.warning(
-            f"Cancelled by {batch.cancel_requested_by}: {confirmed} of {total} boards "
+            f"Cancelled by {escape_markdown(batch.cancel_requested_by)}: {confirmed} of "
+            f"{total} boards "
             f"confirmed, {counts['cancelled']} not sent anything."
         )
     else:

@@ -28,6 +28,7 @@ from smib_core.services.export import (
 from smib_core.services.export_jobs import ExportContext, ExportJob
 from smib_core.services.meter_report import ReportPeriod, Scope
 from smib_core.ui import resources
+from smib_core.ui.plain import escape_markdown
 from smib_core.ui.session import live_section
 
 JOB_KEY = "export_job"
@@ -63,7 +64,7 @@ def choose_request(period: ReportPeriod, scope: Scope) -> ExportRequest | None:
             gaming_day_start_hour=settings.gaming_day_start_hour,
         )
     except SmibError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return None
 
 
@@ -125,7 +126,7 @@ def start_build(
     try:
         job = resources.get_export_jobs().start(context, request)
     except SmibError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return
     st.session_state[JOB_KEY] = job.id
 
@@ -152,7 +153,7 @@ def progress_section() -> None:
 
 def finished_section(job: ExportJob) -> None:
     if not job.ok:
-        st.error(f"The export did not finish: {job.error}")
+        st.error(f"The export did not finish: {escape_markdown(job.error)}")
         return
     seconds = (job.finished_at or job.started_at) - job.started_at
     st.success(

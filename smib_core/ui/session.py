@@ -33,6 +33,7 @@ from smib_core.settings import Settings
 from smib_core.store.accounts import AccountStore
 from smib_core.store.audit import utc_now
 from smib_core.ui import resources
+from smib_core.ui.plain import escape_markdown
 from smib_core.ui.stores import accounts_for, audit_for
 
 PRINCIPAL_KEY = "principal"
@@ -66,7 +67,7 @@ def page_principal(permission: Permission) -> Principal:
     try:
         return require(checked_principal(), permission)
     except PermissionDenied as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         st.stop()
         raise  # st.stop() raises; this line keeps type checkers honest
 
@@ -200,7 +201,7 @@ def _first_admin_form(accounts: AccountStore) -> None:
     try:
         principal = accounts.create_first_admin(name, password)
     except SmibError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return
     _start(principal, utc_now())
     st.rerun()
@@ -217,7 +218,7 @@ def _sign_in_form(accounts: AccountStore, now: datetime) -> None:
     try:
         principal = accounts.verify(name, password, client_address())
     except SignInThrottled as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return
     if principal is None:
         st.error("Wrong account name or password, or the account is disabled.")
@@ -265,7 +266,7 @@ def _oidc_principal(accounts: AccountStore, now: datetime) -> Principal | None:
     role = accounts.role_for_identity(identity)
     if role is None:
         st.title("Not allowed yet")
-        shown = identity or "this identity (no verified e-mail)"
+        shown = escape_markdown(identity) if identity else "this identity (no verified e-mail)"
         st.warning(
             f"You are signed in as {shown}, but no role is given to it: "
             "ask an administrator to map it to a role, then reload."
