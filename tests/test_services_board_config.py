@@ -483,3 +483,12 @@ def test_the_ota_url_form_never_shows_its_password_and_keeps_it_when_unchanged()
     typed = {"otaURL": "http://10.0.0.6:8808/firmwares/"}
     assert edited_fields("ota", typed, current) == typed
     assert shown("netApPass", "ap-secret") == "••••••"
+
+
+def test_a_card_masks_a_secret_field_the_protocol_does_not_know() -> None:
+    latest = {"net": ({"netApSSID": "smib-ap", "netApPass": "ap-secret-123"}, 100.0)}
+    frame = config_cards(latest, now=101.0, comps=["net"])["net"].fields
+    assert dict(zip(frame["field"], frame["value"], strict=True)) == {
+        "netApSSID": "smib-ap",
+        "netApPass": "••••••",
+    }
