@@ -196,7 +196,7 @@ def retry_after(
     """
     if attempts <= 0 or last_at is None or now - last_at >= THROTTLE_WINDOW:
         return 0.0
-    waited = (now - last_at).total_seconds()
+    waited = max(0.0, (now - last_at).total_seconds())  # a parallel attempt may be later
     return max(0.0, throttle_delay(attempts, free) - waited)
 
 

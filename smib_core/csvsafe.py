@@ -32,7 +32,10 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
         column = frame[name]
         if not _is_text(column):
             continue
-        risky = column.str.match(_STARTS_RE, na=False).astype(bool)
+        try:
+            risky = column.str.match(_STARTS_RE, na=False).astype(bool)
+        except AttributeError:  # an object column holding no text (dates, say)
+            continue
         if risky.any():
             column = column.copy()
             column[risky] = "'" + column[risky].astype(str)

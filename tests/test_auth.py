@@ -120,6 +120,7 @@ def test_retry_after_counts_from_the_last_attempt() -> None:
     assert auth.retry_after(5, last, T0 + timedelta(seconds=6)) == 0.0
     assert auth.retry_after(10, T0 - auth.THROTTLE_WINDOW, T0) == 0.0  # forgotten
     assert auth.retry_after(0, None, T0) == 0.0
+    assert auth.retry_after(5, T0 + timedelta(seconds=1), T0) == 8.0  # counted after "now"
     assert auth.retry_after(auth.CLIENT_FREE_ATTEMPTS, T0, T0, auth.CLIENT_FREE_ATTEMPTS) == 0.0
     assert auth.retry_after(11, T0, T0, auth.CLIENT_FREE_ATTEMPTS) == 1.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -61,3 +62,10 @@ def test_write_csv_and_single_cells() -> None:
     assert neutralise_cell("=1+1") == "'=1+1"
     assert neutralise_cell(-5) == -5
     assert neutralise_cell("Slot") == "Slot"
+
+
+def test_object_columns_without_text_are_left_alone() -> None:
+    frame = pd.DataFrame({"day": [date(2024, 5, 13)], "mixed": [date(2024, 5, 13)]})
+    frame.loc[1] = [date(2024, 5, 14), "=1+1"]
+    rows = _cells(csv_bytes(frame))
+    assert rows[1:] == [["2024-05-13", "2024-05-13"], ["2024-05-14", "'=1+1"]]
