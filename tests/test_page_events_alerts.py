@@ -111,6 +111,22 @@ def test_alerts_page_acknowledge(mongo_db: Any, monkeypatch: pytest.MonkeyPatch)
     assert AlertStore(mongo_db).active() == []
 
 
+def test_a_disabled_account_acknowledges_nothing(
+    mongo_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`smib user disable` while the page is open: the next click ends the session."""
+    door_opened(mongo_db)
+    app = open_page("alerts.py", mongo_db, monkeypatch, TECH)
+    with_account(mongo_db, Principal("root", Role.ADMIN))
+    AccountStore(mongo_db).disable("tina", actor="root")
+    next(b for b in app.button if b.label == "Acknowledge").click().run()
+    assert not app.exception
+    assert "principal" not in app.session_state
+    assert [a.acknowledged_by for a in AlertStore(mongo_db).unacknowledged()] == [""]
+    audit = AuditTrail(mongo_db).query(kind="alert_ack")
+    assert audit.empty
+
+
 def _banner() -> None:
     from smib_core.ui.alerts_banner import render_active_alerts
 
