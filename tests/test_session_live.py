@@ -164,3 +164,10 @@ def test_an_alert_is_not_acknowledged_in_a_disabled_account_s_name(
     with pytest.raises(PermissionDenied, match="disabled"):
         alerts.acknowledge(alert.id, TECH)
     assert alerts.get(alert.id).acknowledged_at is None
+
+
+def test_a_live_section_stops_when_the_role_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    lowered = Principal("tina", Role.ANALYST)
+    app, _ = _open(monkeypatch, 1, lowered)
+    assert not app.text  # the whole app reruns for the new role's navigation instead
+    assert app.session_state["principal"] == lowered
