@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from smib_core.ui.navigation import navigation, signed_out_pages
+from smib_core.ui.plain import escape_markdown
 from smib_core.ui.resources import get_db, get_settings
 from smib_core.ui.session import current_principal, sign_out_button
 
@@ -22,7 +23,7 @@ if principal is None:
     st.stop()
 
 with st.sidebar:
-    st.markdown(f"**{principal.name}** · {principal.role.value}")
+    st.markdown(f"**{escape_markdown(principal.name)}** · {principal.role.value}")
     sign_out_button(get_db())
 
 st.navigation(navigation(principal), expanded=True).run()

@@ -10,6 +10,7 @@ import streamlit as st
 from smib_core.auth import Permission, Role, require
 from smib_core.errors import SmibError
 from smib_core.store.accounts import AccountStore
+from smib_core.ui.plain import escape_markdown
 from smib_core.ui.resources import get_db
 from smib_core.ui.session import PRINCIPAL_KEY, page_principal
 
@@ -26,7 +27,7 @@ def act(change: Callable[[str], object], done: str) -> None:
         admin = require(st.session_state.get(PRINCIPAL_KEY), Permission.MANAGE_ACCOUNTS)
         change(admin.name)
     except SmibError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return
     st.session_state[_FLASH] = done
     st.rerun()
@@ -34,7 +35,7 @@ def act(change: Callable[[str], object], done: str) -> None:
 
 st.title("Accounts")
 if flash := st.session_state.pop(_FLASH, None):
-    st.success(flash)
+    st.success(escape_markdown(flash))
 
 rows = accounts.list()
 table = pd.DataFrame(

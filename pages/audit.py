@@ -9,6 +9,7 @@ import streamlit as st
 from smib_core.auth import Permission, require
 from smib_core.errors import SmibError
 from smib_core.store.audit import KNOWN_KINDS, AuditTrail, to_csv
+from smib_core.ui.plain import escape_markdown
 from smib_core.ui.resources import get_db
 from smib_core.ui.session import PRINCIPAL_KEY, page_principal
 
@@ -41,7 +42,7 @@ try:
         limit=ROW_LIMIT,
     )
 except SmibError as exc:
-    st.error(str(exc))
+    st.error(escape_markdown(str(exc)))
     st.stop()
 
 if records.empty:

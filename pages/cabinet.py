@@ -8,7 +8,7 @@ import streamlit as st
 from smib_core.auth import Permission
 from smib_core.ui import cabinet_controls as controls
 from smib_core.ui import cabinet_view as view
-from smib_core.ui.session import page_principal
+from smib_core.ui.session import live_section, page_principal
 
 principal = page_principal(Permission.VIEW_FLEET)
 
@@ -26,7 +26,7 @@ view.mark_forms_built(relay)
 controls.restart_countdown(principal, relay)
 
 
-@st.fragment(run_every="2s")
+@live_section("2s")
 def live_board() -> None:
     view.status_metrics(target, relay)
     st.subheader("Live configuration")

@@ -10,6 +10,7 @@ from smib_core.auth import Permission, Principal
 from smib_core.errors import SmibError
 from smib_core.services.firmware import add_firmware, archive_firmware, library_table
 from smib_core.store.firmware import FirmwareInfo, FirmwareLibrary
+from smib_core.ui.plain import escape_markdown
 from smib_core.ui.resources import get_db
 from smib_core.ui.session import PRINCIPAL_KEY, page_principal
 
@@ -25,7 +26,7 @@ def act(change: Callable[[Principal | None], object], done: str) -> None:
     try:
         change(st.session_state.get(PRINCIPAL_KEY))
     except SmibError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return
     st.session_state[_FLASH] = done
     st.rerun()
@@ -41,7 +42,7 @@ st.caption(
     "from the firmware server while an update runs."
 )
 if flash := st.session_state.pop(_FLASH, None):
-    st.success(flash)
+    st.success(escape_markdown(flash))
 
 with st.expander("Upload a firmware", expanded=False), st.form("upload", clear_on_submit=True):
     upload = st.file_uploader("Firmware image (.bin)", type=["bin"])
@@ -81,7 +82,8 @@ st.dataframe(
 
 chosen = st.selectbox("Firmware", infos, format_func=label)
 if chosen is not None:
-    st.caption(f"File {chosen.filename} · {chosen.size:,} bytes · SHA-256 {chosen.sha256}")
+    name = escape_markdown(chosen.filename)
+    st.caption(f"File {name} · {chosen.size:,} bytes · SHA-256 {chosen.sha256}")
     st.download_button(
         "Download",
         data=lambda: library.read(chosen.id),
@@ -90,6 +92,7 @@ if chosen is not None:
         on_click="ignore",
     )
     if not chosen.archived:
-        sure = st.checkbox(f"Yes, archive {label(chosen)}: it leaves the list and new updates")
+        what = escape_markdown(label(chosen))
+        sure = st.checkbox(f"Yes, archive {what}: it leaves the list and new updates")
         if st.button("Archive", disabled=not sure):
             act(lambda who: archive_firmware(db, who, chosen.id), f"{label(chosen)} archived.")

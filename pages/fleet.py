@@ -8,7 +8,7 @@ from smib_core.auth import Permission
 from smib_core.ui import fleet_view as view
 from smib_core.ui.alerts_banner import render_active_alerts
 from smib_core.ui.feedback import show_flash
-from smib_core.ui.session import page_principal
+from smib_core.ui.session import live_section, page_principal
 
 principal = page_principal(Permission.VIEW_FLEET)
 
@@ -22,7 +22,7 @@ show_flash()
 render_active_alerts()
 
 
-@st.fragment(run_every="2s")
+@live_section("2s")
 def live_fleet() -> None:
     table = view.current_table(view.offline_after())
     view.metrics(table)

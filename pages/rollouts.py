@@ -9,7 +9,7 @@ import streamlit as st
 from smib_core.auth import Permission
 from smib_core.ui import rollout_view as view
 from smib_core.ui.feedback import show_flash
-from smib_core.ui.session import page_principal
+from smib_core.ui.session import live_section, page_principal
 
 principal = page_principal(Permission.OTA)
 
@@ -26,7 +26,7 @@ with st.expander("Start a rollout", expanded=not view.store().recent(1), icon=":
     view.start_section(principal)
 
 
-@st.fragment(run_every="2s")
+@live_section("2s")
 def live_rollouts() -> None:
     st.header("Rollouts")
     view.rollouts_section(principal)

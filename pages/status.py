@@ -13,12 +13,13 @@ from smib_core.services import background
 from smib_core.services.live import boards_seen
 from smib_core.services.rollout_plan import http_status, local_url
 from smib_core.ui.resources import get_bus, get_db, get_settings
+from smib_core.ui.session import live_section
 
 st.title("Bus status")
 st.caption("What the console hears from the boards, refreshed every 2 seconds.")
 
 
-@st.fragment(run_every="2s")
+@live_section("2s")
 def live_status() -> None:
     bus = get_bus()
     stats = bus.stats()
@@ -56,7 +57,7 @@ def live_status() -> None:
         st.dataframe(recent.tail(20).iloc[::-1], hide_index=True, width="stretch")
 
 
-@st.fragment(run_every="5s")
+@live_section("5s")
 def background_services() -> None:
     st.subheader("Background services")
     statuses = background.service_statuses(get_db())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -173,35 +172,38 @@ def session_expired(last_activity: datetime, now: datetime, idle_min: float) -> 
 
 THROTTLE_WINDOW = timedelta(minutes=15)
 THROTTLE_FREE_FAILURES = 1
+CLIENT_FREE_ATTEMPTS = 10  # one address may be a whole floor behind a proxy
 THROTTLE_MAX_DELAY_S = 30.0
 
 
-def throttle_delay(recent_failures: int) -> float:
-    """Seconds to wait after the last failure: 0, 0, 1, 2, 4, 8, 16, 30, 30, ..."""
-    if recent_failures <= THROTTLE_FREE_FAILURES:
+def throttle_delay(recent_attempts: int, free: int = THROTTLE_FREE_FAILURES) -> float:
+    """Seconds to wait after the last attempt: 0 for the first `free` + 1, then 1, 2, 4,
+    8, 16, 30, 30, ... (with `free` = 1: 0, 0, 1, 2, 4, ...)."""
+    if recent_attempts <= free:
         return 0.0
-    exponent = min(recent_failures - THROTTLE_FREE_FAILURES - 1, 16)
+    exponent = min(recent_attempts - free - 1, 16)
     return min(THROTTLE_MAX_DELAY_S, float(2**exponent))
 
 
-def retry_after(failures: Sequence[datetime], now: datetime) -> float:
-    """Seconds before the next sign-in attempt for a name is checked (0: go ahead).
+def retry_after(
+    attempts: int, last_at: datetime | None, now: datetime, free: int = THROTTLE_FREE_FAILURES
+) -> float:
+    """Seconds before the next sign-in attempt may be checked (0: go ahead).
 
-    `failures` are the times of that name's failed attempts; only those within
-    `THROTTLE_WINDOW` count.
+    `attempts` are the attempts counted for a name or a client address (each counted
+    before its password was checked; a success of that name resets its count), the
+    last at `last_at`. A count whose last attempt is `THROTTLE_WINDOW` old is forgotten.
     """
-    recent = [at for at in failures if now - at < THROTTLE_WINDOW]
-    if not recent:
+    if attempts <= 0 or last_at is None or now - last_at >= THROTTLE_WINDOW:
         return 0.0
-    waited = (now - max(recent)).total_seconds()
-    return max(0.0, throttle_delay(len(recent)) - waited)
+    waited = max(0.0, (now - last_at).total_seconds())  # a parallel attempt may be later
+    return max(0.0, throttle_delay(attempts, free) - waited)
 
 
 class SignInThrottled(PermissionDenied):
-    """Too many recent failed sign-ins for one name: the attempt was not checked."""
+    """Too many recent sign-in attempts for one name or from one client address: the
+    attempt was not checked."""
 
     def __init__(self, retry_after_s: float) -> None:
         self.retry_after_s = max(1, math.ceil(retry_after_s))
-        super().__init__(
-            f"Too many failed sign-ins for this name: wait {self.retry_after_s} s and try again."
-        )
+        super().__init__(f"Too many sign-in attempts: wait {self.retry_after_s} s and try again.")

@@ -11,16 +11,27 @@ and otherwise starts one on a free loopback port and records it. So two processe
 open the same SQLite files through two servers.
 
 Run as `python -m smib_core.embedded broker --port P --data-dir D`, this module is the
-broker process itself (amqtt on 127.0.0.1 only, anonymous, no $SYS topics).
+broker process itself (amqtt on 127.0.0.1 only, no $SYS topics).
+
+Security (`_secure_folder`, `_broker_credentials`): the data folder is 0700 and every
+file in it 0600 (the database's files hold password hashes); the servers run with umask
+077 so what they create stays private. The broker accepts only the user and password
+generated at its first start: kept in its state file (0600), handed to every client by
+`broker_uri`, and given to amqtt as an argon2 hash in `embedded-broker.passwd`.
+nx-27017 (the database) implements no authentication at all (no `saslStart`, no
+`authenticate` command; a client that sends credentials fails its handshake), so it is
+protected by the folder's permissions and by listening on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -135,7 +146,8 @@ def _mqtt_answers(port: int) -> bool:
             sock.sendall(b"\xe0\x00")  # DISCONNECT
     except OSError:
         return False
-    return connack == b"\x20\x02\x00\x00"
+    # Any CONNACK proves the broker up: it refuses this probe, which has no credentials.
+    return connack[:2] == b"\x20\x02"
 
 
 _BROKER = _Kind(
@@ -158,6 +170,17 @@ class _State:
     port: int
     pid: int
     started_at: str
+    username: str = ""  # the broker's generated credentials (none for the database)
+    password: str = dataclasses.field(default="", repr=False)
+
+
+def _uri(kind: _Kind, state: _State) -> str:
+    """The server's URI, with its credentials when it has some."""
+    uri = kind.uri(state.port)
+    if not state.username:
+        return uri
+    scheme, _, rest = uri.partition("://")
+    return f"{scheme}://{state.username}:{state.password}@{rest}"
 
 
 # ---- public API ----------------------------------------------------------------------
@@ -194,7 +217,7 @@ def status(data_dir: Path) -> dict[str, dict[str, object]]:
             running = _is_ours(state.pid, kind, data_dir) and kind.answers(state.port)
             entry.update(
                 running=running,
-                uri=kind.uri(state.port),
+                uri=_masked(_uri(kind, state)),
                 port=state.port,
                 pid=state.pid,
                 started_at=state.started_at,
@@ -224,17 +247,19 @@ def stop(data_dir: Path) -> list[str]:
 
 def _ensure(kind: _Kind, data_dir: Path) -> str:
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _secure_folder(data_dir)
     with _locked(kind.path(data_dir, ".lock")):
         state = _read_state(kind, data_dir)
         if state is not None:
             if _is_ours(state.pid, kind, data_dir) and kind.answers(state.port):
-                return kind.uri(state.port)
+                return _uri(kind, state)
             _terminate(state.pid, kind, data_dir)  # alive but deaf: replace it
         _terminate_leftovers(kind, data_dir)
-        state = _start(kind, data_dir)
+        username, password = _broker_credentials(kind, data_dir, state)
+        started = _start(kind, data_dir)
+        state = dataclasses.replace(started, username=username, password=password)
         _write_state(kind, data_dir, state)
-        return kind.uri(state.port)
+        return _uri(kind, state)
 
 
 @contextlib.contextmanager
@@ -261,6 +286,7 @@ def _start(kind: _Kind, data_dir: Path) -> _State:
                 cwd=data_dir,
                 env=_child_env(),
                 start_new_session=True,
+                umask=0o077,  # what the server creates (SQLite files, logs) stays private
             )
         _children[process.pid] = process
         if _wait_until_answers(process, kind, port):
@@ -315,7 +341,13 @@ def _log_tail(log_file: Path) -> str:
 def _read_state(kind: _Kind, data_dir: Path) -> _State | None:
     try:
         raw = json.loads(kind.path(data_dir, ".json").read_text())
-        return _State(int(raw["port"]), int(raw["pid"]), str(raw.get("started_at", "")))
+        return _State(
+            int(raw["port"]),
+            int(raw["pid"]),
+            str(raw.get("started_at", "")),
+            str(raw.get("username", "")),
+            str(raw.get("password", "")),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -324,7 +356,9 @@ def _write_state(kind: _Kind, data_dir: Path, state: _State) -> None:
     target = kind.path(data_dir, ".json")
     partial = target.with_suffix(".json.tmp")
     body = {"port": state.port, "pid": state.pid, "started_at": state.started_at}
-    partial.write_text(json.dumps(body) + "\n")
+    if state.username:
+        body |= {"username": state.username, "password": state.password}
+    _write_private(partial, json.dumps(body) + "\n")
     os.replace(partial, target)
 
 
@@ -390,10 +424,67 @@ def _terminate_leftovers(kind: _Kind, data_dir: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
+# ---- permissions and credentials -------------------------------------------------------
+
+BROKER_USER = "smib"
+
+
+def _secure_folder(data_dir: Path) -> None:
+    """The data folder and everything in it private to this user: folders 0700, files
+    0600 (also tightening what an older version left world-readable)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    for root, folders, files in os.walk(data_dir):
+        for name in folders:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            with contextlib.suppress(OSError):  # a file a server just removed
+                os.chmod(os.path.join(root, name), 0o600)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only this user may read (0600 from its creation)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(text)
+
+
+def _password_file(data_dir: Path) -> Path:
+    return data_dir / "embedded-broker.passwd"
+
+
+def _broker_credentials(kind: _Kind, data_dir: Path, old: _State | None) -> tuple[str, str]:
+    """For the broker: the user and password of its earlier start (so clients that know
+    them keep working), else new ones; its password file is written for amqtt. The
+    database gets none: nx-27017 cannot check them (see the module's docstring)."""
+    if kind is not _BROKER:
+        return "", ""
+    from argon2 import PasswordHasher
+
+    if old is not None and old.username and old.password:
+        username, password = old.username, old.password
+    else:
+        username, password = BROKER_USER, secrets.token_urlsafe(24)
+    # A random 32-character password needs no costly hash; every CONNECT verifies it.
+    hashed = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(password)
+    _write_private(_password_file(data_dir), f"{username}:{hashed}\n")
+    return username, password
+
+
+def _masked(uri: str) -> str:
+    scheme, sep, rest = uri.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return uri
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:••••••@{host}"
+
+
 # ---- the broker process ----------------------------------------------------------------
 
 
-def _serve_broker(port: int) -> None:
+def _serve_broker(port: int, data_dir: Path | None = None) -> None:
     import asyncio
     import logging
 
@@ -402,10 +493,18 @@ def _serve_broker(port: int) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # No BrokerSysPlugin (no $SYS topics) and no packet/event logger plugins. With a data
+    # folder, only the user of its password file may connect; without one (a broker run
+    # by hand in the foreground) anyone on this host may.
+    auth: dict[str, object] = {
+        "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+    }
+    if data_dir is not None:
+        password_file = str(_password_file(data_dir.resolve()))
+        auth = {"amqtt.plugins.authentication.FileAuthPlugin": {"password_file": password_file}}
     config = {
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-        # No BrokerSysPlugin (no $SYS topics) and no packet/event logger plugins.
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        "plugins": auth,
     }
 
     async def serve() -> None:
@@ -428,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     broker.add_argument("--port", type=int, required=True)
     broker.add_argument("--data-dir", type=Path, help="the folder it serves (names the process)")
     args = parser.parse_args(argv)
-    _serve_broker(args.port)
+    _serve_broker(args.port, args.data_dir)
     return 0
 
 

@@ -172,6 +172,16 @@ def secret_fields() -> frozenset[str]:
     return frozenset(s.name for specs in COMPONENTS.values() for s in specs if s.secret)
 
 
+# A field a board reports that is not on the known list (a newer firmware's `netApPass`)
+# is a secret when its name says so.
+_SECRET_NAME_RE = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
+
+
+def is_secret_field(name: str) -> bool:
+    """True for the protocol's secret fields and any field whose name looks secret."""
+    return name in secret_fields() or _SECRET_NAME_RE.search(name) is not None
+
+
 def _check_topic_text(name: str, value: str) -> None:
     if not value or any(ch in value for ch in "#+\x00") or " " in value:
         raise InvalidInput(f"{name} must be a topic name without spaces, '#' or '+'")
@@ -218,7 +228,7 @@ def mask_secrets(fields: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in fields.items():
         if isinstance(value, str) and (name == "mqttURI" or ("://" in value and "@" in value)):
             masked[name] = mask_uri(value)  # mqttURI, or credentials in any other URL
-        elif name in secret_fields() or "pwd" in name.lower() or "password" in name.lower():
+        elif is_secret_field(name):
             masked[name] = "••••••" if value else ""
         else:
             masked[name] = value

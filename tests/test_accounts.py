@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from argon2 import PasswordHasher
 
-from smib_core.auth import Principal, Role, SignInThrottled
+from smib_core.auth import CLIENT_FREE_ATTEMPTS, Principal, Role, SignInThrottled
 from smib_core.errors import InvalidInput
-from smib_core.store.accounts import AccountStore
+from smib_core.store.accounts import AccountStore, unknown_account
 
 pytestmark = pytest.mark.integration
 
@@ -80,12 +83,13 @@ def test_wrong_password_fails_is_logged_without_it_and_audited(
         assert store.verify("alice", "wrong password 123") is None
         assert store.verify("mallory", "guess guess 456") is None
     assert "sign-in failed for 'alice': wrong_password" in caplog.text
-    assert "sign-in failed for 'mallory': unknown_name" in caplog.text
+    mallory = unknown_account("mallory")
+    assert f"sign-in failed for '{mallory}': unknown_name" in caplog.text
     assert "wrong password 123" not in caplog.text and "guess guess" not in caplog.text
     failed = list(mongo_db["audit"].find({"kind": "sign_in_failed"}).sort("at", 1))
     assert [(d["actor"], d["detail"]["reason"], d["outcome"]) for d in failed] == [
         ("alice", "wrong_password", "refused"),
-        ("mallory", "unknown_name", "refused"),
+        (mallory, "unknown_name", "refused"),
     ]
     assert "wrong password 123" not in repr(failed)
 
@@ -228,3 +232,77 @@ def test_oidc_identity_mapping(store: AccountStore, mongo_db: Any) -> None:
         store.map_identity("   ", "admin", actor="root")
     kinds = [k for _, k, _ in audit_kinds(mongo_db)]
     assert kinds == ["identity_map", "identity_map", "identity_unmap"]
+
+
+def test_a_password_typed_as_the_name_is_not_stored(store: AccountStore, mongo_db: Any) -> None:
+    store.create("alice", "analyst", PASSWORD, actor="cli:root")
+    assert store.verify("correct-horse-battery-2", "x" * 10) is None
+    with pytest.raises(SignInThrottled):
+        for _ in range(3):
+            store.verify("correct-horse-battery-2", "x" * 10)
+    stored = repr(list(mongo_db["audit"].find({}))) + repr(
+        list(mongo_db["sign_in_throttle"].find())
+    )
+    assert "correct-horse-battery-2" not in stored
+    assert unknown_account("correct-horse-battery-2").startswith("unknown account #")
+    assert unknown_account("a") != unknown_account("b")
+
+
+class CountingHasher(PasswordHasher):
+    """A cheap hasher that counts the passwords it checked (slowly, like a real one)."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.checked = 0
+        self._lock = threading.Lock()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        with self._lock:
+            self.checked += 1
+        time.sleep(0.05)
+        return super().verify(hash, password)
+
+
+def _at_once(attempts: list[Callable[[], Principal | None]]) -> list[object]:
+    """Run every attempt on its own thread, all released together."""
+    start = threading.Barrier(len(attempts))
+
+    def run(attempt: Callable[[], Principal | None]) -> object:
+        start.wait()
+        try:
+            return attempt()
+        except SignInThrottled as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(attempts)) as pool:
+        return list(pool.map(run, attempts))
+
+
+def test_parallel_attempts_on_one_name_are_counted_before_checking(mongo_db: Any) -> None:
+    hasher = CountingHasher()
+    store = AccountStore(mongo_db, hasher=hasher)
+    store.create("alice", "analyst", PASSWORD, actor="cli:root")
+    hasher.checked = 0
+    wrong = [
+        lambda n=n: store.verify("alice", f"wrong password {n}", f"10.0.0.{n}") for n in range(19)
+    ]
+    right = [lambda: store.verify("alice", PASSWORD, "10.0.1.1")]
+    results = _at_once(wrong[:10] + right + wrong[10:])
+    throttled = [r for r in results if isinstance(r, SignInThrottled)]
+    assert hasher.checked <= 2  # the free attempts of one name; the rest never checked
+    assert len(throttled) >= 18
+    assert {r.retry_after_s for r in throttled} == {1}
+
+
+def test_parallel_attempts_from_one_address_are_limited(mongo_db: Any) -> None:
+    hasher = CountingHasher()
+    store = AccountStore(mongo_db, hasher=hasher)
+    store.create("alice", "analyst", PASSWORD, actor="cli:root")
+    hasher.checked = 0
+    guesses = [
+        lambda n=n: store.verify(f"user{n}", "guess guess 1", "203.0.113.9") for n in range(30)
+    ]
+    results = _at_once(guesses)
+    assert sum(isinstance(r, SignInThrottled) for r in results) >= 30 - CLIENT_FREE_ATTEMPTS - 1
+    assert hasher.checked <= CLIENT_FREE_ATTEMPTS + 1
+    assert store.verify("alice", PASSWORD, "198.51.100.7") is not None  # another address

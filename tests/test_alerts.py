@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 
 from smib_core.auth import Principal, Role
 from smib_core.errors import InvalidInput, PermissionDenied
@@ -19,6 +20,7 @@ from smib_core.services.alerts import (
     raise_alert,
 )
 from smib_core.settings import Settings
+from smib_core.store.accounts import AccountStore
 from smib_core.store.alerts import AlertStore, alerts_frame
 from smib_core.store.audit import AuditTrail
 from smib_core.store.events import CabinetContext, EventRecord
@@ -52,6 +54,11 @@ def _name(code: str) -> str:
 
 @pytest.fixture
 def store(mongo_db: Any) -> AlertStore:
+    accounts = AccountStore(
+        mongo_db, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
+    accounts.create("tina", Role.TECHNICIAN, "a long enough password", actor="test")
+    accounts.create("mona", Role.MANAGER, "a long enough password", actor="test")
     return AlertStore(mongo_db)
 
 

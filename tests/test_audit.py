@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -103,3 +105,15 @@ def test_query_filters_and_order(mongo_db: Any) -> None:
     assert len(csv.splitlines()) == 3
     with pytest.raises(InvalidInput):
         audit.query(relay="not-a-relay")
+
+
+@pytest.mark.integration
+def test_audit_csv_writes_formula_actors_and_details_as_text(mongo_db: Any) -> None:
+    audit = AuditTrail(mongo_db)
+    audit.record('=HYPERLINK("http://evil.example","x")', "restart", [R1], {}, "refused")
+    audit.record("@SUM(1)", "restart", [R1], {}, "refused")
+    audit.record("-2+3", "restart", [R1], {}, "refused")
+    text = to_csv(audit.query()).decode("utf-8")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    actors = sorted(row[rows[0].index("actor")] for row in rows[1:])
+    assert actors == sorted(['\'=HYPERLINK("http://evil.example","x")', "'@SUM(1)", "'-2+3"])

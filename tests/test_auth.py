@@ -114,13 +114,15 @@ def test_throttle_delay_grows_and_is_capped(failures: int, delay: float) -> None
     assert auth.throttle_delay(failures) == delay
 
 
-def test_retry_after_counts_recent_failures_from_the_last_one() -> None:
-    five = [T0 - timedelta(seconds=s) for s in (10, 8, 6, 4, 2)]  # 5 failures -> 8 s
-    assert auth.retry_after(five, T0) == pytest.approx(6.0)
-    assert auth.retry_after(five, T0 + timedelta(seconds=6)) == 0.0
-    old = [T0 - auth.THROTTLE_WINDOW - timedelta(seconds=1)] * 10
-    assert auth.retry_after(old, T0) == 0.0
-    assert auth.retry_after([], T0) == 0.0
+def test_retry_after_counts_from_the_last_attempt() -> None:
+    last = T0 - timedelta(seconds=2)
+    assert auth.retry_after(5, last, T0) == pytest.approx(6.0)  # 5 attempts -> 8 s
+    assert auth.retry_after(5, last, T0 + timedelta(seconds=6)) == 0.0
+    assert auth.retry_after(10, T0 - auth.THROTTLE_WINDOW, T0) == 0.0  # forgotten
+    assert auth.retry_after(0, None, T0) == 0.0
+    assert auth.retry_after(5, T0 + timedelta(seconds=1), T0) == 8.0  # counted after "now"
+    assert auth.retry_after(auth.CLIENT_FREE_ATTEMPTS, T0, T0, auth.CLIENT_FREE_ATTEMPTS) == 0.0
+    assert auth.retry_after(11, T0, T0, auth.CLIENT_FREE_ATTEMPTS) == 1.0
 
 
 def test_sign_in_throttled_says_how_long_to_wait() -> None:

@@ -4,10 +4,13 @@ one clear line and no file."""
 
 from __future__ import annotations
 
+import csv
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pandas as pd
 import pytest
 
@@ -121,3 +124,54 @@ def test_bad_input_is_one_line_and_no_file(
 def test_the_format_must_be_known(cli_db: Any, tmp_path: Path) -> None:
     argv = ["export", "--from", "2024-05-13", "--to", "2024-05-13", "-o", str(tmp_path / "x.txt")]
     assert _run(argv) == 1
+
+
+HOSTILE_NAMES = ("=1+1", "@SUM(1)", "+cmd|' /C calc'!A0", "-2+3")
+
+
+@pytest.fixture
+def hostile(cli_db: Any) -> Any:
+    """Cabinets and a location whose names a spreadsheet would run as formulas."""
+    registry = Registry(cli_db)
+    location = registry.add_location('=HYPERLINK("http://evil.example","x")', actor="test")
+    cabinets = []
+    for n, name in enumerate(HOSTILE_NAMES):
+        relay = f"ee000000000{n}"
+        values = {"name": name, "location_id": location.id, "denomination": 0.01, "relay": relay}
+        cabinet = registry.add_cabinet(values, actor="test")
+        cabinets.append(SeedCabinet(cabinet.id, name, location.id, location.name, relay, n, 0.01))
+    seed_history(MeterStore(cli_db), cabinets, datetime(2024, 5, 13, tzinfo=UTC), 3)
+    return cli_db
+
+
+def test_csv_export_writes_formula_names_as_text(hostile: Any, tmp_path: Path) -> None:
+    out = tmp_path / "raw.csv"
+    argv = ["export", "--from", "2024-05-13", "--to", "2024-05-13", "--granularity", "raw"]
+    assert _run([*argv, "-o", str(out)]) == 0
+    with out.open(newline="", encoding="utf-8") as file:
+        rows = list(csv.reader(file))
+    header, body = rows[0], rows[1:]
+    assert len(body) == 4 * 3
+    cells = [cell for row in body for cell in row]
+    assert not [c for c in cells if c.startswith(("=", "+", "@", "\t", "\r"))]
+    minus = [c for c in cells if c.startswith("-")]
+    assert all(float(c) < 0 for c in minus)  # only numbers may start with a minus
+    names = {row[header.index("Cabinet")] for row in body}
+    assert names == {"'" + name for name in HOSTILE_NAMES}
+    assert {row[header.index("Location")] for row in body} == {
+        '\'=HYPERLINK("http://evil.example","x")'
+    }
+
+
+def test_excel_export_holds_formula_names_as_plain_strings(hostile: Any, tmp_path: Path) -> None:
+    out = tmp_path / "raw.xlsx"
+    argv = ["export", "--from", "2024-05-13", "--to", "2024-05-13", "--granularity", "raw"]
+    assert _run([*argv, "-o", str(out)]) == 0
+    sheet = openpyxl.load_workbook(out)["Meters"]
+    header = [c.value for c in sheet[1]]
+    column = header.index("Cabinet") + 1
+    cells = [sheet.cell(row, column) for row in range(2, sheet.max_row + 1)]
+    assert {c.value for c in cells} == set(HOSTILE_NAMES)
+    assert {c.data_type for c in cells} == {"s"}  # strings, never formulas ("f")
+    with zipfile.ZipFile(out) as book:
+        assert "<f>" not in book.read("xl/worksheets/sheet1.xml").decode()

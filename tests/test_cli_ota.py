@@ -129,3 +129,16 @@ def test_bad_input_publishes_nothing(env: Env, capsys: Any) -> None:
     assert code == 1 and "no firmware version v9" in err
     assert RolloutStore(env.db).recent() == []
     assert env.fleet.stats().get("commands", 0) == 0
+
+
+def test_a_base_url_with_a_password_is_printed_masked(
+    env: Env, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = f"http://fw:hunter2-secret@127.0.0.1:{env.port}/firmwares/"
+    monkeypatch.setenv("FIRMWARE_BASE_URL", base)
+    relays = env.fleet.relay_ids[:1]
+    _, out, err = ota(
+        capsys, *relays, "--version", "v2.0.0", "--min-success", "0", "--timeout", "3"
+    )
+    assert "hunter2-secret" not in out + err
+    assert f"otaURL http://fw:••••••@127.0.0.1:{env.port}/firmwares/" in out.splitlines()[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import stat
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import psutil
 import pytest
 
 from smib_core import embedded
-from smib_core.settings import Settings
+from smib_core.settings import BrokerAddress, Settings
 from smib_core.store.db import connect
 from tests.servers import free_port
 
@@ -142,13 +143,16 @@ def test_pymongo_and_gridfs_work_through_it(data_dir: Path) -> None:
 
 def test_broker_carries_a_300_kib_message_qos_1_and_a_burst(data_dir: Path) -> None:
     uri = embedded.broker_uri(Settings(data_dir=data_dir))
-    assert uri.startswith("mqtt://127.0.0.1:")
+    address = BrokerAddress.parse(uri)
+    assert (address.host, address.username) == ("127.0.0.1", "smib")
     received: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
     subscribed = threading.Event()
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="embedded-test-sub")
     sub.on_message = lambda _c, _u, msg: received.put(msg)
     sub.on_subscribe = lambda *_: subscribed.set()
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="embedded-test-pub")
+    for client in (sub, pub):
+        client.username_pw_set(address.username, address.password)
     try:
         sub.connect("127.0.0.1", port_of(uri))
         sub.loop_start()
@@ -205,11 +209,74 @@ def test_cli_shows_and_stops_the_servers(
     uri = embedded.ensure_broker(data_dir)
 
     assert main(["embedded", "status", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["broker"]["running"] and report["broker"]["uri"] == uri
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    address = BrokerAddress.parse(uri)
+    assert report["broker"]["running"] and report["broker"]["uri"] == address.uri()
+    assert str(address.password) not in out  # shown masked
     assert not report["database"]["running"]
 
     assert main(["embedded", "stop"]) == 0
     assert capsys.readouterr().out.startswith("stopped MQTT broker (pid ")
     assert main(["embedded", "status"]) == 0
     assert "broker    stopped" in capsys.readouterr().out
+
+
+def _connect_code(port: int, username: str | None, password: str | None) -> int:
+    """The CONNACK reason code the broker gives a client with these credentials."""
+    answered = threading.Event()
+    codes: list[int] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="embedded-auth-test")
+
+    def on_connect(_c: object, _u: object, _f: object, reason: object, _p: object) -> None:
+        codes.append(int(getattr(reason, "value", 0)))
+        answered.set()
+
+    client.on_connect = on_connect
+    if username is not None:
+        client.username_pw_set(username, password)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        assert answered.wait(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return codes[0]
+
+
+def test_the_broker_accepts_only_its_generated_credentials(data_dir: Path) -> None:
+    address = BrokerAddress.parse(embedded.broker_uri(Settings(data_dir=data_dir)))
+    saved = state(data_dir, "embedded-broker")
+    assert (saved["username"], saved["password"]) == (address.username, address.password)
+    assert len(str(address.password)) >= 32
+    assert _connect_code(address.port, address.username, address.password) == 0
+    assert _connect_code(address.port, None, None) != 0  # anonymous: refused
+    assert _connect_code(address.port, "smib", "not-the-password") != 0
+    # Found again by the next process: the same credentials, from the state file.
+    assert embedded.broker_uri(Settings(data_dir=data_dir)) == (
+        f"mqtt://smib:{address.password}@127.0.0.1:{address.port}"
+    )
+    shown = embedded.status(data_dir)["broker"]["uri"]
+    assert str(address.password) not in str(shown) and "smib:••••••@" in str(shown)
+    passwd = (data_dir / "embedded-broker.passwd").read_text()
+    assert str(address.password) not in passwd and passwd.startswith("smib:$argon2id$")
+
+
+def test_the_data_folder_is_private(data_dir: Path) -> None:
+    data_dir.mkdir(mode=0o755)
+    (data_dir / "old.log").write_text("left world-readable by an older version")
+    (data_dir / "old.log").chmod(0o644)
+    embedded.ensure_broker(data_dir)  # tightens what is there
+    embedded.ensure_database(data_dir)
+    # Files the database creates after that (one SQLite file per database) are private
+    # from their creation: the servers run with umask 077.
+    db = connect(Settings(data_dir=data_dir, mongo_db="perm_test"))
+    db["accounts"].insert_one({"name": "alice", "hash": "$argon2id$..."})
+    db.client.close()
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert any("perm_test" in p.name for p in files)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert modes == dict.fromkeys(modes, 0o600)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in data_dir.rglob("*") if p.is_dir())

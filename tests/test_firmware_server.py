@@ -229,6 +229,18 @@ def test_an_unsatisfiable_range_is_416(served: Served) -> None:
         assert (reply.status, reply.body == IMAGE) == (200, True), ignored
 
 
+def test_a_range_of_thousands_of_digits_is_answered(served: Served) -> None:
+    """Python refuses int() of more than 4,300 digits: that once closed the connection."""
+    huge = "9" * 4400
+    reply = served.get(f"/firmwares/{served.info.filename}", {"Range": f"bytes={huge}-"})
+    assert reply.status == 416
+    assert reply.headers["content-range"] == f"bytes */{len(IMAGE)}"
+    for whole in (f"bytes=0-{huge}", f"bytes=-{huge}", f"bytes={'0' * 4400}-"):
+        reply = served.get(f"/firmwares/{served.info.filename}", {"Range": whole})
+        assert (reply.status, reply.body == IMAGE) == (206, True), whole[:12]
+    assert byte_range(f"bytes=000{'0' * 4400}7-8", 10) == (7, 8)
+
+
 def test_byte_range_and_requested_without_a_server() -> None:
     assert byte_range(None, 10) is None
     assert byte_range("bytes=2-", 10) == (2, 9)

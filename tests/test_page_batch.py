@@ -22,6 +22,7 @@ from smib_core.store.batches import Batch, BatchStore
 from smib_core.store.registry import Registry
 from smib_core.store.templates import TemplateStore
 from smib_core.ui import resources
+from smib_core.ui.plain import escape_markdown
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +87,8 @@ def page(mongo_db: Any, monkeypatch: pytest.MonkeyPatch, bus: FakeBus) -> AppTes
     monkeypatch.setattr(resources, "get_bus", lambda: bus)
     monkeypatch.setattr(resources, "get_settings", lambda: Settings(offline_after_s=60))
     monkeypatch.setattr(resources, "get_batch_store", lambda: store)
+    # The page runs alone, without app.py's gate: its principal stands as given.
+    monkeypatch.setattr(resources, "account_check", lambda: lambda p: p)
     app = AppTest.from_file(PAGE, default_timeout=20)
     app.session_state["principal"] = TECH
     return app.run()
@@ -251,7 +254,8 @@ def test_template_confirmation_shows_the_change_masked(
     app.multiselect[0].set_value([R1, R2]).run()
     next(b for b in app.button if b.label == "Review the batch").click().run()
     shown = " ".join(m.value for m in app.markdown) + " ".join(c.value for c in app.caption)
-    assert "set net: netStaPwd=••••••" in shown and "from template wifi" in shown
+    assert escape_markdown("set net: netStaPwd=••••••") in shown  # shown literally
+    assert "from template wifi" in shown
     assert "s3cret" not in shown
     assert bus.sent == []
     next(b for b in app.button if b.label == "Cancel").click().run()

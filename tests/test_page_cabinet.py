@@ -77,6 +77,8 @@ def open_page(
     monkeypatch.setattr(resources, "get_registry", lambda: registry)
     monkeypatch.setattr(resources, "get_bus", lambda: bus)
     monkeypatch.setattr(resources, "get_audit", FakeAudit)
+    # The page runs alone, without app.py's gate: its principal stands as given.
+    monkeypatch.setattr(resources, "account_check", lambda: lambda p: p)
     app = AppTest.from_file(PAGE, default_timeout=20)
     app.session_state["principal"] = who
     for name, value in query.items():
@@ -145,6 +147,8 @@ def test_a_manager_sees_the_board_but_no_controls(monkeypatch: pytest.MonkeyPatc
 
 def test_a_role_without_fleet_access_sees_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resources, "get_registry", FakeRegistry)
+    # The page runs alone, without app.py's gate: its principal stands as given.
+    monkeypatch.setattr(resources, "account_check", lambda: lambda p: p)
     app = AppTest.from_file(PAGE, default_timeout=20)
     app.session_state["principal"] = Principal("ann", Role.ANALYST)
     app.run()

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from streamlit.testing.v1 import AppTest
 
 from smib_core.auth import Principal, Role
 from smib_core.protocol import EventMessage
 from smib_core.services.alerts import apply_event_alerts
 from smib_core.settings import Settings
+from smib_core.store.accounts import AccountStore
 from smib_core.store.alerts import AlertStore
 from smib_core.store.audit import AuditTrail
 from smib_core.store.events import CabinetContext, EventRecord, EventStore
@@ -34,9 +36,19 @@ def open_page(name: str, mongo_db: Any, monkeypatch: pytest.MonkeyPatch, who: Pr
     monkeypatch.setattr(resources, "get_settings", lambda: Settings(offline_after_s=120))
     monkeypatch.setattr(resources, "get_audit", lambda: audit)
     monkeypatch.setattr(resources, "get_registry", lambda: Registry(mongo_db, audit))
+    with_account(mongo_db, who)
     app = AppTest.from_file(str(PAGES / name), default_timeout=20)
     app.session_state["principal"] = who
     return app.run()
+
+
+def with_account(mongo_db: Any, who: Principal) -> None:
+    """The principal's account exists: sections and actions check it in the database."""
+    accounts = AccountStore(
+        mongo_db, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
+    if accounts.get(who.name) is None:
+        accounts.create(who.name, who.role, "a long enough password", actor="test")
 
 
 def door_opened(mongo_db: Any) -> None:
@@ -99,6 +111,22 @@ def test_alerts_page_acknowledge(mongo_db: Any, monkeypatch: pytest.MonkeyPatch)
     assert AlertStore(mongo_db).active() == []
 
 
+def test_a_disabled_account_acknowledges_nothing(
+    mongo_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`smib user disable` while the page is open: the next click ends the session."""
+    door_opened(mongo_db)
+    app = open_page("alerts.py", mongo_db, monkeypatch, TECH)
+    with_account(mongo_db, Principal("root", Role.ADMIN))
+    AccountStore(mongo_db).disable("tina", actor="root")
+    next(b for b in app.button if b.label == "Acknowledge").click().run()
+    assert not app.exception
+    assert "principal" not in app.session_state
+    assert [a.acknowledged_by for a in AlertStore(mongo_db).unacknowledged()] == [""]
+    audit = AuditTrail(mongo_db).query(kind="alert_ack")
+    assert audit.empty
+
+
 def _banner() -> None:
     from smib_core.ui.alerts_banner import render_active_alerts
 
@@ -107,11 +135,18 @@ def _banner() -> None:
 
 def test_the_banner_lists_active_alerts(mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resources, "get_db", lambda: mongo_db)
-    quiet = AppTest.from_function(_banner, default_timeout=20).run()
+    with_account(mongo_db, MANAGER)
+    quiet = AppTest.from_function(_banner, default_timeout=20)
+    quiet.session_state["principal"] = MANAGER
+    quiet.run()
     assert not quiet.exception and not quiet.markdown  # nothing active: nothing shown
     door_opened(mongo_db)
     AlertStore(mongo_db).raise_alert("ram_clear", "e831cdfa8385", "meters fell")
-    app = AppTest.from_function(_banner, default_timeout=20).run()
+    # The page runs alone, without app.py's gate: its principal stands as given.
+    monkeypatch.setattr(resources, "account_check", lambda: lambda p: p)
+    app = AppTest.from_function(_banner, default_timeout=20)
+    app.session_state["principal"] = MANAGER
+    app.run()
     assert not app.exception
     text = app.markdown[0].value
     assert "2 active alerts" in text and "RAM clear" in text and "and 1 more" in text

@@ -48,6 +48,8 @@ def page(mongo_db: Any, monkeypatch: pytest.MonkeyPatch, who: Principal, bus: Qu
     monkeypatch.setattr(resources, "get_audit", lambda: audit)
     monkeypatch.setattr(resources, "get_registry", lambda: registry)
     monkeypatch.setattr(resources, "get_bus", lambda: bus)
+    # The page runs alone, without app.py's gate: its principal stands as given.
+    monkeypatch.setattr(resources, "account_check", lambda: lambda p: p)
     app = AppTest.from_file(PAGE, default_timeout=20)
     app.session_state["principal"] = who
     return app.run()

@@ -38,6 +38,8 @@ def served(mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(resources, "get_registry", lambda: Registry(mongo_db, audit))
     monkeypatch.setattr(resources, "get_meter_store", lambda: MeterStore(mongo_db))
     monkeypatch.setattr(resources, "get_export_jobs", lambda: jobs)
+    # The pages run alone, without app.py's gate: their principal stands as given.
+    monkeypatch.setattr(resources, "account_check", lambda: lambda p: p)
     st.cache_data.clear()  # the pages cache figures per period: not across tests
     return mongo_db
 

@@ -13,6 +13,7 @@ from smib_core.settings import Settings
 from smib_core.store.audit import AuditTrail
 from smib_core.store.registry import Registry
 from smib_core.ui import resources
+from smib_core.ui.plain import escape_markdown
 from tests.test_page_fleet import QuietBus
 
 pytestmark = pytest.mark.integration
@@ -29,6 +30,8 @@ def page(mongo_db: Any, monkeypatch: pytest.MonkeyPatch, who: Principal) -> AppT
     monkeypatch.setattr(resources, "get_audit", lambda: audit)
     monkeypatch.setattr(resources, "get_registry", lambda: Registry(mongo_db, audit))
     monkeypatch.setattr(resources, "get_bus", QuietBus)
+    # The page runs alone, without app.py's gate: its principal stands as given.
+    monkeypatch.setattr(resources, "account_check", lambda: lambda p: p)
     app = AppTest.from_file(PAGE, default_timeout=20)
     app.session_state["principal"] = who
     return app.run()
@@ -150,7 +153,7 @@ def test_import_shows_the_changes_then_applies_them_on_confirm(
     assert len(Registry(mongo_db).cabinets()) == 1  # a preview writes nothing
     app = submit(app, "Import these changes")
     assert not app.exception
-    assert app.success[0].value == (
+    assert app.success[0].value == escape_markdown(  # the file name came from the user
         "Imported machines.csv: 1 added, 1 updated, 0 unchanged; new locations: Terrace."
     )
     cabinets = {c.name: c for c in Registry(mongo_db).cabinets()}

@@ -46,6 +46,8 @@ def page(mongo_db: Any, monkeypatch: pytest.MonkeyPatch, who: Principal) -> AppT
     monkeypatch.setattr(resources, "get_registry", lambda: Registry(mongo_db))
     monkeypatch.setattr(resources, "get_bus", FakeBus)
     monkeypatch.setattr(resources, "get_settings", lambda: Settings(firmware_port=free_port()))
+    # The page runs alone, without app.py's gate: its principal stands as given.
+    monkeypatch.setattr(resources, "account_check", lambda: lambda p: p)
     app = AppTest.from_file(PAGE, default_timeout=20)
     app.session_state["principal"] = who
     return app.run()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from smib_core.auth import Principal, Role
 from smib_core.bus import DeviceBus
 from smib_core.protocol import Topics
 from smib_core.services import background
@@ -31,7 +32,11 @@ def page(mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setattr(resources, "get_settings", lambda: settings)
     monkeypatch.setattr(resources, "get_db", lambda: mongo_db)
     monkeypatch.setattr(resources, "get_bus", lambda: bus)
-    return AppTest.from_file(PAGE, default_timeout=20).run()
+    # The page runs alone, without app.py's gate: its principal stands as given.
+    monkeypatch.setattr(resources, "account_check", lambda: lambda p: p)
+    app = AppTest.from_file(PAGE, default_timeout=20)
+    app.session_state["principal"] = Principal("tina", Role.TECHNICIAN)
+    return app.run()
 
 
 def test_no_worker_is_said_plainly(mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -782,3 +782,17 @@ def test_fuzz_parse_device_message_never_raises() -> None:
             assert (msg.reading is None) != (msg.failure is None)
     # The generator reaches every outcome, so the fuzz exercises each branch.
     assert set(kinds) == {"ConfigReply", "MeterReply", "NvsReply", "EventMessage", "Rejection"}
+
+
+def test_fields_not_on_the_known_list_are_masked_when_their_name_looks_secret() -> None:
+    reported = {"netApPass": SECRET, "apiKey": SECRET, "authToken": SECRET, "netApSSID": "ap"}
+    masked = p.mask_secrets(reported)
+    assert masked == {
+        "netApPass": "••••••",
+        "apiKey": "••••••",
+        "authToken": "••••••",
+        "netApSSID": "ap",
+    }
+    assert p.mask_secrets({"otaURL": f"http://fw:{SECRET}@h/firmwares/"}) == {
+        "otaURL": "http://fw:••••••@h/firmwares/"
+    }

@@ -30,9 +30,11 @@ from smib_core.services.config_forms import (
     MqttUri,
     diff,
     diff_table,
+    edited_fields,
     form_values,
     join_uri,
     prepare_change,
+    shown,
     split_uri,
 )
 from smib_core.store.audit import AuditTrail, mask_detail
@@ -471,3 +473,22 @@ def test_restart_and_its_countdown() -> None:
     assert care.countdown(100.0, 200.0) == 0.0
     with pytest.raises(PermissionDenied):
         care.restart(gateway(MANAGER)[0], RELAY)
+
+
+def test_the_ota_url_form_never_shows_its_password_and_keeps_it_when_unchanged() -> None:
+    current = {"otaURL": "http://fw:hunter2-secret@10.0.0.5:8808/firmwares/"}
+    values = form_values("ota", current)
+    assert values["otaURL"] == "http://fw:••••••@10.0.0.5:8808/firmwares/"
+    assert edited_fields("ota", values, current) == current  # nothing typed: kept as is
+    typed = {"otaURL": "http://10.0.0.6:8808/firmwares/"}
+    assert edited_fields("ota", typed, current) == typed
+    assert shown("netApPass", "ap-secret") == "••••••"
+
+
+def test_a_card_masks_a_secret_field_the_protocol_does_not_know() -> None:
+    latest = {"net": ({"netApSSID": "smib-ap", "netApPass": "ap-secret-123"}, 100.0)}
+    frame = config_cards(latest, now=101.0, comps=["net"])["net"].fields
+    assert dict(zip(frame["field"], frame["value"], strict=True)) == {
+        "netApSSID": "smib-ap",
+        "netApPass": "••••••",
+    }

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from smib_core.auth import Principal, Role
+from smib_core.csvsafe import neutralise_cell
 from smib_core.errors import InvalidInput, PermissionDenied
 from smib_core.services.cabinet_files import (
     cabinets_csv,
     cabinets_frame,
-    neutralise_formula,
     read_cabinet_file,
     rows_of,
 )
@@ -135,7 +135,7 @@ def test_csv_from_excel_in_another_locale_reads(registry: Registry) -> None:
 
 
 def test_export_neutralises_formula_cells(registry: Registry) -> None:
-    assert [neutralise_formula(t) for t in ("=1+1", "+1", "-1", "@x", "\tx", "\rx", "ok", "")] == [
+    assert [neutralise_cell(t) for t in ("=1+1", "+1", "-1", "@x", "\tx", "\rx", "ok", "")] == [
         "'=1+1",
         "'+1",
         "'-1",

@@ -108,7 +108,7 @@ def _roll_out(
     print(
         f"rollout {rollout.id}: {firmware.product} {firmware.version} ({firmware.filename}) "
         f"to {len(relays)} board(s), {rollout.batches} batch(es) of {rollout.batch_size}, "
-        f"otaURL {ota_url}",
+        f"otaURL {protocol.mask_uri(ota_url)}",
         flush=True,
     )
     runner = RolloutRunner(db, bus, audit, ota_url=ota_url, folder=folder)

@@ -111,16 +111,23 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last = match.group(1), match.group(2)
     if first == "":
-        suffix = int(last)
+        suffix = _position(last, size)
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiable
         return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
+    start = _position(first, size)
+    if last and _position(last, size) < start:
         return None
     if start >= size:
         raise RangeNotSatisfiable
-    return start, min(int(last), size - 1) if last else size - 1
+    return start, min(_position(last, size), size - 1) if last else size - 1
+
+
+def _position(digits: str, size: int) -> int:
+    """A byte position of a Range header, at most `size` (anything beyond the file is
+    as good as its end); never `int()` of thousands of digits, which Python refuses."""
+    digits = digits.lstrip("0") or "0"
+    return size if len(digits) > len(str(size)) else min(int(digits), size)
 
 
 class FirmwareServer:

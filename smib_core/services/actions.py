@@ -126,10 +126,21 @@ class SendResult:
 class BoardActions:
     """Acts on boards for one principal; every call is checked and audited."""
 
-    def __init__(self, bus: CommandBus, audit: AuditTrail, principal: Principal | None) -> None:
+    def __init__(
+        self,
+        bus: CommandBus,
+        audit: AuditTrail,
+        principal: Principal | None,
+        *,
+        recheck: Callable[[Principal], Principal | None] | None = None,
+    ) -> None:
+        """`recheck` (for a person's session: `store.accounts.refreshed_principal`) is
+        asked before every action for the principal as the database knows it now; None
+        there (account disabled, identity unmapped) refuses the action."""
         self._bus = bus
         self._audit = audit
         self.principal = principal
+        self._recheck = recheck
 
     @property
     def actor(self) -> str:
@@ -199,7 +210,7 @@ class BoardActions:
         """Permission, then validity; a refusal is audited and raised."""
         given = [str(r)[:32] for r in ([relays] if isinstance(relays, str) else relays)]
         try:
-            require(self.principal, permission_for(command.kind))
+            require(self._current(), permission_for(command.kind))
             targets = _relays(relays)
             check_command(command)
         except (PermissionDenied, InvalidInput) as exc:
@@ -208,6 +219,17 @@ class BoardActions:
             log.warning("%s by %s refused: %s", command.kind, self.actor, exc)
             raise
         return targets
+
+    def _current(self) -> Principal | None:
+        if self._recheck is None or self.principal is None:
+            return self.principal
+        current = self._recheck(self.principal)
+        if current is None:
+            raise PermissionDenied(
+                "This account was disabled or its role removed: sign in again or ask an "
+                "administrator."
+            )
+        return current
 
 
 def judge_reply(command: Command, reply: DeviceMessage) -> tuple[str, dict[str, Any]]:

@@ -8,7 +8,7 @@ delimiter guessed among `,` `;` and tab; Excel (.xlsx) is read with openpyxl (it
 sheet, cell values, not formulas). Blank rows are skipped.
 
 Exports write the same columns: CSV with every cell that a spreadsheet would take for a
-formula neutralised (`neutralise_formula`: a leading `'`, which `plain_cell` removes
+formula neutralised (`csvsafe.neutralise_cell`: a leading `'`, which `plain_cell` removes
 again on import, so an exported file re-imports unchanged), Excel with
 `smib_core.xlsx` (plain values: nothing in it is ever a formula).
 """
@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from smib_core.csvsafe import FORMULA_STARTS, neutralise_cell
 from smib_core.errors import InvalidInput
 from smib_core.store.registry import Registry
 from smib_core.xlsx import CellKind, XlsxStream
@@ -44,7 +45,6 @@ FILE_COLUMNS = (
 _KINDS: dict[str, CellKind] = {"denomination": "float", "par": "float"}
 FORMATS = ("csv", "xlsx")
 MAX_ROWS = 20_000
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +163,7 @@ def _xlsx_table(data: bytes, file_name: str) -> list[list[object]]:
 
 def plain_cell(value: object) -> str:
     """A text cell as the registry stores it: trimmed, numbers without a spurious `.0`,
-    and the quote `neutralise_formula` put before a formula-like text removed."""
+    and the quote `csvsafe.neutralise_cell` put before a formula-like text removed."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -189,12 +189,6 @@ def relay_cell(value: object) -> str:
 # --- writing --------------------------------------------------------------------------
 
 
-def neutralise_formula(text: str) -> str:
-    """A CSV cell a spreadsheet will not run: text starting with = + - @ tab or CR gets
-    a leading single quote (OWASP's CSV injection advice)."""
-    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
-
-
 def cabinets_frame(registry: Registry) -> pd.DataFrame:
     """The registry's active cabinets in the file's columns, by location then name."""
     frame = registry.frame()
@@ -210,7 +204,7 @@ def _csv_text(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:g}"
-    return neutralise_formula(str(value))
+    return str(neutralise_cell(str(value)))
 
 
 def cabinets_csv(frame: pd.DataFrame) -> bytes:

@@ -180,6 +180,8 @@ def form_values(comp: str, current: Mapping[str, Any]) -> dict[str, Any]:
     }
     if comp == "net":
         values["netStaPwd"] = ""
+    if comp == "ota" and values.get("otaURL"):
+        values["otaURL"] = protocol.mask_uri(str(values["otaURL"]))  # user:password@
     if comp == "mqtt":
         parts = split_uri(str(current.get("mqttURI") or ""))
         del values["mqttURI"]
@@ -212,6 +214,10 @@ def edited_fields(comp: str, form: Mapping[str, Any], current: Mapping[str, Any]
         edited.pop("netStaPwd", None)
         if "netStaPwd" in current:
             edited["netStaPwd"] = current["netStaPwd"]
+    if comp == "ota" and current.get("otaURL"):
+        kept = str(current["otaURL"])
+        if form.get("otaURL") == protocol.mask_uri(kept):  # unchanged behind the mask
+            edited["otaURL"] = kept
     if comp == "mqtt":
         old = split_uri(str(current.get("mqttURI") or ""))
         parts = MqttUri(

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from smib_core.csvsafe import write_csv
 from smib_core.errors import SmibError
 from smib_core.services.export import Format, Granularity, Kind, column_spec
 from smib_core.xlsx import XlsxStream
@@ -49,7 +50,7 @@ class _CsvWriter:
         csv.writer(self._file).writerow(headers)
 
     def write(self, frame: pd.DataFrame) -> None:
-        frame.to_csv(self._file, header=False, index=False, date_format="%Y-%m-%d %H:%M:%S")
+        write_csv(frame, self._file, header=False, date_format="%Y-%m-%d %H:%M:%S")
 
     def close(self) -> None:
         self._file.close()

@@ -2,24 +2,29 @@
 
 Contract: passwords are kept only as argon2 hashes (argon2-cffi's `PasswordHasher`,
 rehashed on sign-in when its parameters change) and never leave this module: `Account`
-has no hash, logs and the audit trail never see a password. A failed sign-in is logged,
-audited as `sign_in_failed` and counted per name; after repeated failures a name is
-throttled (`auth.retry_after`) and its attempts are refused unchecked with
-`SignInThrottled` until the wait is over. Every change is audited with its actor.
+has no hash, logs and the audit trail never see a password. Every sign-in attempt is
+counted, atomically and before its password is checked, for its name and for its client
+address; after repeated attempts either is throttled (`auth.retry_after`) and attempts
+are refused unchecked with `SignInThrottled` until the wait is over, so parallel
+attempts gain nothing. A failed sign-in is logged and audited as `sign_in_failed`; a
+name that is no account's is recorded as `unknown account #<hash>`, never verbatim.
+Every change is audited with its actor.
 
-Collections: `accounts` (unique `name`), `sign_in_failures` (`name`, `at`),
-`identities` (unique `identity`, an OIDC e-mail or subject), `account_setup` (a guard
+Collections: `accounts` (unique `name`), `sign_in_throttle` (one counter per hashed
+name or client address), `identities` (unique `identity`, an OIDC e-mail or subject),
+`account_setup` (a guard
 document so the first administrator is created once).
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -28,16 +33,20 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from smib_core.auth import (
+    CLIENT_FREE_ATTEMPTS,
+    THROTTLE_FREE_FAILURES,
     THROTTLE_WINDOW,
+    Permission,
     Principal,
     Role,
     SignInThrottled,
     check_password,
     normalize_account_name,
     parse_role,
+    require,
     retry_after,
 )
-from smib_core.errors import InvalidInput
+from smib_core.errors import InvalidInput, PermissionDenied
 from smib_core.store.audit import AuditTrail, utc_now
 from smib_core.store.documents import as_utc, replace_fields
 
@@ -66,6 +75,12 @@ def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else as_utc(value)
 
 
+def _from_timestamp(value: object) -> datetime | None:
+    """A throttle counter's time (seconds since the epoch: the embedded database keeps
+    a number through `$set` where it would turn a datetime into text)."""
+    return datetime.fromtimestamp(value, UTC) if isinstance(value, int | float) else None
+
+
 def normalize_identity(value: object) -> str:
     """An OIDC e-mail or subject, lowercased; InvalidInput when empty or unreasonable."""
     identity = value.strip().lower() if isinstance(value, str) else ""
@@ -74,10 +89,56 @@ def normalize_identity(value: object) -> str:
     return identity
 
 
+def unknown_account(attempted: str) -> str:
+    """How a sign-in attempt with no account's name is recorded: never verbatim (it is
+    often a password typed in the wrong box), only a short hash that tells repeats."""
+    digest = hashlib.sha256(attempted.encode("utf-8")).hexdigest()[:8]
+    return f"unknown account #{digest}"
+
+
+def _name_key(attempted: str) -> str:
+    return "name:" + hashlib.sha256(attempted.encode("utf-8")).hexdigest()
+
+
+def _client_key(client: str | None) -> str:
+    return "client:" + (client or "local")[:64]
+
+
 def _attempted_name(value: object) -> str:
     """The name a failed attempt used, safe to log and audit (no control characters)."""
     text = value.strip().lower() if isinstance(value, str) else ""
     return "".join(ch for ch in text if ch.isprintable())[:64]
+
+
+def refreshed_principal(db: Database[Any], principal: Principal | None) -> Principal | None:
+    """`principal` as the database knows it now: None when its account is gone or
+    disabled (or its OIDC identity unmapped), with its current role otherwise. The CLI's
+    principal (the host's own user) passes as it is. Sessions and every action on a
+    person's behalf call this first, so a disabled account or a changed role takes
+    effect at once, not at the next sign-in."""
+    if principal is None:
+        return None
+    if principal.source == "local":
+        doc = db["accounts"].find_one({"name": principal.name}, {"role": 1, "disabled": 1})
+        if doc is None or doc.get("disabled"):
+            return None
+        return Principal(principal.name, parse_role(doc["role"]), "local")
+    if principal.source == "oidc":
+        found = db["identities"].find_one({"identity": principal.name}, {"role": 1})
+        return Principal(principal.name, parse_role(found["role"]), "oidc") if found else None
+    return principal
+
+
+def require_current(
+    db: Database[Any], principal: Principal | None, permission: Permission
+) -> Principal:
+    """`require` on the principal as the database knows it now (`refreshed_principal`)."""
+    current = refreshed_principal(db, principal)
+    if principal is not None and current is None:
+        raise PermissionDenied(
+            "This account was disabled or its role removed: sign in again or ask an administrator."
+        )
+    return require(current, permission)
 
 
 class AccountStore:
@@ -91,7 +152,7 @@ class AccountStore:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._accounts = db["accounts"]
-        self._failures = db["sign_in_failures"]
+        self._throttle = db["sign_in_throttle"]
         self._identities = db["identities"]
         self._setup = db["account_setup"]
         self._audit = audit if audit is not None else AuditTrail(db)
@@ -99,12 +160,15 @@ class AccountStore:
         self._clock = clock
         self._dummy_hash: str | None = None
         self._accounts.create_index([("name", ASCENDING)], unique=True)
-        self._failures.create_index([("name", ASCENDING), ("at", ASCENDING)])
         self._identities.create_index([("identity", ASCENDING)], unique=True)
 
     @property
     def audit(self) -> AuditTrail:
         return self._audit
+
+    def current(self, principal: Principal) -> Principal | None:
+        """`refreshed_principal` of this store's database."""
+        return refreshed_principal(self._accounts.database, principal)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -168,7 +232,7 @@ class AccountStore:
         name = self._existing(name).name
         check_password(password, name)
         self._update(name, {"hash": self._hasher.hash(password)})
-        self._failures.delete_many({"name": name})
+        self._throttle.delete_one({"_id": _name_key(name)})
         self._audit.record(actor, "account_set_password", [], {"name": name}, "ok")
 
     def set_role(self, name: str, role: Role | str, actor: str) -> None:
@@ -190,36 +254,32 @@ class AccountStore:
     def enable(self, name: str, actor: str) -> None:
         account = self._existing(name)
         self._update(account.name, {"disabled": False})
-        self._failures.delete_many({"name": account.name})
+        self._throttle.delete_one({"_id": _name_key(account.name)})
         self._audit.record(actor, "account_enable", [], {"name": account.name}, "ok")
 
     # --- signing in -------------------------------------------------------------------
 
-    def verify(self, name: str, password: str) -> Principal | None:
+    def verify(self, name: str, password: str, client: str | None = None) -> Principal | None:
         """The principal for a right name and password; None otherwise.
 
-        Raises `SignInThrottled` (without checking the password) while the name must
-        wait after repeated failures.
+        The attempt is counted first, atomically, for the name and for the `client`
+        address (None: a local one), so parallel attempts cannot all pass a check made
+        before any of them failed. Raises `SignInThrottled`, without checking the
+        password, while either must wait after repeated attempts.
         """
         attempted = _attempted_name(name)
         now = self._clock()
-        since = now - THROTTLE_WINDOW
-        failures = [
-            _utc(d["at"]) or now
-            for d in self._failures.find({"name": attempted, "at": {"$gte": since}}, {"at": 1})
-        ]
-        wait = retry_after(failures, now)
-        if wait > 0:
-            log.warning(
-                "sign-in for %r refused: throttled for %.0f s after %d failures",
-                attempted,
-                wait,
-                len(failures),
-            )
-            detail = {"name": attempted, "reason": "throttled", "recent_failures": len(failures)}
-            self._audit.record(attempted or "?", "sign_in_failed", [], detail, "refused")
-            raise SignInThrottled(wait)
         doc = self._accounts.find_one({"name": attempted})
+        shown = attempted if doc is not None else unknown_account(attempted)
+        for key, free in (
+            (_name_key(attempted), THROTTLE_FREE_FAILURES),
+            (_client_key(client), CLIENT_FREE_ATTEMPTS),
+        ):
+            wait, attempts = self._claim(key, free, now)
+            if wait > 0:
+                if key.startswith("client:"):  # the name's claim is given back
+                    self._give_back(_name_key(attempted))
+                self._throttled(shown, key, wait, attempts)
         if doc is None:
             self._check_dummy(password)
             reason = "unknown_name"
@@ -228,16 +288,69 @@ class AccountStore:
         elif doc.get("disabled"):
             reason = "disabled"
         else:
+            self._give_back(_client_key(client))
             return self._signed_in(doc, password, now)
-        self._failed(attempted, reason, len(failures) + 1, now)
+        self._failed(shown, reason)
         return None
+
+    def _claim(self, key: str, free: int, now: datetime) -> tuple[float, int]:
+        """Count one attempt for `key` unless it must wait: (0, attempts) when counted,
+        (seconds to wait, attempts) otherwise. A compare-and-set on the counter's `rev`,
+        so two processes never both take the last free attempt."""
+        for _ in range(20):
+            doc = self._throttle.find_one({"_id": key})
+            if doc is None:
+                try:
+                    first = {"_id": key, "attempts": 1, "at": now.timestamp(), "rev": 1}
+                    self._throttle.insert_one(first)
+                    return 0.0, 1
+                except DuplicateKeyError:
+                    continue  # a parallel attempt counted first: read its count
+            attempts, last = int(doc.get("attempts", 0)), _from_timestamp(doc.get("at"))
+            wait = retry_after(attempts, last, now, free)
+            if wait > 0:
+                return wait, attempts
+            if last is None or now - last >= THROTTLE_WINDOW:
+                attempts = 0
+            taken = self._throttle.update_one(
+                {"_id": key, "rev": doc.get("rev", 0)},
+                {
+                    "$set": {
+                        "attempts": attempts + 1,
+                        "at": now.timestamp(),
+                        "rev": doc.get("rev", 0) + 1,
+                    }
+                },
+            )
+            if taken.modified_count == 1:
+                return 0.0, attempts + 1
+        return 1.0, 0  # contended all along: refuse, the caller retries in a second
+
+    def _give_back(self, key: str) -> None:
+        """Uncount an attempt that turned out right (or was refused for another key)."""
+        self._throttle.update_one(
+            {"_id": key, "attempts": {"$gt": 0}}, {"$inc": {"attempts": -1, "rev": 1}}
+        )
+
+    def _throttled(self, shown: str, key: str, wait: float, attempts: int) -> NoReturn:
+        by = "client address" if key.startswith("client:") else "name"
+        log.warning(
+            "sign-in for %r refused: throttled by %s for %.0f s after %d attempts",
+            shown,
+            by,
+            wait,
+            attempts,
+        )
+        detail = {"name": shown, "reason": f"throttled ({by})", "recent_attempts": attempts}
+        self._audit.record(shown or "?", "sign_in_failed", [], detail, "refused")
+        raise SignInThrottled(wait)
 
     def _signed_in(self, doc: dict[str, Any], password: str, now: datetime) -> Principal:
         fields: dict[str, Any] = {"last_sign_in_at": now}
         if self._hasher.check_needs_rehash(doc["hash"]):
             fields["hash"] = self._hasher.hash(password)
         self._update(doc["name"], fields)
-        self._failures.delete_many({"name": doc["name"]})
+        self._throttle.delete_one({"_id": _name_key(doc["name"])})
         self._audit.record(doc["name"], "sign_in", [], {"source": "local"}, "ok")
         return Principal(doc["name"], parse_role(doc["role"]), "local")
 
@@ -253,12 +366,10 @@ class AccountStore:
             self._dummy_hash = self._hasher.hash("not a password of anyone")
         self._check(self._dummy_hash, password)
 
-    def _failed(self, name: str, reason: str, recent: int, now: datetime) -> None:
-        self._failures.insert_one({"name": name, "at": now})
-        self._failures.delete_many({"name": name, "at": {"$lt": now - THROTTLE_WINDOW}})
-        log.warning("sign-in failed for %r: %s (%d recent failures)", name, reason, recent)
-        detail = {"name": name, "reason": reason, "recent_failures": recent}
-        self._audit.record(name or "?", "sign_in_failed", [], detail, "refused")
+    def _failed(self, shown: str, reason: str) -> None:
+        log.warning("sign-in failed for %r: %s", shown, reason)
+        detail = {"name": shown, "reason": reason}
+        self._audit.record(shown or "?", "sign_in_failed", [], detail, "refused")
 
     # --- OIDC identities --------------------------------------------------------------
 

@@ -31,9 +31,10 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from smib_core.auth import Permission, Principal, require
+from smib_core.auth import Permission, Principal
 from smib_core.errors import InvalidInput, StoreError
 from smib_core.protocol import normalize_relay_id
+from smib_core.store.accounts import require_current
 from smib_core.store.audit import AuditTrail
 from smib_core.store.documents import as_utc, replace_fields, utc_now
 from smib_core.store.events import CabinetContext
@@ -217,7 +218,7 @@ class AlertStore:
     def acknowledge(self, alert_id: str, principal: Principal | None) -> Alert:
         """Record who acknowledged the alert and when (audited); PermissionDenied for a
         role without ACK_ALERTS, InvalidInput for an unknown or already acknowledged one."""
-        who = require(principal, Permission.ACK_ALERTS)
+        who = require_current(self._alerts.database, principal, Permission.ACK_ALERTS)
         current = self.get(alert_id)
         if current.acknowledged_at is not None:
             raise InvalidInput(

@@ -21,8 +21,15 @@ from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
+from smib_core.csvsafe import csv_bytes
 from smib_core.errors import InvalidInput
-from smib_core.protocol import COMMAND_KINDS, mask_secrets, mask_uri, normalize_relay_id
+from smib_core.protocol import (
+    COMMAND_KINDS,
+    is_secret_field,
+    mask_secrets,
+    mask_uri,
+    normalize_relay_id,
+)
 from smib_core.store.documents import as_utc, time_range, utc_now
 
 # Kinds this module's neighbours write; commands use their protocol.COMMAND_KINDS name.
@@ -51,7 +58,6 @@ OUTCOMES = (
 )
 AUDIT_COLUMNS = ["at", "actor", "kind", "relays", "outcome", "detail", "result", "id"]
 MASK = "••••••"
-_SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token")
 MAX_TEXT = 2_000
 
 
@@ -61,11 +67,6 @@ def os_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (OSError, KeyError):
         return "cli:unknown"
-
-
-def _is_secret_key(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
 
 
 def _mask_value(value: Any) -> Any:
@@ -84,7 +85,8 @@ def mask_detail(detail: Mapping[str, Any]) -> dict[str, Any]:
     a password, secret or token, plus credentials in any URI-looking text."""
     masked = mask_secrets({str(k): v for k, v in detail.items()})
     for key, value in masked.items():
-        masked[key] = (MASK if value else "") if _is_secret_key(key) else _mask_value(value)
+        if not is_secret_field(key):  # mask_secrets has hidden those (mqttURI's password)
+            masked[key] = _mask_value(value)
     return masked
 
 
@@ -213,5 +215,6 @@ def _row(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def to_csv(frame: pd.DataFrame) -> bytes:
-    """The audit (or any) DataFrame as UTF-8 CSV bytes for a download or a file."""
-    return frame.to_csv(index=False).encode("utf-8")
+    """The audit (or any) DataFrame as UTF-8 CSV bytes for a download or a file; an
+    actor or detail that a spreadsheet would run as a formula is written as text."""
+    return csv_bytes(frame)

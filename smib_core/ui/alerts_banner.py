@@ -11,20 +11,24 @@ from streamlit.errors import StreamlitAPIException
 from smib_core.services.live import ago
 from smib_core.store.alerts import Alert
 from smib_core.ui import resources
+from smib_core.ui.plain import escape_markdown
+from smib_core.ui.session import live_section
 
 ALERTS_PAGE = "pages/alerts.py"
 
 
 def alert_line(alert: Alert) -> str:
     """'**Slot door open** · Cabinet 003, Main floor · since 2025-03-01 12:03 UTC (4 min ago)'."""
-    where = ", ".join(part for part in (alert.cabinet or alert.relay, alert.location) if part)
+    places = (alert.cabinet or alert.relay, alert.location)
+    where = ", ".join(escape_markdown(part) for part in places if part)
     repeats = f" · {alert.count}×" if alert.count > 1 else ""
     since = alert.raised_at.astimezone(UTC)
     age = ago((datetime.now(UTC) - since).total_seconds())
-    return f"**{alert.label}** · {where} · since {since:%Y-%m-%d %H:%M} UTC ({age}){repeats}"
+    label = escape_markdown(alert.label)
+    return f"**{label}** · {where} · since {since:%Y-%m-%d %H:%M} UTC ({age}){repeats}"
 
 
-@st.fragment(run_every="10s")
+@live_section("10s")
 def render_active_alerts(limit: int = 5) -> None:
     """Nothing when no alert is active; else how many, the newest `limit`, and a link to
     the alerts page. Refreshes itself every 10 seconds."""

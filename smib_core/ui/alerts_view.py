@@ -13,7 +13,8 @@ from smib_core.store.alerts import Alert, alerts_frame
 from smib_core.ui import resources
 from smib_core.ui.alerts_banner import alert_line
 from smib_core.ui.feedback import act
-from smib_core.ui.session import PRINCIPAL_KEY
+from smib_core.ui.plain import escape_markdown
+from smib_core.ui.session import PRINCIPAL_KEY, live_section
 
 MAX_CARDS = 30
 HISTORY_DAYS = 30
@@ -69,9 +70,10 @@ def _card(alert: Alert, can_ack: bool) -> None:
             if alert.active
             else ":green-badge[:material/check: resolved]"
         )
-        lines = [f"{badge} {alert_line(alert)}", alert.detail]
+        lines = [f"{badge} {alert_line(alert)}", escape_markdown(alert.detail)]
         if alert.resolved_at is not None:
-            lines.append(f"Resolved {_clock(alert.resolved_at)}: {alert.resolution}")
+            resolution = escape_markdown(alert.resolution)
+            lines.append(f"Resolved {_clock(alert.resolved_at)}: {resolution}")
         text.markdown("  \n".join(line for line in lines if line))
         help_text = None if can_ack else "Your role does not allow you to acknowledge alerts."
         if button.button(
@@ -84,7 +86,7 @@ def _card(alert: Alert, can_ack: bool) -> None:
             _acknowledge(alert)
 
 
-@st.fragment(run_every="5s")
+@live_section("5s")
 def open_alerts(principal: Principal) -> None:
     """Alerts not acknowledged yet: active first, then resolved ones; live."""
     alerts = resources.get_alert_store().unacknowledged(limit=500)

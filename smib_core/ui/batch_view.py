@@ -16,6 +16,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from smib_core import protocol
 from smib_core.auth import Permission, Principal, allowed
+from smib_core.csvsafe import csv_bytes
 from smib_core.errors import InvalidInput, SmibError
 from smib_core.services import batch_progress
 from smib_core.services.batch import BatchJob, cancel_batch, submit_batch
@@ -29,6 +30,8 @@ from smib_core.store.batches import Batch, BatchBoard
 from smib_core.store.templates import TemplateStore
 from smib_core.ui import resources
 from smib_core.ui.feedback import sentence
+from smib_core.ui.plain import escape_markdown
+from smib_core.ui.session import live_section
 from smib_core.ui.template_view import field_input, spec_label, writable_components
 
 JOB_KEY = "batch_job_id"
@@ -115,7 +118,7 @@ def choose_change(principal: Principal, relays: list[str]) -> BatchJob | None:
             return _template_job(relays)
         return _field_job(relays)
     except InvalidInput as exc:
-        st.error(sentence(str(exc)))
+        st.error(escape_markdown(sentence(str(exc))))
         return None
 
 
@@ -127,7 +130,7 @@ def _template_job(relays: list[str]) -> BatchJob | None:
     chosen = st.selectbox("Template", templates, format_func=lambda t: t.name)
     if chosen is None:
         return None
-    st.caption(f"Sets {chosen.describe()}")
+    st.caption(f"Sets {escape_markdown(chosen.describe())}")
     if not relays:
         return None
     return BatchJob("config", tuple(relays), chosen.comp, chosen.fields, f"template {chosen.name}")
@@ -171,8 +174,8 @@ def confirm_and_start(principal: Principal, job: BatchJob) -> None:
     with st.container(border=True):
         title = f"Confirm: {_verb(job).lower()} {len(job.relays)} boards"
         st.markdown(f":material/warning: **{title}**")
-        source = f" · from {job.label}" if job.label else ""
-        st.markdown(f"**Change:** `{job.describe()}`{source}")
+        source = f" · from {escape_markdown(job.label)}" if job.label else ""
+        st.markdown(f"**Change:** {escape_markdown(job.describe())}{source}")
         st.dataframe(
             targets.style.map(_state_colour, subset=["status"]),
             hide_index=True,
@@ -200,7 +203,7 @@ def _start(principal: Principal, job: BatchJob) -> None:
     try:
         batch = submit_batch(job, principal, resources.get_batch_store(), resources.get_audit())
     except SmibError as exc:
-        st.error(sentence(str(exc)))
+        st.error(escape_markdown(sentence(str(exc))))
         return
     st.session_state.pop(PENDING_KEY, None)
     st.session_state[JOB_KEY] = batch.id
@@ -222,10 +225,9 @@ _TARGET_COLUMNS = {
 def show_batch(batch: Batch, principal: Principal) -> None:
     started = time.strftime("%H:%M:%S", time.localtime(batch.created_at))
     st.subheader(f"{_verb_of(batch)} {len(batch.relays)} boards")
-    source = f" · from {batch.label}" if batch.label else ""
-    st.caption(
-        f"`{batch.change}`{source} · submitted by {batch.actor} at {started} · batch {batch.id}"
-    )
+    source = f" · from {escape_markdown(batch.label)}" if batch.label else ""
+    change, actor = escape_markdown(batch.change), escape_markdown(batch.actor)
+    st.caption(f"{change}{source} · submitted by {actor} at {started} · batch {batch.id}")
     if batch.finished:
         outcome(batch)
     else:
@@ -245,7 +247,7 @@ def _verb_of(batch: Batch) -> str:
 def _cancel_button(batch: Batch, principal: Principal, where: DeltaGenerator) -> None:
     """Stop sending: boards already in progress finish, the others are left alone."""
     if batch.cancel_requested_by is not None:
-        who = batch.cancel_requested_by
+        who = escape_markdown(batch.cancel_requested_by)
         where.info(f"Cancelled by {who}: the boards in progress finish.")
         return
     may = allowed(principal, batch.permission)
@@ -261,13 +263,13 @@ def _cancel_button(batch: Batch, principal: Principal, where: DeltaGenerator) ->
         try:
             waiting = cancel_batch(store, batch.id, principal, resources.get_audit())
         except SmibError as exc:
-            st.error(sentence(str(exc)))
+            st.error(escape_markdown(sentence(str(exc))))
             return
         st.toast(f"Cancelled: {waiting} boards will not be sent anything.")
         st.rerun()
 
 
-@st.fragment(run_every="1s")
+@live_section("1s")
 def live_progress(batch_id: str) -> None:
     store = resources.get_batch_store()
     batch = store.get(batch_id)
@@ -297,7 +299,8 @@ def outcome(batch: Batch) -> None:
         st.success(f"All {total} boards confirmed.")
     elif batch.cancel_requested_by is not None:
         st.warning(
-            f"Cancelled by {batch.cancel_requested_by}: {confirmed} of {total} boards "
+            f"Cancelled by {escape_markdown(batch.cancel_requested_by)}: {confirmed} of "
+            f"{total} boards "
             f"confirmed, {counts['cancelled']} not sent anything."
         )
     else:
@@ -307,7 +310,7 @@ def outcome(batch: Batch) -> None:
     frame = _table(boards, final=True)
     st.download_button(
         "Download the outcome (CSV)",
-        frame.to_csv(index=False).encode("utf-8"),
+        csv_bytes(frame),
         file_name=f"batch-{batch.id}.csv",
         mime="text/csv",
         on_click="ignore",

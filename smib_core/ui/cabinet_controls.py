@@ -36,6 +36,8 @@ from smib_core.services.config_forms import (
 )
 from smib_core.ui import resources
 from smib_core.ui.feedback import sentence
+from smib_core.ui.plain import escape_markdown
+from smib_core.ui.session import live_section
 
 EDIT_TABS = {"net": "WiFi", "mqtt": "MQTT", "coms": "Machine link", "ota": "OTA"}
 RESTART_KEY = "cabinet_restart"  # (relay, time the restart was sent, its audit record id)
@@ -55,7 +57,7 @@ def show_notice() -> None:
     shown_once = st.session_state.pop(NOTICE_KEY, None)
     if shown_once is not None:
         ok, text = shown_once
-        (st.success if ok else st.warning)(text)
+        (st.success if ok else st.warning)(escape_markdown(text))
 
 
 # --- editing -----------------------------------------------------------------------------
@@ -128,7 +130,7 @@ def _editor(principal: Principal, relay: str, comp: str, current: Mapping[str, A
         try:
             changes = prepare_change(comp, form, current)
         except InvalidInput as exc:
-            st.error(f"{sentence(str(exc))} Nothing was sent.")
+            st.error(f"{escape_markdown(sentence(str(exc)))} Nothing was sent.")
             return
         if not changes:
             st.info("Nothing changed: every field already has the board's value.")
@@ -158,7 +160,7 @@ def _pending(principal: Principal, relay: str, comp: str) -> None:
                         resources.board_actions(principal), relay, comp, changes, WRITE_TIMEOUT_S
                     )
                 except SmibError as exc:
-                    st.error(sentence(str(exc)))
+                    st.error(escape_markdown(sentence(str(exc))))
                     return
             st.session_state.pop(_key("pending", relay, comp), None)
             st.session_state[_key("result", relay, comp)] = result
@@ -173,9 +175,9 @@ def _result(result: ConfigChangeResult | None) -> None:
     if result is None:
         return
     if result.outcome == "confirmed":
-        st.success(result.message, icon=":material/task_alt:")
+        st.success(escape_markdown(result.message), icon=":material/task_alt:")
     else:
-        st.warning(result.message, icon=":material/help:")
+        st.warning(escape_markdown(result.message), icon=":material/help:")
     st.dataframe(
         result.table(),
         hide_index=True,
@@ -198,7 +200,7 @@ def _confirm_restart(principal: Principal, name: str, relay: str) -> None:
         try:
             sent = care.restart(resources.board_actions(principal), relay)
         except SmibError as exc:
-            st.error(sentence(str(exc)))
+            st.error(escape_markdown(sentence(str(exc))))
             return
         st.session_state[RESTART_KEY] = (relay, sent_at, sent.audit_id)
         st.rerun()
@@ -211,7 +213,7 @@ def restart_countdown(principal: Principal, relay: str) -> None:
         _countdown(principal, relay, state[1], state[2])
 
 
-@st.fragment(run_every="1s")
+@live_section("1s")
 def _countdown(principal: Principal, relay: str, started: float, audit_id: str) -> None:
     left = care.countdown(started, time.time())
     if left > 0:
@@ -246,13 +248,13 @@ def _countdown(principal: Principal, relay: str, started: float, audit_id: str) 
 def _confirm_nvs(principal: Principal, name: str, relay: str, kind: sas.NvsClear) -> None:
     title, erased = care.NVS_CLEARS[kind]
     st.warning(f"This erases {erased}", icon=":material/warning:")
-    st.write(f"Board `{relay}` of **{name}**. It cannot be undone.")
+    st.markdown(f"Board `{relay}` of **{escape_markdown(name)}**. It cannot be undone.")
     if st.button(f"Clear: {title.lower()}", type="primary", icon=":material/delete_forever:"):
         with st.spinner("Clearing and waiting for the board's answer…"):
             try:
                 outcome = care.clear_nvs(resources.board_actions(principal), relay, kind)
             except SmibError as exc:
-                st.error(sentence(str(exc)))
+                st.error(escape_markdown(sentence(str(exc))))
                 return
         notice(outcome.ok, outcome.message)
         st.rerun()
@@ -270,7 +272,7 @@ def _confirm_meter_reset(principal: Principal, name: str, relay: str) -> None:
         try:
             care.reset_meters(resources.board_actions(principal), relay, latest)
         except SmibError as exc:
-            st.error(sentence(str(exc)))
+            st.error(escape_markdown(sentence(str(exc))))
             return
         notice(True, "Meter reset sent: the board reports event 7A (soft meters reset).")
         st.rerun()

@@ -26,6 +26,7 @@ from smib_core.services.meters_view import meter_table, read_meters
 from smib_core.store.registry import Cabinet
 from smib_core.ui import resources
 from smib_core.ui.feedback import sentence
+from smib_core.ui.plain import escape_markdown
 
 OPENED_KEY = "cabinet_opened"  # (relay, when) this session last asked for its config
 FORMS_BUILT_KEY = "cabinet_forms_built"  # components the edit forms were filled from
@@ -74,14 +75,15 @@ def _wanted(targets: list[Target]) -> tuple[str | None, list[Target]]:
         try:
             relay = protocol.normalize_relay_id(raw_relay)
         except InvalidInput as exc:
-            st.error(sentence(str(exc)))
+            st.error(escape_markdown(sentence(str(exc))))
             return None, targets
         if all(t.relay != relay for t in targets):
             targets = [*targets, Target(relay, None)]
         return f"relay:{relay}", targets
     if raw_cabinet is not None:
         if all(t.cabinet_id != raw_cabinet for t in targets):
-            st.error(f"There is no active cabinet {raw_cabinet[:40]!r}: choose one below.")
+            asked = escape_markdown(repr(raw_cabinet[:40]))
+            st.error(f"There is no active cabinet {asked}: choose one below.")
             return None, targets
         target = next(t for t in targets if t.cabinet_id == raw_cabinet)
         return target.key, targets
@@ -118,7 +120,7 @@ def choose_target() -> Target | None:
 
 
 def header(target: Target) -> None:
-    st.title(target.name)
+    st.title(escape_markdown(target.name))
     cabinet = target.cabinet
     if cabinet is None:
         st.caption(
@@ -126,9 +128,10 @@ def header(target: Target) -> None:
             "give it a name, a location and a denomination (money per credit)."
         )
         return
-    parts = [target.location, f"board `{cabinet.relay}`" if cabinet.relay else "no board"]
-    parts += [p for p in (cabinet.manufacturer, cabinet.game) if p]
-    parts += [f"serial {cabinet.serial}"] if cabinet.serial else []
+    location = escape_markdown(target.location)
+    parts = [location, f"board `{cabinet.relay}`" if cabinet.relay else "no board"]
+    parts += [escape_markdown(p) for p in (cabinet.manufacturer, cabinet.game) if p]
+    parts += [f"serial {escape_markdown(cabinet.serial)}"] if cabinet.serial else []
     parts += [f"denomination {cabinet.denomination:g} per credit"]
     parts += [f"par {cabinet.par:g}%"] if cabinet.par is not None else []
     st.caption(" · ".join(parts))
@@ -148,7 +151,8 @@ def open_board(principal: Principal, relay: str) -> None:
     try:
         board_config.request_live_config(resources.board_actions(principal), relay)
     except SmibError as exc:
-        st.warning(f"Could not ask the board for its configuration: {sentence(str(exc))}")
+        why = escape_markdown(sentence(str(exc)))
+        st.warning(f"Could not ask the board for its configuration: {why}")
         return
     bus = resources.get_bus()
     if is_online(bus.last_seen(relay), asked_at, resources.get_settings().offline_after_s):
@@ -172,7 +176,12 @@ def status_metrics(target: Target, relay: str) -> None:
     left, mid, right, far = st.columns(4)
     heard = f"heard {ago(None if last is None else now - last)}"
     _metric(left, "Status", status, heard, ":material/wifi:" if online else ":material/wifi_off:")
-    version, product = (firmware[1], firmware[0]) if firmware else ("–", "not reported yet")
+    # A metric's value and note are Markdown too: what the board reports is escaped.
+    version, product = (
+        (escape_markdown(firmware[1]), escape_markdown(firmware[0]))
+        if firmware
+        else ("–", "not reported yet")
+    )
     _metric(mid, "Firmware", version, product, ":material/memory:")
     comms = protocol.COMS_MODES.get(mode, "–") if mode is not None else "–"
     _metric(
@@ -235,7 +244,7 @@ def config_cards(principal: Principal, relay: str) -> None:
         try:
             board_config.request_live_config(resources.board_actions(principal), relay)
         except SmibError as exc:
-            st.error(sentence(str(exc)))
+            st.error(escape_markdown(sentence(str(exc))))
         else:
             st.toast("Asked the board for its configuration; answers arrive within seconds.")
 
@@ -265,7 +274,7 @@ def meters(principal: Principal, target: Target, relay: str) -> None:
         return
     reading, at = result
     if not isinstance(reading, sas.MeterReading):
-        st.error(f"No meters: {sentence(str(reading))}")
+        st.error(f"No meters: {escape_markdown(sentence(str(reading)))}")
         return
     denomination = target.cabinet.denomination if target.cabinet else None
     _reading(reading, at, denomination)
@@ -275,7 +284,7 @@ def _reading(reading: sas.MeterReading, at: datetime, denomination: float | None
     table = meter_table(reading, denomination)
     money = "" if denomination is None else f" · money at {denomination:g} per credit"
     st.caption(
-        f"Read at {at:%Y-%m-%d %H:%M:%S} UTC · game {reading.game} · "
+        f"Read at {at:%Y-%m-%d %H:%M:%S} UTC · game {escape_markdown(reading.game)} · "
         f"SAS address {reading.address}{money}"
     )
     values = reading.values()

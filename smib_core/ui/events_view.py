@@ -13,6 +13,7 @@ from smib_core.services.events_view import PERIODS, events_per_hour, hourly_char
 from smib_core.store.documents import utc_now
 from smib_core.store.events import KINDS
 from smib_core.ui import resources
+from smib_core.ui.session import live_section
 
 OPENED_KEY = "events_opened_at"
 LIVE_ROWS = 20
@@ -75,7 +76,7 @@ def filters() -> EventFilters:
     return EventFilters(tuple(chosen), tuple(relays), tuple(kinds), period or "Last 24 hours")
 
 
-@st.fragment(run_every="2s")
+@live_section("2s")
 def arriving_now(chosen: EventFilters) -> None:
     """Events matching the filters that arrived since the page was opened."""
     opened = st.session_state.setdefault(OPENED_KEY, utc_now())

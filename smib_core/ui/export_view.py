@@ -28,6 +28,8 @@ from smib_core.services.export import (
 from smib_core.services.export_jobs import ExportContext, ExportJob
 from smib_core.services.meter_report import ReportPeriod, Scope
 from smib_core.ui import resources
+from smib_core.ui.plain import escape_markdown
+from smib_core.ui.session import live_section
 
 JOB_KEY = "export_job"
 MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024  # larger files: `smib export` on the server
@@ -62,7 +64,7 @@ def choose_request(period: ReportPeriod, scope: Scope) -> ExportRequest | None:
             gaming_day_start_hour=settings.gaming_day_start_hour,
         )
     except SmibError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return None
 
 
@@ -124,7 +126,7 @@ def start_build(
     try:
         job = resources.get_export_jobs().start(context, request)
     except SmibError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return
     st.session_state[JOB_KEY] = job.id
 
@@ -133,7 +135,7 @@ def current_job() -> ExportJob | None:
     return resources.get_export_jobs().get(st.session_state.get(JOB_KEY))
 
 
-@st.fragment(run_every="1s")
+@live_section("1s")
 def progress_section() -> None:
     """Live while the build runs; reruns the page once it is done."""
     job = current_job()
@@ -151,7 +153,7 @@ def progress_section() -> None:
 
 def finished_section(job: ExportJob) -> None:
     if not job.ok:
-        st.error(f"The export did not finish: {job.error}")
+        st.error(f"The export did not finish: {escape_markdown(job.error)}")
         return
     seconds = (job.finished_at or job.started_at) - job.started_at
     st.success(

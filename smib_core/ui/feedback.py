@@ -13,6 +13,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from smib_core.errors import SmibError
+from smib_core.ui.plain import escape_markdown
 
 FLASH_KEY = "flash"
 
@@ -21,7 +22,7 @@ def act(change: Callable[[], object], done: str, *, fresh: str | None = None) ->
     try:
         change()
     except SmibError as exc:
-        st.error(sentence(str(exc)))
+        st.error(escape_markdown(sentence(str(exc))))
         return
     st.session_state[FLASH_KEY] = done
     if fresh is not None:
@@ -40,7 +41,7 @@ def _generation(name: str) -> str:
 
 def show_flash() -> None:
     if done := st.session_state.pop(FLASH_KEY, None):
-        st.success(done)
+        st.success(escape_markdown(done))  # sentences that quote names
 
 
 def sentence(text: str) -> str:

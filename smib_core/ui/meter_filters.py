@@ -14,6 +14,7 @@ import streamlit as st
 from smib_core.errors import SmibError
 from smib_core.services.meter_report import PERIOD_CHOICES, ReportPeriod, Scope, report_period
 from smib_core.settings import Settings
+from smib_core.ui.plain import escape_markdown
 
 
 def period_picker(settings: Settings, key: str, default: str = "today") -> ReportPeriod | None:
@@ -51,7 +52,7 @@ def period_picker(settings: Settings, key: str, default: str = "today") -> Repor
             tz=settings.timezone,
         )
     except SmibError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return None
 
 

@@ -26,6 +26,7 @@ from smib_core.services.fleet import unassigned_boards
 from smib_core.store.registry import Cabinet, Location, Registry
 from smib_core.ui.feedback import act, fresh_key, sentence
 from smib_core.ui.fleet_view import current_table, offline_after
+from smib_core.ui.plain import escape_markdown
 
 CABINET_COLUMNS: dict[str, Any] = {
     "name": "Cabinet",
@@ -50,7 +51,7 @@ def may_change(principal: Principal) -> bool:
 
 def _confirmed(what: str, key: str) -> bool:
     """An explicit confirmation step before retiring."""
-    sure = st.checkbox(f"Yes, retire {what}", key=f"sure_{key}")
+    sure = st.checkbox(f"Yes, retire {escape_markdown(what)}", key=f"sure_{key}")
     return st.button("Retire", key=f"retire_{key}", disabled=not sure, icon=":material/archive:")
 
 

@@ -11,6 +11,8 @@ what those services wrote in the database (`services.background` says which runs
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 from pymongo.database import Database
 
@@ -26,7 +28,7 @@ from smib_core.store.db import connect
 from smib_core.store.events import EventStore
 from smib_core.store.meters import MeterStore
 from smib_core.store.registry import Registry
-from smib_core.ui.stores import audit_for, database_key
+from smib_core.ui.stores import accounts_for, audit_for, database_key
 
 
 @st.cache_resource
@@ -47,8 +49,15 @@ def get_bus() -> DeviceBus:
 
 
 def board_actions(principal: Principal | None) -> BoardActions:
-    """The guarded, audited way a page acts on boards (checks the role on every call)."""
-    return BoardActions(get_bus(), get_audit(), principal)
+    """The guarded, audited way a page acts on boards (checks the account and its role
+    in the database on every call)."""
+    return BoardActions(get_bus(), get_audit(), principal, recheck=account_check())
+
+
+def account_check() -> Callable[[Principal], Principal | None]:
+    """The principal as the database knows it now (None: disabled or removed), for the
+    session gate, live sections and board actions."""
+    return accounts_for(get_db()).current
 
 
 def get_audit() -> AuditTrail:

@@ -17,12 +17,14 @@ import streamlit as st
 
 from smib_core.auth import Principal
 from smib_core.firmware.server import FirmwareServer
+from smib_core.protocol import mask_uri
 from smib_core.services import rollout_plan as plan
 from smib_core.services.batch_targets import board_choices, cabinet_labels, location_relays
 from smib_core.store.firmware import FirmwareInfo, FirmwareLibrary
 from smib_core.store.rollouts import Rollout, RolloutStore
 from smib_core.ui import resources
 from smib_core.ui.feedback import act
+from smib_core.ui.plain import escape_markdown
 
 SELECTED_KEY = "rollout_selected"
 BY_LOCATION, ONE_BY_ONE, BY_VERSION = "A location", "Boards one by one", "Boards on a version"
@@ -76,7 +78,7 @@ def service_status() -> None:
     if answers and holder is not None:
         _, host, pid, *_ = [*holder.owner.split(":"), "?", "?", "?"]
         st.caption(
-            f"Boards download firmware from {server.base_url} · the rollout runner works "
+            f"Boards download firmware from {mask_uri(server.base_url)} · the rollout runner works "
             f"on {host} (process {pid})"
         )
 
@@ -177,19 +179,20 @@ def choose_boards() -> tuple[list[str], dict[str, str]]:
 @st.dialog("Start this rollout?", width="large")
 def confirm(principal: Principal, chosen: Plan) -> None:
     fw = chosen.firmware
+    product, version = escape_markdown(fw.product), escape_markdown(fw.version)
     st.markdown(
         f"This **reflashes {len(chosen.relays)} machines' boards** with "
-        f"**{fw.product} {fw.version}**, {chosen.batch_size} at a time."
+        f"**{product} {version}**, {chosen.batch_size} at a time."
     )
     st.markdown(
-        f"- Each board downloads `{fw.filename}`, flashes it and restarts: its machine is off "
-        "the network for a moment.\n"
+        f"- Each board downloads {escape_markdown(fw.filename)}, flashes it and restarts: "
+        "its machine is off the network for a moment.\n"
         f"- The next batch starts only while at least {chosen.min_success_pct:g}% of the "
         "updated boards came back on the new version; otherwise the rollout halts.\n"
-        f"- A board that is not back on {fw.version} within {chosen.timeout_s:g} s counts "
+        f"- A board that is not back on {version} within {chosen.timeout_s:g} s counts "
         "as not confirmed."
         + (
-            f"\n- {chosen.already} boards already report {fw.version}: they are skipped."
+            f"\n- {chosen.already} boards already report {version}: they are skipped."
             if chosen.already
             else ""
         )
@@ -254,7 +257,8 @@ def detail(principal: Principal, rollout_id: str) -> None:
     counts = plan.board_counts(boards)
     colour, icon = BADGES.get(rollout.state, ("gray", ""))
     st.markdown(
-        f"### {rollout.product} {rollout.version} to {len(rollout.relays)} boards "
+        f"### {escape_markdown(rollout.product)} {escape_markdown(rollout.version)} "
+        f"to {len(rollout.relays)} boards "
         f":{colour}-badge[{icon} {rollout.state}]"
     )
     outcome(rollout, counts)
@@ -271,11 +275,11 @@ def detail(principal: Principal, rollout_id: str) -> None:
         strict=True,
     ):
         col.metric(label, counts[key])
-    st.caption(plan.summary_text(rollout, boards))
+    st.caption(escape_markdown(plan.summary_text(rollout, boards)))
     controls(principal, rollout)
     st.markdown("**Batches**")
     for done, text in plan.batch_lines(boards):
-        st.progress(done, text=text)
+        st.progress(done, text=escape_markdown(text))
     st.markdown("**Boards**")
     table = plan.boards_table(boards)
     table["state"] = table["state"].map(lambda state: STATE_WORDS.get(state, state))
@@ -292,17 +296,17 @@ def outcome(rollout: Rollout, counts: dict[str, int]) -> None:
     """How the rollout ended (or why it waits), in a coloured box."""
     if rollout.state == "completed":
         show = st.warning if counts["not_confirmed"] else st.success
-        show(f"Completed: {rollout.reason}.", icon=":material/task_alt:")
+        show(f"Completed: {escape_markdown(rollout.reason)}.", icon=":material/task_alt:")
     elif rollout.state == "halted":
         st.error(
-            f"Halted: {rollout.reason}. The boards not started were left alone.",
+            f"Halted: {escape_markdown(rollout.reason)}. The boards not started were left alone.",
             icon=":material/report:",
         )
     elif rollout.state == "cancelled":
-        st.info(f"The rollout was {rollout.reason}.", icon=":material/block:")
+        st.info(f"The rollout was {escape_markdown(rollout.reason)}.", icon=":material/block:")
     elif rollout.state == "paused":
         st.info(
-            f"Paused ({rollout.reason}): no new board starts until it is resumed.",
+            f"Paused ({escape_markdown(rollout.reason)}): no new board starts until it is resumed.",
             icon=":material/pause_circle:",
         )
 

@@ -12,12 +12,14 @@ which checks the page's permission; every action re-checks with `auth.require`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, cast
 
 import streamlit as st
 from pymongo.database import Database
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from smib_core.auth import (
     Permission,
@@ -30,6 +32,8 @@ from smib_core.errors import PermissionDenied, SmibError
 from smib_core.settings import Settings
 from smib_core.store.accounts import AccountStore
 from smib_core.store.audit import utc_now
+from smib_core.ui import resources
+from smib_core.ui.plain import escape_markdown
 from smib_core.ui.stores import accounts_for, audit_for
 
 PRINCIPAL_KEY = "principal"
@@ -58,13 +62,59 @@ def current_principal(db: Database[Any], settings: Settings) -> Principal | None
 
 
 def page_principal(permission: Permission) -> Principal:
-    """For pages: the session's principal when it may open this page; else stop."""
+    """For pages: the session's principal, checked again (idle, disabled, role changed),
+    when it may open this page; else stop."""
     try:
-        return require(st.session_state.get(PRINCIPAL_KEY), permission)
+        return require(checked_principal(), permission)
     except PermissionDenied as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         st.stop()
         raise  # st.stop() raises; this line keeps type checkers honest
+
+
+def checked_principal() -> Principal | None:
+    """The session's principal as it stands now, without counting this run as activity:
+    None after ending the session when it was idle too long or its account was disabled
+    (the next full run shows the sign-in form and says why). A changed role is taken."""
+    principal = st.session_state.get(PRINCIPAL_KEY)
+    if not isinstance(principal, Principal):
+        return None
+    current = _still_valid(principal, resources.get_settings(), utc_now())
+    if current is not None:
+        st.session_state[PRINCIPAL_KEY] = current
+    return current
+
+
+P = ParamSpec("P")
+
+
+def live_section(run_every: str) -> Callable[[Callable[P, None]], Callable[P, None]]:
+    """`st.fragment(run_every=...)` for every auto-refreshing section: each run checks
+    the session first (`checked_principal`). A section whose session ended, or whose
+    principal's role changed, draws and sends nothing: the whole app reruns instead, so
+    the sign-in gate (or the navigation of the new role) takes over. An automatic
+    refresh is not activity: it never keeps an idle session alive."""
+
+    def wrap(body: Callable[P, None]) -> Callable[P, None]:
+        @functools.wraps(body)
+        def checked(*args: P.args, **kwargs: P.kwargs) -> None:
+            before = st.session_state.get(PRINCIPAL_KEY)
+            current = checked_principal()
+            if current is None or current != before:
+                if _in_fragment_run():
+                    st.rerun()
+                st.stop()
+            body(*args, **kwargs)
+
+        return cast(Callable[P, None], st.fragment(run_every=run_every)(checked))
+
+    return wrap
+
+
+def _in_fragment_run() -> bool:
+    """True when only fragments rerun (an automatic refresh or a click inside one)."""
+    ctx = get_script_run_ctx()
+    return bool(ctx is not None and ctx.fragment_ids_this_run)
 
 
 def sign_out(db: Database[Any], reason: str = "signed out") -> None:
@@ -93,36 +143,29 @@ def _session_principal(
     principal = st.session_state.get(PRINCIPAL_KEY)
     if not isinstance(principal, Principal):
         return None
+    current = _still_valid(principal, settings, now)
+    if current is not None:
+        _start(current, now)
+    return current
+
+
+def _still_valid(principal: Principal, settings: Settings, now: datetime) -> Principal | None:
+    """`principal` with its current role, or None after ending the session (idle for too
+    long, account disabled or its role removed)."""
     last = st.session_state.get(LAST_ACTIVITY_KEY, now)
     if session_expired(last, now, settings.session_idle_min):
         minutes = f"{settings.session_idle_min:g}"
         notice = f"Your session ended after {minutes} minutes without activity: sign in again."
-        _end(accounts, principal, f"idle for {minutes} min", notice)
+        _end(principal, f"idle for {minutes} min", notice)
         return None
-    refreshed = _refresh(accounts, principal)
+    refreshed = resources.account_check()(principal)
     if refreshed is None:
         _end(
-            accounts,
             principal,
             "account disabled or role removed",
             "Your account was disabled or its role removed: ask an administrator.",
         )
-        return None
-    _start(refreshed, now)
     return refreshed
-
-
-def _refresh(accounts: AccountStore, principal: Principal) -> Principal | None:
-    """The principal with its current role, or None when it may no longer sign in."""
-    if principal.source == "local":
-        account = accounts.get(principal.name)
-        if account is None or account.disabled:
-            return None
-        return Principal(account.name, account.role, "local")
-    if principal.source == "oidc":
-        role = accounts.role_for_identity(principal.name)
-        return Principal(principal.name, role, "oidc") if role is not None else None
-    return principal
 
 
 def _start(principal: Principal, now: datetime) -> None:
@@ -130,11 +173,11 @@ def _start(principal: Principal, now: datetime) -> None:
     st.session_state[LAST_ACTIVITY_KEY] = now
 
 
-def _end(accounts: AccountStore, principal: Principal, reason: str, notice: str) -> None:
+def _end(principal: Principal, reason: str, notice: str) -> None:
     st.session_state.pop(PRINCIPAL_KEY, None)
     st.session_state.pop(LAST_ACTIVITY_KEY, None)
     st.session_state[_NOTICE_KEY] = notice
-    accounts.audit.record(principal.name, "sign_out", [], {"reason": reason}, "ok")
+    resources.get_audit().record(principal.name, "sign_out", [], {"reason": reason}, "ok")
     if principal.source == "oidc":
         st.logout()
 
@@ -158,7 +201,7 @@ def _first_admin_form(accounts: AccountStore) -> None:
     try:
         principal = accounts.create_first_admin(name, password)
     except SmibError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return
     _start(principal, utc_now())
     st.rerun()
@@ -173,15 +216,22 @@ def _sign_in_form(accounts: AccountStore, now: datetime) -> None:
     if not submitted:
         return
     try:
-        principal = accounts.verify(name, password)
+        principal = accounts.verify(name, password, client_address())
     except SignInThrottled as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return
     if principal is None:
         st.error("Wrong account name or password, or the account is disabled.")
         return
     _start(principal, now)
     st.rerun()
+
+
+def client_address() -> str | None:
+    """The browser's address as Streamlit saw the connection (None on loopback; behind
+    a reverse proxy on the same host, the address the proxy forwarded)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else None  # AppTest hands a mock
 
 
 def _oidc_providers() -> list[str | None]:
@@ -216,7 +266,7 @@ def _oidc_principal(accounts: AccountStore, now: datetime) -> Principal | None:
     role = accounts.role_for_identity(identity)
     if role is None:
         st.title("Not allowed yet")
-        shown = identity or "this identity (no verified e-mail)"
+        shown = escape_markdown(identity) if identity else "this identity (no verified e-mail)"
         st.warning(
             f"You are signed in as {shown}, but no role is given to it: "
             "ask an administrator to map it to a role, then reload."

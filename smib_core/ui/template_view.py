@@ -10,6 +10,7 @@ from smib_core.protocol import FieldSpec
 from smib_core.store.templates import TemplateStore
 from smib_core.ui import resources
 from smib_core.ui.feedback import act, fresh_key
+from smib_core.ui.plain import escape_markdown
 
 
 def writable_components() -> list[str]:
@@ -93,7 +94,9 @@ def _delete(store: TemplateStore, principal: Principal, names: list[str]) -> Non
     with st.expander("Delete a template", icon=":material/delete:"):
         key = fresh_key("template_delete")
         name = str(st.selectbox("Template to delete", names, key=f"{key}_name"))
-        sure = st.checkbox(f"Yes, delete the template {name!r}", key=f"{key}_sure")
+        sure = st.checkbox(
+            f"Yes, delete the template {escape_markdown(repr(name))}", key=f"{key}_sure"
+        )
         clicked = st.button("Delete", disabled=not sure, key=f"{key}_go")
     if clicked:
 
