@@ -18,9 +18,25 @@ every `LOCATION_FLUSH_S` by the loop's thread (at the end of `run_once`, on stop
 for every location's current and previous hour, and their days, when the loop starts).
 
 One per deployment: the periodic loop runs only while this process holds the lease
-`collector` (`store.leases`); other processes (more replicas, a `smib collect` next to
-the web app) wait and take over when the holder stops renewing. `run_once` reads now,
-regardless of the lease: an operator's explicit action.
+`collector` (`store.leases`, 9 s, renewed every 3 s by a thread of its own); other
+processes (more workers, a `smib collect` next to them) try every half second and take
+over when the holder stops renewing. `run_once` reads now, regardless of the lease: an
+operator's explicit action, stored without a slot.
+
+Slots (`smib_core.slots`): each scheduled read is the read of one slot of its board and
+is stored with `slot`, `period_s` and the `_id` of that slot, so a slot is stored once
+whoever stores it. On taking the lease, and every period after, the holder reads at
+once every board whose current slot has no record, and writes a `missed` failed
+snapshot (with the reason) for every slot between a cabinet's last recorded slot and
+the one it reads next (one day of slots one by one at most; an older gap is one record
+covering `slot_from..slot_to`).
+
+The database may go away: reads go on (the bus is fine), and what cannot be stored
+waits in a bounded in-memory backlog (`backlog_max`), written in order when the
+database answers again; a reading the full backlog had to drop becomes a `missed`
+record of its slot, saying so. The holder keeps its role while the database cannot be
+reached (nobody can take a lease from it); once it answers, the lease rules apply
+again, and a slot read twice meanwhile is stored once.
 
 Reads go to the bus directly, not through `BoardActions`: a meter read changes nothing
 on the board, and auditing every board every five minutes would bury the audit trail
@@ -29,19 +45,21 @@ under hundreds of thousands of entries a day. The snapshots are the record of th
 
 from __future__ import annotations
 
-import hashlib
+import heapq
 import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from smib_core import protocol
 from smib_core.errors import InvalidInput, RequestTimeout, SmibError
@@ -55,15 +73,25 @@ from smib_core.services.meter_rollups import (
     refresh_rollups,
 )
 from smib_core.settings import Settings
+from smib_core.slots import offset_s, slot_due, slot_of
 from smib_core.store.leases import Lease, process_owner
-from smib_core.store.meters import MeterStore
+from smib_core.store.meters import MISSED, MeterStore, snapshot_document
 from smib_core.store.registry import Registry
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 LEASE_NAME = "collector"
 SAS_MODE = 0
 LOCATION_FLUSH_S = 60.0  # how stale the location-hourly coin in may get
+STANDBY_POLL_S = 0.5  # how often a process without the lease tries to take it
+BUSY_RETRY_S = 0.25  # a board still being read is tried again this much later, within its slot
+DRAIN_BATCH = 500  # backlog readings written per insert
+DAY_S = 86_400
+NOT_READ = "not read: no collector was reading (stopped, crashed or taking over the lease)"
+STILL_READING = "not read: the board's previous read was still running"
+
+__all__ = ["Collector", "CollectorConfig", "offset_s", "slot_due", "slot_of"]
 
 
 class MeterBus(Protocol):
@@ -79,7 +107,8 @@ class CollectorConfig:
     period_s: float = 300.0
     concurrency: int = 8
     timeout_s: float = 5.0
-    lease_ttl_s: float = 30.0
+    lease_ttl_s: float = 9.0  # renewed every third of it
+    backlog_max: int = 100_000  # readings kept while the database cannot store them
     gaming_day_start_hour: int = 0
     tz: str = "UTC"
 
@@ -90,8 +119,10 @@ class CollectorConfig:
             raise InvalidInput("the collector reads 1 to 64 boards at a time")
         if not 0.1 <= self.timeout_s <= 60:
             raise InvalidInput("the per-board timeout must be 0.1 to 60 s")
-        if self.lease_ttl_s < 3:
-            raise InvalidInput("the collector lease lives at least 3 s")
+        if not 3 <= self.lease_ttl_s <= 9:
+            raise InvalidInput("the collector lease lives 3 to 9 s")
+        if self.backlog_max < 1:
+            raise InvalidInput("the collector keeps a backlog of at least one reading")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> CollectorConfig:
@@ -132,6 +163,7 @@ class Reading:
     failure: str | None = None
     failure_check: str | None = None
     meters: int = 0
+    slot: int | None = None
 
 
 @dataclass(slots=True)
@@ -142,14 +174,10 @@ class CollectorStats:
     store_errors: int = 0
     periods: int = 0
     holding_lease: bool = False
+    backlog: int = 0  # readings waiting for the database
+    dropped: int = 0  # readings the full backlog dropped (their slots recorded missed)
+    missed: int = 0  # missed slots recorded
     last_reading: dict[str, datetime] = field(default_factory=dict)
-
-
-def offset_s(relay: str, period_s: float) -> float:
-    """Where in the period a board is read: stable for a relay, spread evenly in
-    `[0, period_s)` over many relays."""
-    digest = hashlib.sha256(relay.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 * period_s
 
 
 def _meter_reading(reply: DeviceMessage | None) -> MeterReading | None:
@@ -198,12 +226,20 @@ class Collector:
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()
         self._stopping = threading.Event()
+        self._lost = threading.Event()  # the lease turned out to be someone else's
         self._thread: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._renewed = 0.0  # when the lease was last renewed (clock seconds)
         self._dirty: set[tuple[str, datetime]] = set()  # (location_id, hour) to recompute
         self._dirty_days: set[datetime] = set()  # gaming days whose digest to recompute
         self._flushed = 0.0  # when the location hours were last recomputed (clock seconds)
+        self._targets: list[Target] = []  # the last targets read from the registry
+        # Readings the database could not take yet, in reading order (with their target).
+        self._backlog: deque[tuple[Target, dict[str, Any]]] = deque()
+        self._dropped: dict[str, tuple[Target, list[int]]] = {}  # cabinet -> dropped slots
+        self._unrefreshed: deque[tuple[Target, list[datetime]]] = deque()  # rollups to redo
+        self._pending: dict[str, set[int]] = {}  # cabinet -> slots read, not yet stored
+        self._db_down = False  # logged once per outage
 
     # --- what to read ----------------------------------------------------------------
 
@@ -234,8 +270,9 @@ class Collector:
 
     # --- reading ---------------------------------------------------------------------
 
-    def read(self, target: Target) -> Reading:
-        """Ask one board for its meters, store the snapshot, refresh the rollups."""
+    def read(self, target: Target, slot: int | None = None) -> Reading:
+        """Ask one board for its meters, store the snapshot (of `slot` when scheduled),
+        refresh the rollups. A database that cannot take it now gets it later."""
         reply: DeviceMessage | None = None
         try:
             reply = self._bus.request(target.relay, protocol.read_meters(), self.config.timeout_s)
@@ -247,7 +284,9 @@ class Collector:
         decoded = _meter_reading(reply)
         count = len(decoded.values()) if decoded is not None else 0
         at = _utc(self._clock())
-        reading = Reading(target.relay, target.cabinet, at, failure is None, failure, check, count)
+        reading = Reading(
+            target.relay, target.cabinet, at, failure is None, failure, check, count, slot
+        )
         self._store(target, reading, decoded)
         return reading
 
@@ -262,20 +301,89 @@ class Collector:
             self._stats.ok += reading.ok
             self._stats.failed += not reading.ok
             self._stats.last_reading[target.relay] = reading.at
+        outcome: dict[str, Any] = {"ok": reading.ok, "failure": reading.failure, "meters": meters}
+        outcome |= {"failure_check": reading.failure_check, "sizes": sizes}
+        if reading.slot is not None:
+            outcome |= {"slot": reading.slot, "period_s": self.config.period_s}
+        doc = snapshot_document(target.relay, reading.at, **target.cabinet_fields(), **outcome)
+        self._keep(target, doc)
+
+    def _keep(self, target: Target, doc: dict[str, Any]) -> None:
+        """Store one snapshot now, or put it in the backlog (behind any waiting there, so
+        readings are written in the order they were taken)."""
+        with self._lock:
+            if self._backlog:
+                self._to_backlog(target, doc)
+                return
         try:
-            outcome = {"ok": reading.ok, "failure": reading.failure, "meters": meters}
-            outcome |= {"failure_check": reading.failure_check, "sizes": sizes}
-            self.store.insert_snapshot(
-                target.relay, reading.at, **target.cabinet_fields(), **outcome
-            )
-            if reading.ok:
-                self._refresh(target, reading.at)
+            stored = self.store.store_snapshots([doc])
+        except PyMongoError as exc:
+            self._database_away(exc)
+            with self._lock:
+                self._to_backlog(target, doc)
+            return
         except Exception:  # a store failure must not end the worker; it is counted
             with self._lock:
                 self._stats.store_errors += 1
+                self._settled(doc)
             log.exception("collector: could not store the reading of %s", target.relay)
+            return
+        with self._lock:
+            self._settled(doc)
+        self._after_stored([(target, d) for d in stored])
 
-    def _refresh(self, target: Target, at: datetime) -> None:
+    def _settled(self, doc: Mapping[str, Any]) -> None:
+        """The doc's slot is no longer pending (stored, or given up). Holds the lock."""
+        if doc.get("slot") is not None:
+            self._pending.get(str(doc["cabinet_id"]), set()).discard(int(doc["slot"]))
+
+    def _to_backlog(self, target: Target, doc: dict[str, Any]) -> None:
+        """Queue a snapshot for later; the oldest goes when full. Holds the lock."""
+        self._backlog.append((target, doc))
+        self._trim_backlog()
+
+    def _trim_backlog(self) -> None:
+        """Drop the oldest readings beyond `backlog_max`. Holds the lock."""
+        while len(self._backlog) > self.config.backlog_max:
+            old_target, old = self._backlog.popleft()
+            self._stats.dropped += 1
+            self._settled(old)
+            if old.get("slot") is not None and old["failure_check"] != MISSED:
+                slots = self._dropped.setdefault(old_target.cabinet_id, (old_target, []))[1]
+                slots.append(int(old["slot"]))
+            elif old["failure_check"] != MISSED:
+                log.error("collector: dropped an unscheduled reading of %s", old["relay"])
+        self._stats.backlog = len(self._backlog)
+
+    def _database_away(self, exc: Exception) -> None:
+        if not self._db_down:
+            self._db_down = True
+            log.warning("collector: the database does not answer (%s); keeping readings", exc)
+
+    def _after_stored(self, stored: list[tuple[Target, dict[str, Any]]]) -> None:
+        """Refresh the rollups the good readings just stored touch: once per cabinet
+        and hour (a refresh recomputes the whole hour); a failed refresh is redone."""
+        if not stored:
+            return
+        groups: dict[tuple[str, datetime], tuple[Target, list[datetime]]] = {}
+        for target, doc in stored:
+            if doc["ok"]:
+                hour = reading_hour(doc["at"], self.config.tz).to_pydatetime()
+                groups.setdefault((target.cabinet_id, hour), (target, []))[1].append(doc["at"])
+        for target, ats in groups.values():
+            try:
+                self._refresh(target, ats)
+            except PyMongoError as exc:
+                self._database_away(exc)
+                with self._lock:
+                    self._unrefreshed.append((target, ats))
+            except Exception:
+                with self._lock:
+                    self._stats.store_errors += 1
+                log.exception("collector: could not refresh the rollups of %s", target.relay)
+
+    def _refresh(self, target: Target, ats: list[datetime]) -> None:
+        at = max(ats)
         hour = self.config.gaming_day_start_hour
         movement = refresh_rollups(
             self.store, target.cabinet_id, at, gaming_day_start_hour=hour, tz=self.config.tz
@@ -288,9 +396,90 @@ class Collector:
             self._dirty_days.add(day)
         if not self._alerts:
             return
-        closing = movement[movement["end"] == pd.Timestamp(at)]
+        closing = movement[movement["end"].isin([pd.Timestamp(a) for a in ats])]
         if bool(closing["ram_clear"].any()):
             self._raise_ram_clear(target, at)
+
+    def drain(self) -> bool:
+        """Write what waits for the database: the backlog (in order), the `missed`
+        records of readings it dropped, the rollup refreshes that failed. True when
+        nothing is left; False when the database still does not answer."""
+        try:
+            self._write_dropped()
+            while True:
+                with self._lock:
+                    size = min(DRAIN_BATCH, len(self._backlog))
+                    batch = [self._backlog.popleft() for _ in range(size)]
+                if not batch:
+                    break
+                try:
+                    stored = self.store.store_snapshots([doc for _, doc in batch])
+                except Exception:
+                    with self._lock:  # back in front, in order (trimmed: readings came meanwhile)
+                        self._backlog.extendleft(reversed(batch))
+                        self._trim_backlog()
+                    raise
+                with self._lock:
+                    for _, doc in batch:
+                        self._settled(doc)
+                    self._stats.backlog = len(self._backlog)
+                by_relay = {doc["relay"]: target for target, doc in batch}
+                self._after_stored([(by_relay[d["relay"]], d) for d in stored])
+            while True:
+                with self._lock:
+                    if not self._unrefreshed:
+                        break
+                    target, ats = self._unrefreshed[0]
+                self._refresh(target, ats)
+                with self._lock:
+                    self._unrefreshed.popleft()
+        except PyMongoError as exc:
+            self._database_away(exc)
+            return False
+        if self._db_down:
+            self._db_down = False
+            log.warning("collector: the database answers again; the backlog is written")
+        return True
+
+    def _write_dropped(self) -> None:
+        with self._lock:
+            dropped, self._dropped = self._dropped, {}
+        try:
+            for target, slots in dropped.values():
+                reason = (
+                    "read but not stored: the database did not answer and the backlog "
+                    f"of {self.config.backlog_max:,} readings was full"
+                )
+                docs = self._missed_docs(target, sorted(set(slots)), reason)
+                self.store.store_snapshots(docs)
+                with self._lock:
+                    self._stats.missed += len(docs)
+        except Exception:
+            with self._lock:
+                for cabinet, (target, slots) in dropped.items():
+                    self._dropped.setdefault(cabinet, (target, []))[1].extend(slots)
+            raise
+
+    def _missed_docs(self, target: Target, slots: list[int], reason: str) -> list[dict[str, Any]]:
+        """`missed` snapshots of `slots` (ascending): the last day of them one by one,
+        each older run of consecutive slots as one record (`slot_from..slot_to`)."""
+        period = self.config.period_s
+        per_day = max(1, math.ceil(DAY_S / period))
+        older, recent = slots[:-per_day], slots[-per_day:]
+        return [
+            snapshot_document(
+                target.relay,
+                _utc(slot_due(target.relay, first, period)),
+                **target.cabinet_fields(),
+                ok=False,
+                failure=reason,
+                failure_check=MISSED,
+                slot=first,
+                period_s=period,
+                slot_to=last if last != first else None,
+            )
+            for first, last in _runs(older) + [(k, k) for k in recent]
+        ]
 
     def _raise_ram_clear(self, target: Target, at: datetime) -> None:
         try:
@@ -309,6 +498,8 @@ class Collector:
         workers = min(self.config.concurrency, len(found))
         with ThreadPoolExecutor(workers, thread_name_prefix="smib-collect-once") as pool:
             readings = list(pool.map(self.read, found))
+        if not self.drain():
+            log.error("collector: the database did not take %d readings", self.stats().backlog)
         self.flush_location_hours()
         return readings
 
@@ -355,26 +546,37 @@ class Collector:
     # --- the periodic loop -----------------------------------------------------------
 
     def start(self) -> None:
-        """Run the loop on a named thread (and a pool of `concurrency` readers)."""
+        """Run the loop on a named thread (a lease keeper beside it, and a pool of
+        `concurrency` readers)."""
         if self._thread is not None:
             return
         self._stopping.clear()
         self._pool = ThreadPoolExecutor(
             self.config.concurrency, thread_name_prefix="smib-collector"
         )
+        self._keeper = threading.Thread(
+            target=self._keep_lease, name="smib-collector-lease", daemon=True
+        )
+        self._keeper.start()
         self._thread = threading.Thread(target=self._loop, name="smib-collector", daemon=True)
         self._thread.start()
         log.info("collector started as %s (every %g s)", self.lease.owner, self.config.period_s)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the reads in flight, join the threads, give the lease up. Idempotent."""
+        """Finish the reads in flight, write what waits (if the database answers), join
+        the threads, give the lease up. Idempotent."""
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in (self._thread, self._keeper):
+            if thread is not None:
+                thread.join(timeout)
+        self._thread = self._keeper = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if not self.drain():
+            with self._lock:
+                left = len(self._backlog)
+            log.error("collector: stopping with %d readings the database did not take", left)
         self.flush_location_hours()
         self.lease.release()
         with self._lock:
@@ -396,68 +598,199 @@ class Collector:
         with self._lock:
             self._stats.holding_lease = holding
 
+    def _holding(self) -> bool:
+        with self._lock:
+            return self._stats.holding_lease
+
+    def _keep_lease(self) -> None:
+        """Renew the lease every third of its life while we hold it. A database that
+        cannot be asked takes nobody's lease, so the holder keeps its role meanwhile."""
+        while not self._stopping.wait(self._heartbeat_s()):
+            if not self._holding() or self._lost.is_set():
+                continue
+            try:
+                ours = self.lease.try_renew()
+            except PyMongoError as exc:
+                self._database_away(exc)
+                continue
+            if not ours:
+                log.warning("collector: lost the lease; waiting to get it back")
+                self._lost.set()
+
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                holding = self.lease.acquire()
+                self.drain()
+                self._lost.clear()
+                try:
+                    holding = self.lease.try_acquire()
+                except PyMongoError as exc:
+                    self._database_away(exc)
+                    holding = self._holding()  # cannot tell: a holder stays one
                 self._set_holding(holding)
                 if holding:
                     self._hold()
+                    if self._lost.is_set():
+                        self._set_holding(False)
                     continue
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("collector: the loop failed; retrying")
-            self._stopping.wait(self._heartbeat_s())
+            self._stopping.wait(STANDBY_POLL_S)
 
     def _hold(self) -> None:
-        """Read period after period while the lease stays ours."""
+        """Read slot after slot while the lease stays ours: at once every board whose
+        current slot has no record, then each at its own moment of every period."""
         period = self.config.period_s
-        self._recompute_recent_hours()
-        cursor = self._renewed = self._clock()
-        while not self._stopping.is_set():
-            if self._clock() - cursor > period:
-                cursor = self._clock()  # fell behind (a slow database): skip, do not burst
-            period_start = math.floor(cursor / period) * period
-            slots = ((period_start + offset_s(t.relay, period), t) for t in self.targets())
-            for due, target in sorted((s for s in slots if s[0] >= cursor), key=lambda s: s[0]):
-                if not self._wait_until(due):
-                    return
-                self._submit(target)
-            cursor = period_start + period
-            if not self._wait_until(cursor):
+        self._safely(self._recompute_recent_hours)
+        schedule: dict[str, tuple[Target, int]] = {}  # relay -> (target, next slot to read)
+        due: list[tuple[float, str, int]] = []  # heap of (when, relay, slot)
+        gaps: deque[dict[str, Any]] = deque()  # missed records to write
+        check_at = self._clock()
+        while not self._stopping.is_set() and not self._lost.is_set():
+            if self._clock() >= check_at:
+                check_at = self._clock() + period
+                self._check(schedule, due, gaps)
+            if gaps and (not due or due[0][0] > self._clock()):
+                self._write_gaps(gaps)
+                continue
+            if not self._wait_until(min(due[0][0], check_at) if due else check_at):
                 return
-            with self._lock:
-                self._stats.periods += 1
+            self._submit_due(schedule, due)
 
-    def _wait_until(self, due: float) -> bool:
-        """Sleep until `due`, renewing the lease; False when stopping or the lease is lost."""
-        while (wait := due - self._clock()) > 0:
+    def _check(
+        self,
+        schedule: dict[str, tuple[Target, int]],
+        due: list[tuple[float, str, int]],
+        gaps: deque[dict[str, Any]],
+    ) -> None:
+        """Once a period: the boards to read (new ones at once if their current slot
+        has no record) and the slots nobody recorded."""
+        period, now = self.config.period_s, self._clock()
+        targets = {t.relay: t for t in self._current_targets()}
+        last = self._safely(lambda: self.store.last_slots(period))
+        for relay in [r for r in schedule if r not in targets]:
+            del schedule[relay]
+        for relay, target in targets.items():
+            if relay in schedule:
+                schedule[relay] = (target, schedule[relay][1])
+                continue
+            current = slot_of(relay, now, period)
+            recorded = None if last is None else last.get(target.cabinet_id)
+            first = current + 1 if recorded is not None and recorded >= current else current
+            schedule[relay] = (target, first)
+            heapq.heappush(due, (slot_due(relay, first, period), relay, first))
+        with self._lock:
+            self._stats.periods += 1
+            pending = {cabinet: set(slots) for cabinet, slots in self._pending.items()}
+        if last is None or gaps:
+            return
+        for target, upcoming in schedule.values():
+            recorded = last.get(target.cabinet_id)
+            if recorded is None:
+                continue
+            skipped = pending.get(target.cabinet_id, set())
+            slots = [k for k in range(recorded + 1, upcoming) if k not in skipped]
+            if slots:
+                gaps.extend(self._missed_docs(target, slots, NOT_READ))
+
+    def _write_gaps(self, gaps: deque[dict[str, Any]]) -> None:
+        batch = [gaps.popleft() for _ in range(min(DRAIN_BATCH, len(gaps)))]
+        try:
+            self.store.store_snapshots(batch)
+        except PyMongoError as exc:
+            self._database_away(exc)
+            gaps.extendleft(reversed(batch))
+            self._stopping.wait(min(1.0, self._heartbeat_s()))  # retried on the next turn
+            return
+        with self._lock:
+            self._stats.missed += len(batch)
+
+    def _submit_due(
+        self, schedule: dict[str, tuple[Target, int]], due: list[tuple[float, str, int]]
+    ) -> None:
+        period = self.config.period_s
+        now = self._clock()
+        while due and due[0][0] <= now:
+            _, relay, slot = heapq.heappop(due)
+            entry = schedule.get(relay)
+            if entry is None or entry[1] != slot:
+                continue  # no longer read, or rescheduled
+            target = entry[0]
+            slot = max(slot, slot_of(relay, now, period))  # behind: the current slot
+            if self._submit(target, slot):
+                following = slot + 1
+            elif slot_of(relay, now + BUSY_RETRY_S, period) == slot:
+                schedule[relay] = (target, slot)
+                heapq.heappush(due, (now + BUSY_RETRY_S, relay, slot))
+                continue
+            else:
+                self._keep(target, self._missed_docs(target, [slot], STILL_READING)[0])
+                following = slot + 1
+            schedule[relay] = (target, following)
+            heapq.heappush(due, (slot_due(relay, following, period), relay, following))
+
+    def _wait_until(self, when: float) -> bool:
+        """Sleep until `when`, writing what waits for the database; False when stopping
+        or the lease is lost."""
+        while (wait := when - self._clock()) > 0:
             self._maybe_flush()
-            if self._stopping.wait(min(wait, self._heartbeat_s())):
+            with self._lock:
+                waiting = bool(self._backlog or self._dropped or self._unrefreshed)
+            if waiting:
+                self.drain()
+            if self._stopping.wait(min(wait, 1.0)) or self._lost.is_set():
                 return False
-            if self._clock() - self._renewed >= self._heartbeat_s():
-                if not self.lease.renew():
-                    log.warning("collector: lost the lease; waiting to get it back")
-                    self._set_holding(False)
-                    return False
-                self._renewed = self._clock()
-        return not self._stopping.is_set()
+        return not self._stopping.is_set() and not self._lost.is_set()
 
-    def _submit(self, target: Target) -> None:
+    def _submit(self, target: Target, slot: int) -> bool:
+        """Hand the read of `slot` to the pool; False when the board is still being read."""
         with self._lock:
             if target.relay in self._in_flight or self._pool is None:
-                return  # still being read (a slow board): its next slot will do
+                return False
             self._in_flight.add(target.relay)
+            self._pending.setdefault(target.cabinet_id, set()).add(slot)
         try:
-            self._pool.submit(self._read_in_pool, target)
+            self._pool.submit(self._read_in_pool, target, slot)
         except RuntimeError:  # the pool shut down under us: stopping
             with self._lock:
                 self._in_flight.discard(target.relay)
+                self._pending[target.cabinet_id].discard(slot)
+        return True
 
-    def _read_in_pool(self, target: Target) -> None:
+    def _read_in_pool(self, target: Target, slot: int) -> None:
         try:
-            self.read(target)
+            self.read(target, slot)
         except Exception:
             log.exception("collector: reading %s failed", target.relay)
+            with self._lock:
+                self._pending.get(target.cabinet_id, set()).discard(slot)
         finally:
             with self._lock:
                 self._in_flight.discard(target.relay)
+
+    def _current_targets(self) -> list[Target]:
+        """The registry's targets; the last ones known while the database is away."""
+        try:
+            self._targets = self.targets()
+        except PyMongoError as exc:
+            self._database_away(exc)
+        return self._targets
+
+    def _safely(self, work: Callable[[], _T]) -> _T | None:
+        """`work()`, or None when the database does not answer."""
+        try:
+            return work()
+        except PyMongoError as exc:
+            self._database_away(exc)
+            return None
+
+
+def _runs(slots: list[int]) -> list[tuple[int, int]]:
+    """Ascending slots as runs of consecutive ones: [(first, last), ...]."""
+    runs: list[tuple[int, int]] = []
+    for k in slots:
+        if runs and runs[-1][1] == k - 1:
+            runs[-1] = (runs[-1][0], k)
+        else:
+            runs.append((k, k))
+    return runs
