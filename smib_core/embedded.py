@@ -10,6 +10,12 @@ their turn), reuses the recorded server if its process is alive and its port ans
 and otherwise starts one on a free loopback port and records it. So two processes never
 open the same SQLite files through two servers.
 
+A server that dies is started again on the port it had (another free one only when
+something else took that port), so clients made before keep working: `ensure_*` does
+so when called, and `EmbeddedSupervisor` (a background service of every worker) checks
+the folder's servers every 2 s and restarts a dead one. The lock keeps restarts single
+when several processes supervise one folder.
+
 Run as `python -m smib_core.embedded broker --port P --data-dir D`, this module is the
 broker process itself (amqtt on 127.0.0.1 only, anonymous, no $SYS topics).
 """
@@ -20,11 +26,13 @@ import argparse
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +45,10 @@ import psutil
 from smib_core.errors import SmibError
 from smib_core.settings import Settings
 
+log = logging.getLogger(__name__)
+
 _LOG_TAIL_LINES = 20
+SUPERVISE_EVERY_S = 2.0
 
 # Servers this process started, by pid: kept so they are reaped (no zombies) and so
 # Python never warns that a Popen object was dropped while its process still runs.
@@ -232,7 +243,7 @@ def _ensure(kind: _Kind, data_dir: Path) -> str:
                 return kind.uri(state.port)
             _terminate(state.pid, kind, data_dir)  # alive but deaf: replace it
         _terminate_leftovers(kind, data_dir)
-        state = _start(kind, data_dir)
+        state = _start(kind, data_dir, state.port if state is not None else None)
         _write_state(kind, data_dir, state)
         return kind.uri(state.port)
 
@@ -248,16 +259,23 @@ def _locked(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _start(kind: _Kind, data_dir: Path) -> _State:
+def _start(kind: _Kind, data_dir: Path, port_before: int | None = None) -> _State:
+    """Start a server: on `port_before` (the port it had) when that port is free, so
+    clients that know it reconnect by themselves; else on a free port."""
     log_file = kind.path(data_dir, ".log")
-    for _attempt in range(2):  # a second try covers losing the free port to someone else
-        port = free_port()
-        with log_file.open("ab") as log:
+    for attempt in range(2):  # a second try covers losing the free port to someone else
+        if attempt == 0 and port_before is not None and port_is_free(port_before):
+            port = port_before
+        else:
+            if port_before is not None:
+                log.warning("embedded %s: port %d is taken; moving", kind.title, port_before)
+            port = free_port()
+        with log_file.open("ab") as output:
             process = subprocess.Popen(
                 kind.command(data_dir, port),
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
+                stdout=output,
+                stderr=output,
                 cwd=data_dir,
                 env=_child_env(),
                 start_new_session=True,
@@ -297,6 +315,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port (bound as our servers bind: SO_REUSEADDR, so
+    connections a killed server left in TIME_WAIT do not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _log_tail(log_file: Path) -> str:
@@ -388,6 +418,97 @@ def _terminate_leftovers(kind: _Kind, data_dir: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         _terminate(int(pid_file.read_text().strip()), kind, data_dir)
     pid_file.unlink(missing_ok=True)
+
+
+# ---- supervision -----------------------------------------------------------------------
+
+
+def revive(kind_name: str, data_dir: Path) -> str | None:
+    """Restart the folder's recorded server of `kind_name` ("broker", "database") if it
+    is dead or deaf, on the port it had; its URI, or None when none is recorded (never
+    started, or stopped on purpose: not ours to start)."""
+    kind = _KINDS[kind_name]
+    data_dir = data_dir.resolve()
+    if not kind.path(data_dir, ".json").exists():
+        return None
+    with _locked(kind.path(data_dir, ".lock")):
+        state = _read_state(kind, data_dir)
+        if state is None:
+            return None
+        if _is_ours(state.pid, kind, data_dir) and kind.answers(state.port):
+            return kind.uri(state.port)
+        log.warning("embedded %s (pid %d) is down: restarting it", kind.title, state.pid)
+        _terminate(state.pid, kind, data_dir)
+        _terminate_leftovers(kind, data_dir)
+        started = _start(kind, data_dir, state.port)
+        _write_state(kind, data_dir, started)
+        log.warning("embedded %s is back on port %d", kind.title, started.port)
+        return kind.uri(started.port)
+
+
+class EmbeddedSupervisor:
+    """Keeps the data folder's embedded broker and database up: every
+    `SUPERVISE_EVERY_S` it checks each recorded server (pid alive, port answers) and
+    restarts a dead one on the same port (`revive`). A live server that does not answer
+    is replaced only after three checks in a row (a busy one is not dead). Does nothing
+    for a server the settings name (MQTT_URI, MONGO_URI). A background service."""
+
+    def __init__(self, settings: Settings, *, every_s: float = SUPERVISE_EVERY_S) -> None:
+        self._data_dir = settings.data_dir
+        configured = {"broker": settings.mqtt_uri, "database": settings.mongo_uri}
+        self._kinds = [name for name, uri in configured.items() if not uri]
+        self._every_s = every_s
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._deaf: dict[str, int] = {}
+        self.restarts = 0
+
+    def start(self) -> None:
+        if self._thread is not None or not self._kinds:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._run, name="smib-embedded-supervisor", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def check(self) -> None:
+        """One round: restart what is dead (also called by the thread)."""
+        data_dir = self._data_dir.resolve()
+        for name in self._kinds:
+            kind = _KINDS[name]
+            state = _read_state(kind, data_dir)
+            if state is None:
+                continue
+            if not _is_ours(state.pid, kind, data_dir):
+                self._restart(name, data_dir)
+            elif not kind.answers(state.port):
+                self._deaf[name] = self._deaf.get(name, 0) + 1
+                if self._deaf[name] >= 3:
+                    self._restart(name, data_dir)
+            else:
+                self._deaf.pop(name, None)
+
+    def _restart(self, name: str, data_dir: Path) -> None:
+        self._deaf.pop(name, None)
+        try:
+            if revive(name, data_dir) is not None:
+                self.restarts += 1
+        except (EmbeddedServerError, OSError) as exc:
+            log.error("embedded %s could not be restarted: %s", _KINDS[name].title, exc)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._every_s):
+            try:
+                self.check()
+            except Exception:  # supervision must outlive one bad round
+                log.exception("embedded supervisor: a check failed")
 
 
 # ---- the broker process ----------------------------------------------------------------
