@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import pandas as pd
 from pymongo.database import Database
@@ -79,7 +79,6 @@ from smib_core.store.meters import MISSED, MeterStore, snapshot_document
 from smib_core.store.registry import Registry
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 LEASE_NAME = "collector"
 SAS_MODE = 0
@@ -90,6 +89,7 @@ DRAIN_BATCH = 500  # backlog readings written per insert
 DAY_S = 86_400
 NOT_READ = "not read: no collector was reading (stopped, crashed or taking over the lease)"
 STILL_READING = "not read: the board's previous read was still running"
+FELL_BEHIND = "not read: the collector fell more than a period behind its schedule"
 
 __all__ = ["Collector", "CollectorConfig", "offset_s", "slot_due", "slot_of"]
 
@@ -239,6 +239,11 @@ class Collector:
         self._dropped: dict[str, tuple[Target, list[int]]] = {}  # cabinet -> dropped slots
         self._unrefreshed: deque[tuple[Target, list[datetime]]] = deque()  # rollups to redo
         self._pending: dict[str, set[int]] = {}  # cabinet -> slots read, not yet stored
+        self._schedule: dict[str, tuple[Target, int]] = {}  # relay -> (target, next slot)
+        self._gaps: deque[dict[str, Any]] = deque()  # missed records to write
+        self._writer: threading.Thread | None = None
+        self._wake = threading.Event()  # the writer has something to do
+        self._recompute_due = False
         self._db_down = False  # logged once per outage
 
     # --- what to read ----------------------------------------------------------------
@@ -544,10 +549,15 @@ class Collector:
             self.flush_location_hours()
 
     # --- the periodic loop -----------------------------------------------------------
+    #
+    # Three threads: the scheduler (`_loop`: takes the lease, then submits each board's
+    # read at its slot's moment; it never waits on the database while holding), the
+    # lease keeper (`_keep_lease`: renews every third of the lease's life) and the writer
+    # (`_write_loop`: the backlog, the missed records, the registry, the location hours;
+    # everything that may wait on a database that went away).
 
     def start(self) -> None:
-        """Run the loop on a named thread (a lease keeper beside it, and a pool of
-        `concurrency` readers)."""
+        """Run the loop on named threads (and a pool of `concurrency` readers)."""
         if self._thread is not None:
             return
         self._stopping.clear()
@@ -557,31 +567,36 @@ class Collector:
         self._keeper = threading.Thread(
             target=self._keep_lease, name="smib-collector-lease", daemon=True
         )
-        self._keeper.start()
+        self._writer = threading.Thread(
+            target=self._write_loop, name="smib-collector-writer", daemon=True
+        )
         self._thread = threading.Thread(target=self._loop, name="smib-collector", daemon=True)
-        self._thread.start()
+        for thread in (self._keeper, self._writer, self._thread):
+            thread.start()
         log.info("collector started as %s (every %g s)", self.lease.owner, self.config.period_s)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the reads in flight, write what waits (if the database answers), join
         the threads, give the lease up. Idempotent."""
         self._stopping.set()
-        for thread in (self._thread, self._keeper):
+        self._wake.set()
+        for thread in (self._thread, self._keeper, self._writer):
             if thread is not None:
                 thread.join(timeout)
-        self._thread = self._keeper = None
+        self._thread = self._keeper = self._writer = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        if not self.drain():
+        if not (self.drain() and self._write_gaps()):
             with self._lock:
-                left = len(self._backlog)
-            log.error("collector: stopping with %d readings the database did not take", left)
+                left = len(self._backlog) + len(self._gaps)
+            log.error("collector: stopping with %d records the database did not take", left)
         self.flush_location_hours()
         self.lease.release()
         with self._lock:
             self._stats.holding_lease = False
             self._in_flight.clear()  # reads cancelled before they ran
+            self._schedule.clear()
 
     @property
     def running(self) -> bool:
@@ -620,19 +635,19 @@ class Collector:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                self.drain()
-                self._lost.clear()
-                try:
+                holding = self._holding() and not self._lost.is_set()
+                if not holding:
+                    self._set_holding(False)
+                    self._lost.clear()
+                    with self._lock:
+                        self._schedule.clear()  # whoever held it meanwhile read those slots
                     holding = self.lease.try_acquire()
-                except PyMongoError as exc:
-                    self._database_away(exc)
-                    holding = self._holding()  # cannot tell: a holder stays one
-                self._set_holding(holding)
+                    self._set_holding(holding)
                 if holding:
                     self._hold()
-                    if self._lost.is_set():
-                        self._set_holding(False)
                     continue
+            except PyMongoError as exc:
+                self._database_away(exc)
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("collector: the loop failed; retrying")
             self._stopping.wait(STANDBY_POLL_S)
@@ -640,104 +655,92 @@ class Collector:
     def _hold(self) -> None:
         """Read slot after slot while the lease stays ours: at once every board whose
         current slot has no record, then each at its own moment of every period."""
-        period = self.config.period_s
-        self._safely(self._recompute_recent_hours)
-        schedule: dict[str, tuple[Target, int]] = {}  # relay -> (target, next slot to read)
-        due: list[tuple[float, str, int]] = []  # heap of (when, relay, slot)
-        gaps: deque[dict[str, Any]] = deque()  # missed records to write
-        check_at = self._clock()
+        with self._lock:
+            fresh = not self._schedule
+        if fresh:  # just taken: what is recorded, what nobody read (the database answers)
+            self._targets = self.targets()
+            last = self.store.last_slots(self.config.period_s)
+            self._plan(self._targets, last)
+            self._recompute_due = True
+            self._wake.set()
+        due = self._due_heap()
+        planned = self._targets
         while not self._stopping.is_set() and not self._lost.is_set():
-            if self._clock() >= check_at:
-                check_at = self._clock() + period
-                self._check(schedule, due, gaps)
-            if gaps and (not due or due[0][0] > self._clock()):
-                self._write_gaps(gaps)
-                continue
-            if not self._wait_until(min(due[0][0], check_at) if due else check_at):
+            if self._targets is not planned:  # the writer read the registry again
+                planned = self._targets
+                self._plan(planned, None)
+                due = self._due_heap()
+            if not self._wait_until(min(due[0][0], self._clock() + 1.0) if due else 1.0):
                 return
-            self._submit_due(schedule, due)
+            self._submit_due(due)
 
-    def _check(
-        self,
-        schedule: dict[str, tuple[Target, int]],
-        due: list[tuple[float, str, int]],
-        gaps: deque[dict[str, Any]],
-    ) -> None:
-        """Once a period: the boards to read (new ones at once if their current slot
-        has no record) and the slots nobody recorded."""
+    def _plan(self, targets: list[Target], last: Mapping[str, int] | None) -> None:
+        """Schedule new targets (at once if their current slot has no record: with
+        `last` unknown, a new cabinet), forget old ones; with `last`, the slots nobody
+        recorded before the ones now scheduled become missed records."""
         period, now = self.config.period_s, self._clock()
-        targets = {t.relay: t for t in self._current_targets()}
-        last = self._safely(lambda: self.store.last_slots(period))
-        for relay in [r for r in schedule if r not in targets]:
-            del schedule[relay]
-        for relay, target in targets.items():
-            if relay in schedule:
-                schedule[relay] = (target, schedule[relay][1])
-                continue
-            current = slot_of(relay, now, period)
-            recorded = None if last is None else last.get(target.cabinet_id)
-            first = current + 1 if recorded is not None and recorded >= current else current
-            schedule[relay] = (target, first)
-            heapq.heappush(due, (slot_due(relay, first, period), relay, first))
+        wanted = {t.relay: t for t in targets}
+        gaps: list[dict[str, Any]] = []
         with self._lock:
-            self._stats.periods += 1
-            pending = {cabinet: set(slots) for cabinet, slots in self._pending.items()}
-        if last is None or gaps:
-            return
-        for target, upcoming in schedule.values():
-            recorded = last.get(target.cabinet_id)
-            if recorded is None:
-                continue
-            skipped = pending.get(target.cabinet_id, set())
-            slots = [k for k in range(recorded + 1, upcoming) if k not in skipped]
-            if slots:
-                gaps.extend(self._missed_docs(target, slots, NOT_READ))
+            for relay in [r for r in self._schedule if r not in wanted]:
+                del self._schedule[relay]
+            for relay, target in wanted.items():
+                if relay in self._schedule:
+                    self._schedule[relay] = (target, self._schedule[relay][1])
+                    continue
+                current = slot_of(relay, now, period)
+                recorded = None if last is None else last.get(target.cabinet_id)
+                first = current + 1 if recorded is not None and recorded >= current else current
+                self._schedule[relay] = (target, first)
+                if recorded is not None and recorded + 1 < first:
+                    gaps += self._missed_docs(target, list(range(recorded + 1, first)), NOT_READ)
+            self._gaps.extend(gaps)
 
-    def _write_gaps(self, gaps: deque[dict[str, Any]]) -> None:
-        batch = [gaps.popleft() for _ in range(min(DRAIN_BATCH, len(gaps)))]
-        try:
-            self.store.store_snapshots(batch)
-        except PyMongoError as exc:
-            self._database_away(exc)
-            gaps.extendleft(reversed(batch))
-            self._stopping.wait(min(1.0, self._heartbeat_s()))  # retried on the next turn
-            return
+    def _due_heap(self) -> list[tuple[float, str, int]]:
+        period = self.config.period_s
         with self._lock:
-            self._stats.missed += len(batch)
+            due = [(slot_due(r, k, period), r, k) for r, (_, k) in self._schedule.items()]
+        heapq.heapify(due)
+        return due
 
-    def _submit_due(
-        self, schedule: dict[str, tuple[Target, int]], due: list[tuple[float, str, int]]
-    ) -> None:
+    def _submit_due(self, due: list[tuple[float, str, int]]) -> None:
         period = self.config.period_s
         now = self._clock()
         while due and due[0][0] <= now:
             _, relay, slot = heapq.heappop(due)
-            entry = schedule.get(relay)
+            with self._lock:
+                entry = self._schedule.get(relay)
             if entry is None or entry[1] != slot:
                 continue  # no longer read, or rescheduled
             target = entry[0]
-            slot = max(slot, slot_of(relay, now, period))  # behind: the current slot
+            current = slot_of(relay, now, period)
+            if current > slot:  # fell behind by a period or more: read the current slot
+                skipped = list(range(slot, current))
+                self._record_missed(target, skipped, FELL_BEHIND)
+                slot = current
             if self._submit(target, slot):
                 following = slot + 1
             elif slot_of(relay, now + BUSY_RETRY_S, period) == slot:
-                schedule[relay] = (target, slot)
+                with self._lock:
+                    self._schedule[relay] = (target, slot)
                 heapq.heappush(due, (now + BUSY_RETRY_S, relay, slot))
                 continue
             else:
-                self._keep(target, self._missed_docs(target, [slot], STILL_READING)[0])
+                self._record_missed(target, [slot], STILL_READING)
                 following = slot + 1
-            schedule[relay] = (target, following)
+            with self._lock:
+                self._schedule[relay] = (target, following)
             heapq.heappush(due, (slot_due(relay, following, period), relay, following))
 
+    def _record_missed(self, target: Target, slots: list[int], reason: str) -> None:
+        docs = self._missed_docs(target, slots, reason)
+        with self._lock:
+            self._gaps.extend(docs)
+        self._wake.set()
+
     def _wait_until(self, when: float) -> bool:
-        """Sleep until `when`, writing what waits for the database; False when stopping
-        or the lease is lost."""
+        """Sleep until `when`; False when stopping or the lease is lost."""
         while (wait := when - self._clock()) > 0:
-            self._maybe_flush()
-            with self._lock:
-                waiting = bool(self._backlog or self._dropped or self._unrefreshed)
-            if waiting:
-                self.drain()
             if self._stopping.wait(min(wait, 1.0)) or self._lost.is_set():
                 return False
         return not self._stopping.is_set() and not self._lost.is_set()
@@ -768,21 +771,72 @@ class Collector:
             with self._lock:
                 self._in_flight.discard(target.relay)
 
-    def _current_targets(self) -> list[Target]:
-        """The registry's targets; the last ones known while the database is away."""
+    # --- the writer ------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        """Everything that waits on the database, off the scheduler's thread."""
+        next_check = 0.0
+        while not self._stopping.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            try:
+                if self._recompute_due:
+                    self._recompute_due = False
+                    self._recompute_recent_hours()
+                self.drain()
+                self._write_gaps()
+                self._maybe_flush()
+                if self._holding() and self._clock() >= next_check:
+                    next_check = self._clock() + self.config.period_s
+                    self._check()
+            except PyMongoError as exc:
+                self._database_away(exc)
+            except Exception:
+                log.exception("collector: writing failed; retrying")
+
+    def _check(self) -> None:
+        """Once a period: the registry again, and missed records for the slots between
+        a cabinet's last recorded one and the next it is due (none being read)."""
         try:
             self._targets = self.targets()
         except PyMongoError as exc:
             self._database_away(exc)
-        return self._targets
+            return
+        with self._lock:
+            if self._gaps:
+                return  # the last ones are not written yet
+            schedule = list(self._schedule.values())
+            pending = {cabinet: set(slots) for cabinet, slots in self._pending.items()}
+            self._stats.periods += 1
+        last = self.store.last_slots(self.config.period_s)
+        gaps: list[dict[str, Any]] = []
+        for target, upcoming in schedule:
+            recorded = last.get(target.cabinet_id)
+            if recorded is None:
+                continue
+            skipped = pending.get(target.cabinet_id, set())
+            slots = [k for k in range(recorded + 1, upcoming) if k not in skipped]
+            if slots:
+                gaps += self._missed_docs(target, slots, NOT_READ)
+        with self._lock:
+            self._gaps.extend(gaps)
 
-    def _safely(self, work: Callable[[], _T]) -> _T | None:
-        """`work()`, or None when the database does not answer."""
-        try:
-            return work()
-        except PyMongoError as exc:
-            self._database_away(exc)
-            return None
+    def _write_gaps(self) -> bool:
+        """Write the missed records waiting; False when the database did not take them."""
+        while True:
+            with self._lock:
+                batch = [self._gaps.popleft() for _ in range(min(DRAIN_BATCH, len(self._gaps)))]
+            if not batch:
+                return True
+            try:
+                self.store.store_snapshots(batch)
+            except PyMongoError as exc:
+                self._database_away(exc)
+                with self._lock:
+                    self._gaps.extendleft(reversed(batch))
+                return False
+            with self._lock:
+                self._stats.missed += len(batch)
 
 
 def _runs(slots: list[int]) -> list[tuple[int, int]]:

@@ -10,7 +10,6 @@ from pymongo.database import Database
 from smib_core.embedded import mongo_uri
 from smib_core.settings import Settings
 
-
 # A database that is down fails an operation in about 3 s (PyMongoError), instead of
 # holding its caller for 30 s; the same client works again once it answers (pymongo
 # reconnects by itself, and the embedded database comes back on the same port). No
