@@ -264,7 +264,7 @@ def _start(kind: _Kind, data_dir: Path, port_before: int | None = None) -> _Stat
     clients that know it reconnect by themselves; else on a free port."""
     log_file = kind.path(data_dir, ".log")
     for attempt in range(2):  # a second try covers losing the free port to someone else
-        if attempt == 0 and port_before is not None and port_is_free(port_before):
+        if attempt == 0 and port_before is not None and _port_frees(port_before):
             port = port_before
         else:
             if port_before is not None:
@@ -327,6 +327,16 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _port_frees(port: int, within_s: float = 3.0) -> bool:
+    """The port is free, or becomes free within `within_s` (a dying server's socket)."""
+    deadline = time.monotonic() + within_s
+    while not port_is_free(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _log_tail(log_file: Path) -> str:
