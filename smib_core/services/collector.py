@@ -46,6 +46,7 @@ under hundreds of thousands of entries a day. The snapshots are the record of th
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import math
 import threading
@@ -412,19 +413,15 @@ class Collector:
         try:
             self._write_dropped()
             while True:
-                with self._lock:
-                    size = min(DRAIN_BATCH, len(self._backlog))
-                    batch = [self._backlog.popleft() for _ in range(size)]
+                with self._lock:  # left in place while written: new readings queue behind
+                    batch = list(itertools.islice(self._backlog, DRAIN_BATCH))
                 if not batch:
                     break
-                try:
-                    stored = self.store.store_snapshots([doc for _, doc in batch])
-                except Exception:
-                    with self._lock:  # back in front, in order (trimmed: readings came meanwhile)
-                        self._backlog.extendleft(reversed(batch))
-                        self._trim_backlog()
-                    raise
+                stored = self.store.store_snapshots([doc for _, doc in batch])
                 with self._lock:
+                    written = {id(doc) for _, doc in batch}
+                    while self._backlog and id(self._backlog[0][1]) in written:
+                        self._backlog.popleft()
                     for _, doc in batch:
                         self._settled(doc)
                     self._stats.backlog = len(self._backlog)
