@@ -290,3 +290,23 @@ def test_the_supervisor_leaves_configured_servers_and_stopped_ones_alone(data_di
     supervisor = embedded.EmbeddedSupervisor(Settings(data_dir=data_dir))
     supervisor.check()
     assert servers_for(data_dir, "nx_27017") == [] and supervisor.restarts == 0
+
+
+def test_the_supervisor_restarts_a_killed_broker_on_its_port(data_dir: Path) -> None:
+    uri = embedded.ensure_broker(data_dir)
+    supervisor = embedded.EmbeddedSupervisor(
+        Settings(data_dir=data_dir, mongo_uri="mongodb://elsewhere/"), every_s=0.5
+    )
+    supervisor.start()
+    try:
+        pid = int(str(state(data_dir, "embedded-broker")["pid"]))
+        psutil.Process(pid).kill()
+        deadline = time.monotonic() + 15
+        while supervisor.restarts == 0:
+            assert time.monotonic() < deadline, "the broker was not restarted"
+            time.sleep(0.1)
+        assert embedded.status(data_dir)["broker"]["running"]
+        assert state(data_dir, "embedded-broker")["port"] == port_of(uri)
+        assert not (data_dir / "embedded-mongo.json").exists(), "MONGO_URI is set: no database"
+    finally:
+        supervisor.stop()
