@@ -9,13 +9,11 @@ at most `timeout_s` per board. A board whose `coms` config says it is not SAS
 
 Every attempt becomes a meter snapshot (`store.meters`): ok with its meters and sizes,
 or failed with the reason (the board's "-1" is `device_error`, a frame that failed a
-check names the check, no reply is `timeout`), so gaps are visible, never silent. A
-good reading refreshes the rollups it touches (`services.meter_rollups`), and a RAM
-clear seen in the interval it closes raises a `ram_clear` alert. The (location, hour)
-pairs those refreshes touched, and their gaming days, are remembered and their
-`rollups_location_hourly` rows and `rollups_daily_digest` documents recomputed at most
-every `LOCATION_FLUSH_S` by the loop's thread (at the end of `run_once`, on stop, and
-for every location's current and previous hour, and their days, when the loop starts).
+check names the check, no reply is `timeout`), so gaps are visible, never silent. The
+`ReadingKeeper` (`services.reading_keeper`) stores it, now or when the database answers
+again, and keeps the rollups, location hours and daily digests current (flushed at
+the end of `run_once`, on stop, and for every location's current and previous hour
+when the loop starts).
 
 One per deployment: the periodic loop runs only while this process holds the lease
 `collector` (`store.leases`, 9 s, renewed every 3 s by a thread of its own); other
@@ -32,7 +30,7 @@ the one it reads next (one day of slots one by one at most; an older gap is one 
 covering `slot_from..slot_to`).
 
 The database may go away: reads go on (the bus is fine), and what cannot be stored
-waits in a bounded in-memory backlog (`backlog_max`), written in order when the
+waits in the keeper's bounded backlog (`backlog_max`), written in order when the
 database answers again; a reading the full backlog had to drop becomes a `missed`
 record of its slot, saying so. The holder keeps its role while the database cannot be
 reached (nobody can take a lease from it); once it answers, the lease rules apply
@@ -46,19 +44,15 @@ under hundreds of thousands of entries a day. The snapshots are the record of th
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
-import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
-import pandas as pd
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
@@ -66,33 +60,24 @@ from smib_core import protocol
 from smib_core.errors import InvalidInput, RequestTimeout, SmibError
 from smib_core.protocol import Command, DeviceMessage, MeterReply
 from smib_core.sas import MeterReading
-from smib_core.services.meter_rollups import (
-    reading_day,
-    reading_hour,
-    refresh_daily_digests,
-    refresh_location_hours,
-    refresh_rollups,
-)
+from smib_core.services.reading_keeper import ReadingKeeper, Target, utc_ms
 from smib_core.settings import Settings
 from smib_core.slots import offset_s, slot_due, slot_of
 from smib_core.store.leases import Lease, process_owner
-from smib_core.store.meters import MISSED, MeterStore, snapshot_document
+from smib_core.store.meters import MeterStore, snapshot_document
 from smib_core.store.registry import Registry
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "collector"
 SAS_MODE = 0
-LOCATION_FLUSH_S = 60.0  # how stale the location-hourly coin in may get
 STANDBY_POLL_S = 0.5  # how often a process without the lease tries to take it
 BUSY_RETRY_S = 0.25  # a board still being read is tried again this much later, within its slot
-DRAIN_BATCH = 500  # backlog readings written per insert
-DAY_S = 86_400
 NOT_READ = "not read: no collector was reading (stopped, crashed or taking over the lease)"
 STILL_READING = "not read: the board's previous read was still running"
 FELL_BEHIND = "not read: the collector fell more than a period behind its schedule"
 
-__all__ = ["Collector", "CollectorConfig", "offset_s", "slot_due", "slot_of"]
+__all__ = ["Collector", "CollectorConfig", "Target", "offset_s", "slot_due", "slot_of"]
 
 
 class MeterBus(Protocol):
@@ -137,23 +122,6 @@ class CollectorConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
-    """A board to read and the cabinet its meters belong to."""
-
-    relay: str
-    cabinet_id: str
-    cabinet: str
-    location_id: str
-    location: str
-    denomination: float
-
-    def cabinet_fields(self) -> dict[str, Any]:
-        """What a snapshot records of the cabinet (`store.meters.snapshot_document`)."""
-        names = ("cabinet_id", "cabinet", "location_id", "location", "denomination")
-        return {name: getattr(self, name) for name in names}
-
-
-@dataclass(frozen=True, slots=True)
 class Reading:
     """How one read went (the snapshot that was stored, in short)."""
 
@@ -193,12 +161,6 @@ def _failure_of(reply: DeviceMessage) -> tuple[str | None, str | None]:
     return str(failure), getattr(reply, "failure_check", None) or "command"
 
 
-def _utc(epoch: float) -> datetime:
-    """A reading time as MongoDB keeps it (milliseconds), so it compares equal later."""
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
 class Collector:
     """Reads the meters of the registered boards; `start()` runs the periodic loop."""
 
@@ -231,21 +193,21 @@ class Collector:
         self._thread: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._dirty: set[tuple[str, datetime]] = set()  # (location_id, hour) to recompute
-        self._dirty_days: set[datetime] = set()  # gaming days whose digest to recompute
-        self._flushed = 0.0  # when the location hours were last recomputed (clock seconds)
         self._targets: list[Target] = []  # the last targets read from the registry
-        # Readings the database could not take yet, in reading order (with their target).
-        self._backlog: deque[tuple[Target, dict[str, Any]]] = deque()
-        self._dropped: dict[str, tuple[Target, list[int]]] = {}  # cabinet -> dropped slots
-        self._unrefreshed: deque[tuple[Target, list[datetime]]] = deque()  # rollups to redo
-        self._pending: dict[str, set[int]] = {}  # cabinet -> slots read, not yet stored
         self._schedule: dict[str, tuple[Target, int]] = {}  # relay -> (target, next slot)
-        self._gaps: deque[dict[str, Any]] = deque()  # missed records to write
         self._writer: threading.Thread | None = None
         self._wake = threading.Event()  # the writer has something to do
         self._recompute_due = False
-        self._db_down = False  # logged once per outage
+        self.keeper = ReadingKeeper(
+            db,
+            self.store,
+            period_s=self.config.period_s,
+            backlog_max=self.config.backlog_max,
+            gaming_day_start_hour=self.config.gaming_day_start_hour,
+            tz=self.config.tz,
+            alerts=alerts,
+            clock=clock,
+        )
 
     # --- what to read ----------------------------------------------------------------
 
@@ -289,7 +251,7 @@ class Collector:
             failure, check = str(exc), "timeout"
         decoded = _meter_reading(reply)
         count = len(decoded.values()) if decoded is not None else 0
-        at = _utc(self._clock())
+        at = utc_ms(self._clock())
         reading = Reading(
             target.relay, target.cabinet, at, failure is None, failure, check, count, slot
         )
@@ -312,184 +274,7 @@ class Collector:
         if reading.slot is not None:
             outcome |= {"slot": reading.slot, "period_s": self.config.period_s}
         doc = snapshot_document(target.relay, reading.at, **target.cabinet_fields(), **outcome)
-        self._keep(target, doc)
-
-    def _keep(self, target: Target, doc: dict[str, Any]) -> None:
-        """Store one snapshot now, or put it in the backlog (behind any waiting there, so
-        readings are written in the order they were taken)."""
-        with self._lock:
-            if self._backlog:
-                self._to_backlog(target, doc)
-                return
-        try:
-            stored = self.store.store_snapshots([doc])
-        except PyMongoError as exc:
-            self._database_away(exc)
-            with self._lock:
-                self._to_backlog(target, doc)
-            return
-        except Exception:  # a store failure must not end the worker; it is counted
-            with self._lock:
-                self._stats.store_errors += 1
-                self._settled(doc)
-            log.exception("collector: could not store the reading of %s", target.relay)
-            return
-        with self._lock:
-            self._settled(doc)
-        self._after_stored([(target, d) for d in stored])
-
-    def _settled(self, doc: Mapping[str, Any]) -> None:
-        """The doc's slot is no longer pending (stored, or given up). Holds the lock."""
-        if doc.get("slot") is not None:
-            self._pending.get(str(doc["cabinet_id"]), set()).discard(int(doc["slot"]))
-
-    def _to_backlog(self, target: Target, doc: dict[str, Any]) -> None:
-        """Queue a snapshot for later; the oldest goes when full. Holds the lock."""
-        self._backlog.append((target, doc))
-        self._trim_backlog()
-
-    def _trim_backlog(self) -> None:
-        """Drop the oldest readings beyond `backlog_max`. Holds the lock."""
-        while len(self._backlog) > self.config.backlog_max:
-            old_target, old = self._backlog.popleft()
-            self._stats.dropped += 1
-            self._settled(old)
-            if old.get("slot") is not None and old["failure_check"] != MISSED:
-                slots = self._dropped.setdefault(old_target.cabinet_id, (old_target, []))[1]
-                slots.append(int(old["slot"]))
-            elif old["failure_check"] != MISSED:
-                log.error("collector: dropped an unscheduled reading of %s", old["relay"])
-        self._stats.backlog = len(self._backlog)
-
-    def _database_away(self, exc: Exception) -> None:
-        if not self._db_down:
-            self._db_down = True
-            log.warning("collector: the database does not answer (%s); keeping readings", exc)
-
-    def _after_stored(self, stored: list[tuple[Target, dict[str, Any]]]) -> None:
-        """Refresh the rollups the good readings just stored touch: once per cabinet
-        and hour (a refresh recomputes the whole hour); a failed refresh is redone."""
-        if not stored:
-            return
-        groups: dict[tuple[str, datetime], tuple[Target, list[datetime]]] = {}
-        for target, doc in stored:
-            if doc["ok"]:
-                hour = reading_hour(doc["at"], self.config.tz).to_pydatetime()
-                groups.setdefault((target.cabinet_id, hour), (target, []))[1].append(doc["at"])
-        for target, ats in groups.values():
-            try:
-                self._refresh(target, ats)
-            except PyMongoError as exc:
-                self._database_away(exc)
-                with self._lock:
-                    self._unrefreshed.append((target, ats))
-            except Exception:
-                with self._lock:
-                    self._stats.store_errors += 1
-                log.exception("collector: could not refresh the rollups of %s", target.relay)
-
-    def _refresh(self, target: Target, ats: list[datetime]) -> None:
-        at = max(ats)
-        hour = self.config.gaming_day_start_hour
-        movement = refresh_rollups(
-            self.store, target.cabinet_id, at, gaming_day_start_hour=hour, tz=self.config.tz
-        )
-        if movement.empty:
-            return
-        day = reading_day(at, hour, self.config.tz).to_pydatetime()
-        with self._lock:
-            self._dirty.add((target.location_id, reading_hour(at, self.config.tz).to_pydatetime()))
-            self._dirty_days.add(day)
-        if not self._alerts:
-            return
-        closing = movement[movement["end"].isin([pd.Timestamp(a) for a in ats])]
-        if bool(closing["ram_clear"].any()):
-            self._raise_ram_clear(target, at)
-
-    def drain(self) -> bool:
-        """Write what waits for the database: the backlog (in order), the `missed`
-        records of readings it dropped, the rollup refreshes that failed. True when
-        nothing is left; False when the database still does not answer."""
-        try:
-            self._write_dropped()
-            while True:
-                with self._lock:  # left in place while written: new readings queue behind
-                    batch = list(itertools.islice(self._backlog, DRAIN_BATCH))
-                if not batch:
-                    break
-                stored = self.store.store_snapshots([doc for _, doc in batch])
-                with self._lock:
-                    written = {id(doc) for _, doc in batch}
-                    while self._backlog and id(self._backlog[0][1]) in written:
-                        self._backlog.popleft()
-                    for _, doc in batch:
-                        self._settled(doc)
-                    self._stats.backlog = len(self._backlog)
-                by_relay = {doc["relay"]: target for target, doc in batch}
-                self._after_stored([(by_relay[d["relay"]], d) for d in stored])
-            while True:
-                with self._lock:
-                    if not self._unrefreshed:
-                        break
-                    target, ats = self._unrefreshed[0]
-                self._refresh(target, ats)
-                with self._lock:
-                    self._unrefreshed.popleft()
-        except PyMongoError as exc:
-            self._database_away(exc)
-            return False
-        if self._db_down:
-            self._db_down = False
-            log.warning("collector: the database answers again; the backlog is written")
-        return True
-
-    def _write_dropped(self) -> None:
-        with self._lock:
-            dropped, self._dropped = self._dropped, {}
-        try:
-            for target, slots in dropped.values():
-                reason = (
-                    "read but not stored: the database did not answer and the backlog "
-                    f"of {self.config.backlog_max:,} readings was full"
-                )
-                docs = self._missed_docs(target, sorted(set(slots)), reason)
-                self.store.store_snapshots(docs)
-                with self._lock:
-                    self._stats.missed += len(docs)
-        except Exception:
-            with self._lock:
-                for cabinet, (target, slots) in dropped.items():
-                    self._dropped.setdefault(cabinet, (target, []))[1].extend(slots)
-            raise
-
-    def _missed_docs(self, target: Target, slots: list[int], reason: str) -> list[dict[str, Any]]:
-        """`missed` snapshots of `slots` (ascending): the last day of them one by one,
-        each older run of consecutive slots as one record (`slot_from..slot_to`)."""
-        period = self.config.period_s
-        per_day = max(1, math.ceil(DAY_S / period))
-        older, recent = slots[:-per_day], slots[-per_day:]
-        return [
-            snapshot_document(
-                target.relay,
-                _utc(slot_due(target.relay, first, period)),
-                **target.cabinet_fields(),
-                ok=False,
-                failure=reason,
-                failure_check=MISSED,
-                slot=first,
-                period_s=period,
-                slot_to=last if last != first else None,
-            )
-            for first, last in _runs(older) + [(k, k) for k in recent]
-        ]
-
-    def _raise_ram_clear(self, target: Target, at: datetime) -> None:
-        try:
-            from smib_core.services.alerts import raise_alert
-        except ImportError:  # the alerts service is optional
-            return
-        detail = f"the meters of {target.cabinet} fell (not a rollover): counted as 0"
-        raise_alert(self._db, "ram_clear", target.relay, detail, at)
+        self.keeper.keep(target, doc)
 
     def run_once(self, relays: Iterable[str] | None = None) -> list[Reading]:
         """Read the registered SAS boards (or those of `relays`) now, all at once with
@@ -500,50 +285,18 @@ class Collector:
         workers = min(self.config.concurrency, len(found))
         with ThreadPoolExecutor(workers, thread_name_prefix="smib-collect-once") as pool:
             readings = list(pool.map(self.read, found))
-        if not self.drain():
+        if not self.keeper.drain():
             log.error("collector: the database did not take %d readings", self.stats().backlog)
-        self.flush_location_hours()
+        self.keeper.flush_location_hours()
         return readings
 
-    # --- location-hourly coin in -----------------------------------------------------
+    def drain(self) -> bool:
+        """Write what waits for the database (`ReadingKeeper.drain`)."""
+        return self.keeper.drain()
 
     def flush_location_hours(self) -> int:
-        """Recompute the location-hour rows and the daily digests the readings since the
-        last flush touched; returns how many location-hour rows were written (on a store
-        failure the pairs and days wait for the next flush)."""
-        with self._lock:
-            dirty, self._dirty = self._dirty, set()
-            days, self._dirty_days = self._dirty_days, set()
-            self._flushed = self._clock()
-        written = 0
-        try:
-            written = refresh_location_hours(self.store, dirty) if dirty else 0
-            dirty = set()  # stored: only the days remain to retry
-            hour, tz = self.config.gaming_day_start_hour, self.config.tz
-            refresh_daily_digests(self.store, days, gaming_day_start_hour=hour, tz=tz)
-        except Exception:
-            with self._lock:
-                self._dirty |= dirty
-                self._dirty_days |= days
-                self._stats.store_errors += 1
-            log.exception("collector: could not recompute the location hours / daily digests")
-        return written
-
-    def _recompute_recent_hours(self) -> None:
-        """Every location's current and previous hour: what a stop may have left stale."""
-        now = reading_hour(datetime.fromtimestamp(self._clock(), UTC), self.config.tz)
-        hours = (now, now - pd.Timedelta(hours=1))
-        locations = {t.location_id for t in self.targets()}
-        start = self.config.gaming_day_start_hour
-        days = {reading_day(h + pd.Timedelta(hours=1), start, self.config.tz) for h in hours}
-        with self._lock:
-            self._dirty |= {(loc, hour.to_pydatetime()) for loc in locations for hour in hours}
-            self._dirty_days |= {day.to_pydatetime() for day in days}
-        self.flush_location_hours()
-
-    def _maybe_flush(self) -> None:
-        if self._clock() - self._flushed >= LOCATION_FLUSH_S:
-            self.flush_location_hours()
+        """Recompute the location hours and daily digests readings touched."""
+        return self.keeper.flush_location_hours()
 
     # --- the periodic loop -----------------------------------------------------------
     #
@@ -584,9 +337,8 @@ class Collector:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        if not (self.drain() and self._write_gaps()):
-            with self._lock:
-                left = len(self._backlog) + len(self._gaps)
+        if not (self.keeper.drain() and self.keeper.write_missed()):
+            left = self.keeper.waiting()
             log.error("collector: stopping with %d records the database did not take", left)
         self.flush_location_hours()
         self.lease.release()
@@ -601,7 +353,11 @@ class Collector:
 
     def stats(self) -> CollectorStats:
         with self._lock:
-            return replace(self._stats, last_reading=dict(self._stats.last_reading))
+            stats = replace(self._stats, last_reading=dict(self._stats.last_reading))
+        counts = self.keeper.counts()
+        stats.store_errors, stats.backlog = counts.store_errors, counts.backlog
+        stats.dropped, stats.missed = counts.dropped, counts.missed
+        return stats
 
     def _heartbeat_s(self) -> float:
         return self.config.lease_ttl_s / 3
@@ -623,7 +379,7 @@ class Collector:
             try:
                 ours = self.lease.try_renew()
             except PyMongoError as exc:
-                self._database_away(exc)
+                self.keeper.database_away(exc)
                 continue
             if not ours:
                 log.warning("collector: lost the lease; waiting to get it back")
@@ -644,7 +400,7 @@ class Collector:
                     self._hold()
                     continue
             except PyMongoError as exc:
-                self._database_away(exc)
+                self.keeper.database_away(exc)
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("collector: the loop failed; retrying")
             self._stopping.wait(STANDBY_POLL_S)
@@ -690,8 +446,9 @@ class Collector:
                 first = current + 1 if recorded is not None and recorded >= current else current
                 self._schedule[relay] = (target, first)
                 if recorded is not None and recorded + 1 < first:
-                    gaps += self._missed_docs(target, list(range(recorded + 1, first)), NOT_READ)
-            self._gaps.extend(gaps)
+                    missed = list(range(recorded + 1, first))
+                    gaps += self.keeper.missed_docs(target, missed, NOT_READ)
+        self.keeper.queue_missed(gaps)
 
     def _due_heap(self) -> list[tuple[float, str, int]]:
         period = self.config.period_s
@@ -730,9 +487,7 @@ class Collector:
             heapq.heappush(due, (slot_due(relay, following, period), relay, following))
 
     def _record_missed(self, target: Target, slots: list[int], reason: str) -> None:
-        docs = self._missed_docs(target, slots, reason)
-        with self._lock:
-            self._gaps.extend(docs)
+        self.keeper.queue_missed(self.keeper.missed_docs(target, slots, reason))
         self._wake.set()
 
     def _wait_until(self, when: float) -> bool:
@@ -748,13 +503,13 @@ class Collector:
             if target.relay in self._in_flight or self._pool is None:
                 return False
             self._in_flight.add(target.relay)
-            self._pending.setdefault(target.cabinet_id, set()).add(slot)
+        self.keeper.add_pending(target.cabinet_id, slot)
         try:
             self._pool.submit(self._read_in_pool, target, slot)
         except RuntimeError:  # the pool shut down under us: stopping
             with self._lock:
                 self._in_flight.discard(target.relay)
-                self._pending[target.cabinet_id].discard(slot)
+            self.keeper.discard_pending(target.cabinet_id, slot)
         return True
 
     def _read_in_pool(self, target: Target, slot: int) -> None:
@@ -762,8 +517,7 @@ class Collector:
             self.read(target, slot)
         except Exception:
             log.exception("collector: reading %s failed", target.relay)
-            with self._lock:
-                self._pending.get(target.cabinet_id, set()).discard(slot)
+            self.keeper.discard_pending(target.cabinet_id, slot)
         finally:
             with self._lock:
                 self._in_flight.discard(target.relay)
@@ -779,15 +533,16 @@ class Collector:
             try:
                 if self._recompute_due:
                     self._recompute_due = False
-                    self._recompute_recent_hours()
-                self.drain()
-                self._write_gaps()
-                self._maybe_flush()
+                    locations = {t.location_id for t in self.targets()}
+                    self.keeper.recompute_recent_hours(locations)
+                self.keeper.drain()
+                self.keeper.write_missed()
+                self.keeper.maybe_flush()
                 if self._holding() and self._clock() >= next_check:
                     next_check = self._clock() + self.config.period_s
                     self._check()
             except PyMongoError as exc:
-                self._database_away(exc)
+                self.keeper.database_away(exc)
             except Exception:
                 log.exception("collector: writing failed; retrying")
 
@@ -797,14 +552,14 @@ class Collector:
         try:
             self._targets = self.targets()
         except PyMongoError as exc:
-            self._database_away(exc)
+            self.keeper.database_away(exc)
             return
+        if self.keeper.missed_waiting():
+            return  # the last ones are not written yet
         with self._lock:
-            if self._gaps:
-                return  # the last ones are not written yet
             schedule = list(self._schedule.values())
-            pending = {cabinet: set(slots) for cabinet, slots in self._pending.items()}
             self._stats.periods += 1
+        pending = self.keeper.pending()
         last = self.store.last_slots(self.config.period_s)
         gaps: list[dict[str, Any]] = []
         for target, upcoming in schedule:
@@ -814,34 +569,5 @@ class Collector:
             skipped = pending.get(target.cabinet_id, set())
             slots = [k for k in range(recorded + 1, upcoming) if k not in skipped]
             if slots:
-                gaps += self._missed_docs(target, slots, NOT_READ)
-        with self._lock:
-            self._gaps.extend(gaps)
-
-    def _write_gaps(self) -> bool:
-        """Write the missed records waiting; False when the database did not take them."""
-        while True:
-            with self._lock:
-                batch = [self._gaps.popleft() for _ in range(min(DRAIN_BATCH, len(self._gaps)))]
-            if not batch:
-                return True
-            try:
-                self.store.store_snapshots(batch)
-            except PyMongoError as exc:
-                self._database_away(exc)
-                with self._lock:
-                    self._gaps.extendleft(reversed(batch))
-                return False
-            with self._lock:
-                self._stats.missed += len(batch)
-
-
-def _runs(slots: list[int]) -> list[tuple[int, int]]:
-    """Ascending slots as runs of consecutive ones: [(first, last), ...]."""
-    runs: list[tuple[int, int]] = []
-    for k in slots:
-        if runs and runs[-1][1] == k - 1:
-            runs[-1] = (runs[-1][0], k)
-        else:
-            runs.append((k, k))
-    return runs
+                gaps += self.keeper.missed_docs(target, slots, NOT_READ)
+        self.keeper.queue_missed(gaps)
