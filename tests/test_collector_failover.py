@@ -141,7 +141,10 @@ def test_a_killed_database_comes_back_and_no_reading_is_lost(
                 psutil.Process(pid).kill()  # kill -9
                 killed = time.time()
                 wait_for(lambda: collector.stats().backlog >= 3, 10, "no reading waited")
-                supervisor.start()  # a few seconds late: readings were taken meanwhile
+                # Away longer than the lease lives: the holder keeps reading all along.
+                time.sleep(max(0.0, killed + config.lease_ttl_s + 1 - time.time()))
+                assert collector.stats().holding_lease
+                supervisor.start()
                 wait_for(lambda: supervisor.restarts == 1, 15, "the database was not restarted")
                 wait_for(lambda: collector.stats().backlog == 0, 2 * PERIOD + 5, "backlog kept")
                 resumed = time.time()
@@ -158,7 +161,7 @@ def test_a_killed_database_comes_back_and_no_reading_is_lost(
         for d in store.scheduled_snapshots(*WIDE)
         if killed <= d["at"].timestamp() < resumed and d["ok"]
     ]
-    assert during, "readings taken while the database was away were kept"
+    assert len(during) >= len(fleet.relay_ids) * 3, "readings taken while it was away are kept"
     assert collector.stats().dropped == 0
     client.close()
     embedded.stop(data_dir)
