@@ -384,3 +384,23 @@ def test_a_new_holder_records_the_slots_nobody_read_and_reads_at_once(
     assert len(missed) == 0 + 2 + 24 + 1
     assert [d["slot_to"] - d["slot_from"] for d in missed if "slot_to" in d] == [29 - 24 - 1]
     assert {d["relay"] for d in docs if d["ok"]} == set(RELAYS)
+
+
+@pytest.mark.integration
+def test_a_holder_with_nothing_to_read_idles(mongo_db: Any) -> None:
+    import psutil
+
+    collector = Collector(FakeBus(), mongo_db, CollectorConfig(period_s=2, lease_ttl_s=3))
+    collector.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not collector.stats().holding_lease:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        before = psutil.Process().cpu_times()
+        time.sleep(2)
+        after = psutil.Process().cpu_times()
+    finally:
+        collector.stop()
+    busy = (after.user - before.user) + (after.system - before.system)
+    assert busy < 0.5, f"{busy:.2f} s of CPU in 2 s with no board to read"

@@ -191,7 +191,7 @@ class Collector:
         self._stopping = threading.Event()
         self._lost = threading.Event()  # the lease turned out to be someone else's
         self._thread: threading.Thread | None = None
-        self._keeper: threading.Thread | None = None
+        self._renewer: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._targets: list[Target] = []  # the last targets read from the registry
         self._schedule: dict[str, tuple[Target, int]] = {}  # relay -> (target, next slot)
@@ -314,14 +314,14 @@ class Collector:
         self._pool = ThreadPoolExecutor(
             self.config.concurrency, thread_name_prefix="smib-collector"
         )
-        self._keeper = threading.Thread(
+        self._renewer = threading.Thread(
             target=self._keep_lease, name="smib-collector-lease", daemon=True
         )
         self._writer = threading.Thread(
             target=self._write_loop, name="smib-collector-writer", daemon=True
         )
         self._thread = threading.Thread(target=self._loop, name="smib-collector", daemon=True)
-        for thread in (self._keeper, self._writer, self._thread):
+        for thread in (self._renewer, self._writer, self._thread):
             thread.start()
         log.info("collector started as %s (every %g s)", self.lease.owner, self.config.period_s)
 
@@ -330,10 +330,10 @@ class Collector:
         the threads, give the lease up. Idempotent."""
         self._stopping.set()
         self._wake.set()
-        for thread in (self._thread, self._keeper, self._writer):
+        for thread in (self._thread, self._renewer, self._writer):
             if thread is not None:
                 thread.join(timeout)
-        self._thread = self._keeper = self._writer = None
+        self._thread = self._renewer = self._writer = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -423,7 +423,8 @@ class Collector:
                 planned = self._targets
                 self._plan(planned, None)
                 due = self._due_heap()
-            if not self._wait_until(min(due[0][0], self._clock() + 1.0) if due else 1.0):
+            soon = self._clock() + 1.0  # the registry may bring new boards meanwhile
+            if not self._wait_until(min(due[0][0], soon) if due else soon):
                 return
             self._submit_due(due)
 
