@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -269,7 +270,7 @@ def _start(kind: _Kind, data_dir: Path, port_before: int | None = None) -> _Stat
         else:
             if port_before is not None:
                 log.warning("embedded %s: port %d is taken; moving", kind.title, port_before)
-            port = free_port()
+            port = _server_port()
         with log_file.open("ab") as output:
             process = subprocess.Popen(
                 kind.command(data_dir, port),
@@ -315,6 +316,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _server_port() -> int:
+    """A free port below the kernel's ephemeral range, where no outgoing connection and
+    no `bind(0)` can take it while its server is down for a restart."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32_768
+    if low > 10_000:
+        for _attempt in range(50):
+            port = random.randrange(low - 8_000, low)
+            if port_is_free(port):
+                return port
+    return free_port()
 
 
 def port_is_free(port: int) -> bool:

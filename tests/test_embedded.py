@@ -222,6 +222,8 @@ def test_the_supervisor_restarts_a_killed_database_on_its_port(data_dir: Path) -
     from smib_core.store.db import client_for
 
     uri = embedded.ensure_database(data_dir)
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    assert port_of(uri) < int(ephemeral[0]), "no outgoing connection can take its port"
     client = client_for(uri)
     supervisor = embedded.EmbeddedSupervisor(Settings(data_dir=data_dir), every_s=0.5)
     supervisor.start()
