@@ -16,7 +16,7 @@ the end of `run_once`, on stop, and for every location's current and previous ho
 when the loop starts).
 
 One per deployment: the periodic loop runs only while this process holds the lease
-`collector` (`store.leases`, 9 s, renewed every 3 s by a thread of its own); other
+`collector` (`store.leases`, 8 s, renewed every 2.7 s by a thread of its own); other
 processes (more workers, a `smib collect` next to them) try every half second and take
 over when the holder stops renewing. `run_once` reads now, regardless of the lease: an
 operator's explicit action, stored without a slot.
@@ -93,7 +93,7 @@ class CollectorConfig:
     period_s: float = 300.0
     concurrency: int = 8
     timeout_s: float = 5.0
-    lease_ttl_s: float = 9.0  # renewed every third of it
+    lease_ttl_s: float = 8.0  # renewed every third of it: a dead holder is replaced in < 9 s
     backlog_max: int = 100_000  # readings kept while the database cannot store them
     gaming_day_start_hour: int = 0
     tz: str = "UTC"
