@@ -404,3 +404,33 @@ def test_a_holder_with_nothing_to_read_idles(mongo_db: Any) -> None:
         collector.stop()
     busy = (after.user - before.user) + (after.system - before.system)
     assert busy < 0.5, f"{busy:.2f} s of CPU in 2 s with no board to read"
+
+
+@pytest.mark.integration
+def test_a_slot_whose_board_is_still_being_read_is_recorded_missed(
+    mongo_db: Any, registry: Registry
+) -> None:
+    from smib_core.services.collector import STILL_READING
+
+    bus = FakeBus()
+    slow = RELAYS[0]
+
+    def slow_reply() -> DeviceMessage:
+        time.sleep(4.5)  # longer than two periods: the next slot cannot be read
+        return meter_reply(slow, 1_000)
+
+    bus.answers = {r: (lambda r=r: meter_reply(r, 1_000)) for r in RELAYS} | {slow: slow_reply}
+    collector = Collector(bus, mongo_db, CollectorConfig(period_s=2, lease_ttl_s=3))
+    collector.start()
+    try:
+        time.sleep(7)
+    finally:
+        collector.stop()
+    docs = MeterStore(mongo_db).scheduled_snapshots(*WIDE, period_s=2)
+    report = audit_slots(docs, 2)
+    assert all(audit.complete for audit in report.values()), report
+    slow_docs = sorted((d for d in docs if d["relay"] == slow), key=lambda d: d["slot"])
+    reasons = [d.get("failure") for d in slow_docs]
+    assert STILL_READING in reasons and None in reasons, reasons
+    fast = [d for d in docs if d["relay"] != slow]
+    assert fast and all(d["ok"] for d in fast)

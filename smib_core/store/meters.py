@@ -294,7 +294,7 @@ class MeterStore(RollupStore):
         query: dict[str, Any] = {"at": period_filter(start, end), "slot": {"$exists": True}}
         if period_s is not None:
             query["period_s"] = float(period_s)
-        fields = ("cabinet_id", "relay", "at", "ok", "failure_check", "slot", "period_s")
+        fields = ("cabinet_id", "relay", "at", "ok", "failure", "failure_check", "slot", "period_s")
         projection = {c: 1 for c in (*fields, "slot_from", "slot_to")}
         return list(self._snapshots.find(query, projection))
 
