@@ -84,7 +84,9 @@ def audit_slots(
     Only scheduled snapshots of period `period_s` count. The slots expected of a cabinet
     are those due in `[start, end)` (epoch seconds) when both are given, else those from
     its first to its last recorded slot. `cabinets` (cabinet_id -> relay) names cabinets
-    expected even if no doc mentions them (needs `start` and `end`)."""
+    expected even if no doc mentions them (needs `start` and `end`). A slot's reading
+    may be taken up to a period after it is due (a takeover reads at once), so fetch the
+    docs of `[start, end + period_s)` for a window `[start, end)`."""
     counts: dict[str, Counter[int]] = {}
     relays: dict[str, str] = dict(cabinets or {})
     for doc in docs:
