@@ -10,6 +10,12 @@ their turn), reuses the recorded server if its process is alive and its port ans
 and otherwise starts one on a free loopback port and records it. So two processes never
 open the same SQLite files through two servers.
 
+A server that dies is started again on the port it had (another free one only when
+something else took that port), so clients made before keep working: `ensure_*` does
+so when called, and `EmbeddedSupervisor` (a background service of every worker) checks
+the folder's servers every 2 s and restarts a dead one. The lock keeps restarts single
+when several processes supervise one folder.
+
 Run as `python -m smib_core.embedded broker --port P --data-dir D`, this module is the
 broker process itself (amqtt on 127.0.0.1 only, no $SYS topics).
 
@@ -30,12 +36,15 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import logging
 import os
+import random
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -48,7 +57,10 @@ import psutil
 from smib_core.errors import SmibError
 from smib_core.settings import Settings
 
+log = logging.getLogger(__name__)
+
 _LOG_TAIL_LINES = 20
+SUPERVISE_EVERY_S = 2.0
 
 # Servers this process started, by pid: kept so they are reaped (no zombies) and so
 # Python never warns that a Popen object was dropped while its process still runs.
@@ -255,9 +267,7 @@ def _ensure(kind: _Kind, data_dir: Path) -> str:
                 return _uri(kind, state)
             _terminate(state.pid, kind, data_dir)  # alive but deaf: replace it
         _terminate_leftovers(kind, data_dir)
-        username, password = _broker_credentials(kind, data_dir, state)
-        started = _start(kind, data_dir)
-        state = dataclasses.replace(started, username=username, password=password)
+        state = _start_with_credentials(kind, data_dir, state)
         _write_state(kind, data_dir, state)
         return _uri(kind, state)
 
@@ -273,16 +283,23 @@ def _locked(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _start(kind: _Kind, data_dir: Path) -> _State:
+def _start(kind: _Kind, data_dir: Path, port_before: int | None = None) -> _State:
+    """Start a server: on `port_before` (the port it had) when that port is free, so
+    clients that know it reconnect by themselves; else on a free port."""
     log_file = kind.path(data_dir, ".log")
-    for _attempt in range(2):  # a second try covers losing the free port to someone else
-        port = free_port()
-        with log_file.open("ab") as log:
+    for attempt in range(2):  # a second try covers losing the free port to someone else
+        if attempt == 0 and port_before is not None and _port_frees(port_before):
+            port = port_before
+        else:
+            if port_before is not None:
+                log.warning("embedded %s: port %d is taken; moving", kind.title, port_before)
+            port = _server_port()
+        with log_file.open("ab") as output:
             process = subprocess.Popen(
                 kind.command(data_dir, port),
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
+                stdout=output,
+                stderr=output,
                 cwd=data_dir,
                 env=_child_env(),
                 start_new_session=True,
@@ -299,6 +316,14 @@ def _start(kind: _Kind, data_dir: Path) -> _State:
             )
         _children.pop(process.pid, None)
     raise EmbeddedServerError(f"the embedded {kind.title} could not start; {_log_tail(log_file)}")
+
+
+def _start_with_credentials(kind: _Kind, data_dir: Path, before: _State | None) -> _State:
+    """Start a server on the port it had (`before`), keeping the broker's credentials so
+    clients that know them keep working."""
+    username, password = _broker_credentials(kind, data_dir, before)
+    started = _start(kind, data_dir, before.port if before is not None else None)
+    return dataclasses.replace(started, username=username, password=password)
 
 
 def _child_env() -> dict[str, str]:
@@ -323,6 +348,43 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _server_port() -> int:
+    """A free port below the kernel's ephemeral range, where no outgoing connection and
+    no `bind(0)` can take it while its server is down for a restart."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32_768
+    if low > 10_000:
+        for _attempt in range(50):
+            port = random.randrange(low - 8_000, low)
+            if port_is_free(port):
+                return port
+    return free_port()
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port (bound as our servers bind: SO_REUSEADDR, so
+    connections a killed server left in TIME_WAIT do not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _port_frees(port: int, within_s: float = 3.0) -> bool:
+    """The port is free, or becomes free within `within_s` (a dying server's socket)."""
+    deadline = time.monotonic() + within_s
+    while not port_is_free(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _log_tail(log_file: Path) -> str:
@@ -479,6 +541,97 @@ def _masked(uri: str) -> str:
     if not at:
         return uri
     return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:••••••@{host}"
+
+
+# ---- supervision -----------------------------------------------------------------------
+
+
+def revive(kind_name: str, data_dir: Path) -> str | None:
+    """Restart the folder's recorded server of `kind_name` ("broker", "database") if it
+    is dead or deaf, on the port it had; its URI, or None when none is recorded (never
+    started, or stopped on purpose: not ours to start)."""
+    kind = _KINDS[kind_name]
+    data_dir = data_dir.resolve()
+    if not kind.path(data_dir, ".json").exists():
+        return None
+    with _locked(kind.path(data_dir, ".lock")):
+        state = _read_state(kind, data_dir)
+        if state is None:
+            return None
+        if _is_ours(state.pid, kind, data_dir) and kind.answers(state.port):
+            return _uri(kind, state)
+        log.warning("embedded %s (pid %d) is down: restarting it", kind.title, state.pid)
+        _terminate(state.pid, kind, data_dir)
+        _terminate_leftovers(kind, data_dir)
+        started = _start_with_credentials(kind, data_dir, state)
+        _write_state(kind, data_dir, started)
+        log.warning("embedded %s is back on port %d", kind.title, started.port)
+        return _uri(kind, started)
+
+
+class EmbeddedSupervisor:
+    """Keeps the data folder's embedded broker and database up: every
+    `SUPERVISE_EVERY_S` it checks each recorded server (pid alive, port answers) and
+    restarts a dead one on the same port (`revive`). A live server that does not answer
+    is replaced only after three checks in a row (a busy one is not dead). Does nothing
+    for a server the settings name (MQTT_URI, MONGO_URI). A background service."""
+
+    def __init__(self, settings: Settings, *, every_s: float = SUPERVISE_EVERY_S) -> None:
+        self._data_dir = settings.data_dir
+        configured = {"broker": settings.mqtt_uri, "database": settings.mongo_uri}
+        self._kinds = [name for name, uri in configured.items() if not uri]
+        self._every_s = every_s
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._deaf: dict[str, int] = {}
+        self.restarts = 0
+
+    def start(self) -> None:
+        if self._thread is not None or not self._kinds:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._run, name="smib-embedded-supervisor", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def check(self) -> None:
+        """One round: restart what is dead (also called by the thread)."""
+        data_dir = self._data_dir.resolve()
+        for name in self._kinds:
+            kind = _KINDS[name]
+            state = _read_state(kind, data_dir)
+            if state is None:
+                continue
+            if not _is_ours(state.pid, kind, data_dir):
+                self._restart(name, data_dir)
+            elif not kind.answers(state.port):
+                self._deaf[name] = self._deaf.get(name, 0) + 1
+                if self._deaf[name] >= 3:
+                    self._restart(name, data_dir)
+            else:
+                self._deaf.pop(name, None)
+
+    def _restart(self, name: str, data_dir: Path) -> None:
+        self._deaf.pop(name, None)
+        try:
+            if revive(name, data_dir) is not None:
+                self.restarts += 1
+        except (EmbeddedServerError, OSError) as exc:
+            log.error("embedded %s could not be restarted: %s", _KINDS[name].title, exc)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._every_s):
+            try:
+                self.check()
+            except Exception:  # supervision must outlive one bad round
+                log.exception("embedded supervisor: a check failed")
 
 
 # ---- the broker process ----------------------------------------------------------------

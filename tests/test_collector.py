@@ -4,12 +4,13 @@ Mosquitto with the embedded database for reads, rollups, restarts and the lease.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 import pytest
+from pymongo.errors import AutoReconnect
 
 from smib_core import protocol, sas
 from smib_core.analytics import meter_movement, rollup
@@ -21,6 +22,7 @@ from smib_core.services.demo import register_demo_fleet
 from smib_core.settings import Settings
 from smib_core.sim.board import Faults
 from smib_core.sim.fleet import Fleet
+from smib_core.slots import audit_slots, slot_due, slot_of
 from smib_core.store.meters import MeterStore
 from smib_core.store.registry import Registry
 from smib_core.store.rollups import location_hourly_frame
@@ -270,17 +272,165 @@ def test_only_the_lease_holder_reads_on_its_schedule(
         assert one.stats().holding_lease and not two.stats().holding_lease
         assert one.stats().reads >= 4 and two.stats().reads == 0
         one.stop()
-        deadline = time.monotonic() + 4
+        deadline = time.monotonic() + 6  # a period after it takes the lease, and some
         while two.stats().reads == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert two.stats().holding_lease and two.stats().reads > 0, "the other took over"
     finally:
         one.stop()
         two.stop()
-    snapshots = MeterStore(mongo_db).snapshots(*WIDE)
+    store = MeterStore(mongo_db)
+    snapshots = store.snapshots(*WIDE)
     assert set(snapshots["relay"]) == set(fleet.relay_ids)
-    for relay, at in zip(snapshots["relay"], snapshots["at"], strict=True):
-        late = (at.timestamp() - offset_s(relay, 2)) % 2
-        assert late < 0.8, f"{relay} read {late:.2f} s after its slot"
+    scheduled = store.scheduled_snapshots(*WIDE)
+    assert len(scheduled) == len(snapshots) + len(store.failed_readings(*WIDE))
+    for doc in scheduled:  # never before its slot is due, at most a period after
+        after_due = doc["at"].timestamp() - slot_due(doc["relay"], doc["slot"], 2)
+        assert -0.01 <= after_due < 2 + 0.5, (doc, after_due)
+    report = audit_slots(scheduled, 2)
+    assert set(report) == {c.id for c in fleet_registry.cabinets()}
+    assert all(audit.complete for audit in report.values()), report
+    late = [
+        (at.timestamp() - offset_s(relay, 2)) % 2
+        for relay, at in zip(snapshots["relay"], snapshots["at"], strict=True)
+    ]
+    # On taking the lease a board whose current slot has no record is read at once
+    # (once per board and holder); the others are read on time.
+    assert sum(lag < 0.8 for lag in late) >= len(late) / 2
     assert_location_hours_match(MeterStore(mongo_db))  # flushed on start and stop
     assert_daily_digests_match(MeterStore(mongo_db))
+
+
+# --- slots, gaps and the backlog (fake bus, embedded database) ------------------------
+
+
+class FlakyStore(MeterStore):
+    """A meter store whose database can be made to "go away" (AutoReconnect)."""
+
+    down = False
+
+    def store_snapshots(self, docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if self.down:
+            raise AutoReconnect("connection refused")
+        return super().store_snapshots(docs)
+
+
+@pytest.mark.integration
+def test_readings_wait_for_the_database_and_dropped_ones_are_recorded_missed(
+    mongo_db: Any, registry: Registry
+) -> None:
+    bus = FakeBus()
+    coin = iter(range(1_000, 10**9, 1_000))
+    bus.answers = {r: (lambda r=r: meter_reply(r, next(coin))) for r in RELAYS}
+    store = FlakyStore(mongo_db)
+    now = [datetime(2024, 5, 1, 10, 0, tzinfo=UTC).timestamp()]
+    config = CollectorConfig(period_s=60, backlog_max=4)
+    collector = Collector(bus, mongo_db, config, store=store, clock=lambda: now[0])
+    target = next(t for t in collector.targets() if t.relay == RELAYS[0])
+    store.down = True
+    for slot in range(100, 106):  # six readings, room for four
+        now[0] += 60
+        assert collector.read(target, slot).ok
+    assert collector.stats().backlog == 4 and collector.stats().dropped == 2
+    assert mongo_db.meter_snapshots.count_documents({}) == 0
+    assert not collector.drain()
+
+    store.down = False
+    assert collector.drain()
+    docs = {d["slot"]: d for d in mongo_db.meter_snapshots.find()}
+    assert sorted(docs) == list(range(100, 106)), "every slot has its record"
+    assert [docs[k]["failure_check"] for k in (100, 101)] == ["missed", "missed"]
+    assert "backlog" in docs[100]["failure"] and "database" in docs[100]["failure"]
+    assert all(docs[k]["ok"] for k in range(102, 106))
+    assert [docs[k]["meters"]["0000"] for k in range(102, 106)] == [3_000, 4_000, 5_000, 6_000]
+    hourly = store.rollups("h", *WIDE)
+    assert hourly["coin_in"].sum() == 3_000, "the rollups count the written backlog"
+    assert collector.drain() and collector.stats().backlog == 0
+    assert mongo_db.meter_snapshots.count_documents({}) == 6
+
+
+@pytest.mark.integration
+def test_a_new_holder_records_the_slots_nobody_read_and_reads_at_once(
+    mongo_db: Any, registry: Registry
+) -> None:
+    bus = FakeBus()
+    bus.answers = {r: (lambda r=r: meter_reply(r, 5_000)) for r in RELAYS}
+    period = 3600.0  # one day is 24 slots: an older gap becomes one record
+    store = MeterStore(mongo_db)
+    now = time.time()
+    cabinets = {c.relay: c.id for c in registry.cabinets()}
+    recorded = {
+        r: slot_of(r, now, period) - back for r, back in zip(RELAYS, (1, 3, 30), strict=True)
+    }
+    for relay, slot in recorded.items():
+        fields = {"slot": slot, "period_s": period, "cabinet_id": cabinets[relay]}
+        store.insert_snapshot(relay, datetime.now(UTC), meters={"0000": 1}, **fields)
+
+    collector = Collector(bus, mongo_db, CollectorConfig(period_s=period, lease_ttl_s=3))
+    collector.start()
+    try:
+        deadline = time.monotonic() + 10
+        while collector.stats().reads < 3 or collector.stats().missed < 27:
+            assert time.monotonic() < deadline, collector.stats()
+            time.sleep(0.1)
+    finally:
+        collector.stop()
+    docs = store.scheduled_snapshots(*WIDE, period_s=period)
+    report = audit_slots(docs, period)
+    for relay in RELAYS:
+        audit = report[cabinets[relay]]
+        assert audit.complete and audit.last == slot_of(relay, time.time(), period), audit
+    missed = [d for d in docs if d["failure_check"] == "missed"]
+    assert len(missed) == 0 + 2 + 24 + 1
+    assert [d["slot_to"] - d["slot_from"] for d in missed if "slot_to" in d] == [29 - 24 - 1]
+    assert {d["relay"] for d in docs if d["ok"]} == set(RELAYS)
+
+
+@pytest.mark.integration
+def test_a_holder_with_nothing_to_read_idles(mongo_db: Any) -> None:
+    import psutil
+
+    collector = Collector(FakeBus(), mongo_db, CollectorConfig(period_s=2, lease_ttl_s=3))
+    collector.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not collector.stats().holding_lease:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        before = psutil.Process().cpu_times()
+        time.sleep(2)
+        after = psutil.Process().cpu_times()
+    finally:
+        collector.stop()
+    busy = (after.user - before.user) + (after.system - before.system)
+    assert busy < 0.5, f"{busy:.2f} s of CPU in 2 s with no board to read"
+
+
+@pytest.mark.integration
+def test_a_slot_whose_board_is_still_being_read_is_recorded_missed(
+    mongo_db: Any, registry: Registry
+) -> None:
+    from smib_core.services.collector import STILL_READING
+
+    bus = FakeBus()
+    slow = RELAYS[0]
+
+    def slow_reply() -> DeviceMessage:
+        time.sleep(4.5)  # longer than two periods: the next slot cannot be read
+        return meter_reply(slow, 1_000)
+
+    bus.answers = {r: (lambda r=r: meter_reply(r, 1_000)) for r in RELAYS} | {slow: slow_reply}
+    collector = Collector(bus, mongo_db, CollectorConfig(period_s=2, lease_ttl_s=3))
+    collector.start()
+    try:
+        time.sleep(7)
+    finally:
+        collector.stop()
+    docs = MeterStore(mongo_db).scheduled_snapshots(*WIDE, period_s=2)
+    report = audit_slots(docs, 2)
+    assert all(audit.complete for audit in report.values()), report
+    slow_docs = sorted((d for d in docs if d["relay"] == slow), key=lambda d: d["slot"])
+    reasons = [d.get("failure") for d in slow_docs]
+    assert STILL_READING in reasons and None in reasons, reasons
+    fast = [d for d in docs if d["relay"] != slow]
+    assert fast and all(d["ok"] for d in fast)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import gridfs
 import paho.mqtt.client as mqtt
 import psutil
 import pytest
+from pymongo.errors import PyMongoError
 
 from smib_core import embedded
 from smib_core.settings import BrokerAddress, Settings
@@ -280,3 +283,99 @@ def test_the_data_folder_is_private(data_dir: Path) -> None:
     assert modes == dict.fromkeys(modes, 0o600)
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in data_dir.rglob("*") if p.is_dir())
+
+
+def test_the_supervisor_restarts_a_killed_database_on_its_port(data_dir: Path) -> None:
+    from smib_core.store.db import client_for
+
+    uri = embedded.ensure_database(data_dir)
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    assert port_of(uri) < int(ephemeral[0]), "no outgoing connection can take its port"
+    client = client_for(uri)
+    supervisor = embedded.EmbeddedSupervisor(Settings(data_dir=data_dir), every_s=0.5)
+    supervisor.start()
+    try:
+        client.smib_test.things.insert_one({"_id": "before"})
+        pid = int(str(state(data_dir, "embedded-mongo")["pid"]))
+        psutil.Process(pid).kill()  # kill -9
+        killed_at = time.monotonic()
+        while state(data_dir, "embedded-mongo")["pid"] == pid or not embedded.port_answers(
+            port_of(uri)
+        ):
+            assert time.monotonic() - killed_at < 10, "the database did not come back"
+            time.sleep(0.1)
+        # The client made before the kill works again, unchanged.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.smib_test.things.insert_one({"_id": "after"})
+                break
+            except PyMongoError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        back_in = time.monotonic() - killed_at
+        assert back_in < 8, f"answering again after {back_in:.1f} s"
+        assert sorted(d["_id"] for d in client.smib_test.things.find()) == ["after", "before"]
+        recorded = state(data_dir, "embedded-mongo")
+        assert recorded["port"] == port_of(uri) and recorded["pid"] != pid
+        assert supervisor.restarts == 1
+    finally:
+        supervisor.stop()
+        client.close()
+
+
+def test_a_taken_port_moves_the_restarted_server(data_dir: Path) -> None:
+    uri = embedded.ensure_database(data_dir)
+    pid = int(str(state(data_dir, "embedded-mongo")["pid"]))
+    psutil.Process(pid).kill()
+    squatter = socket.socket()
+    try:
+        deadline = time.monotonic() + 5
+        while True:  # someone else takes the port meanwhile
+            try:
+                squatter.bind(("127.0.0.1", port_of(uri)))
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        squatter.listen()
+        moved = embedded.revive("database", data_dir)
+        assert moved is not None and moved != uri
+        assert state(data_dir, "embedded-mongo")["port"] == port_of(moved)
+    finally:
+        squatter.close()
+
+
+def test_the_supervisor_leaves_configured_servers_and_stopped_ones_alone(data_dir: Path) -> None:
+    configured = embedded.EmbeddedSupervisor(
+        Settings(data_dir=data_dir, mqtt_uri="mqtt://h:1", mongo_uri="mongodb://h/")
+    )
+    configured.start()
+    assert configured._thread is None  # nothing to supervise
+    configured.stop()
+
+    embedded.ensure_database(data_dir)
+    embedded.stop(data_dir)  # stopped on purpose: no state file, nothing to restart
+    supervisor = embedded.EmbeddedSupervisor(Settings(data_dir=data_dir))
+    supervisor.check()
+    assert servers_for(data_dir, "nx_27017") == [] and supervisor.restarts == 0
+
+
+def test_the_supervisor_restarts_a_killed_broker_on_its_port(data_dir: Path) -> None:
+    uri = embedded.ensure_broker(data_dir)
+    supervisor = embedded.EmbeddedSupervisor(
+        Settings(data_dir=data_dir, mongo_uri="mongodb://elsewhere/"), every_s=0.5
+    )
+    supervisor.start()
+    try:
+        pid = int(str(state(data_dir, "embedded-broker")["pid"]))
+        psutil.Process(pid).kill()
+        deadline = time.monotonic() + 15
+        while supervisor.restarts == 0:
+            assert time.monotonic() < deadline, "the broker was not restarted"
+            time.sleep(0.1)
+        assert embedded.status(data_dir)["broker"]["running"]
+        assert state(data_dir, "embedded-broker")["port"] == port_of(uri)
+        assert not (data_dir / "embedded-mongo.json").exists(), "MONGO_URI is set: no database"
+    finally:
+        supervisor.stop()

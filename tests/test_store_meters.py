@@ -258,3 +258,49 @@ def test_a_digest_of_an_older_layout_is_read_from_the_daily_rollups(store: Meter
     board = build_dashboard(store, registry, period)
     expected = store.rollups("D", start, end)["coin_in_money"].sum()
     assert board.kpis["coin_in"] == pytest.approx(expected) and expected > 0
+
+
+def test_a_slot_is_stored_once_whoever_stores_it(store: MeterStore, mongo_db: Any) -> None:
+    slotted = {"slot": 7, "period_s": 300.0, **CABINET}
+    first = store.insert_snapshot("aa0000000001", T0, failure_check="timeout", **slotted)
+    assert first["_id"] == "c1:300:7" and first["slot"] == 7 and first["period_s"] == 300.0
+    again = snapshot_document("aa0000000001", T0, failure_check="timeout", **slotted)
+    assert store.store_snapshots([again, again]) == []
+    assert mongo_db.meter_snapshots.count_documents({}) == 1
+    assert mongo_db.meter_failures.count_documents({"_id": "c1:300:7"}) == 1
+    assert store.last_slots(300) == {"c1": 7} and store.last_slots(60) == {}
+
+
+def test_a_reading_replaces_a_missed_record_of_its_slot(store: MeterStore, mongo_db: Any) -> None:
+    slotted = {"slot": 8, "period_s": 300.0, **CABINET}
+    store.insert_snapshot(
+        "aa0000000001", T0, failure="nobody read it", failure_check="missed", **slotted
+    )
+    good = snapshot_document("aa0000000001", T0, meters={"0000": 5}, **slotted)
+    assert [d["_id"] for d in store.store_snapshots([good])] == ["c1:300:8"]
+    stored = mongo_db.meter_snapshots.find_one({"_id": "c1:300:8"})
+    assert stored["ok"] and stored["meters"] == {"0000": 5}
+    assert mongo_db.meter_failures.count_documents({}) == 0
+    # ...but never the other way round, nor a good reading by another.
+    assert (
+        store.store_snapshots(
+            [snapshot_document("aa0000000001", T0, failure_check="missed", **slotted)]
+        )
+        == []
+    )
+    assert store.store_snapshots([good]) == []
+    assert mongo_db.meter_snapshots.find_one({"_id": "c1:300:8"})["ok"]
+
+
+def test_a_long_gap_is_one_record_and_missed_counts_as_a_failure(store: MeterStore) -> None:
+    gap = {"slot": 10, "slot_to": 500, "period_s": 300.0, **CABINET}
+    doc = store.insert_snapshot("aa0000000001", T0, failure="down", failure_check="missed", **gap)
+    assert (doc["_id"], doc["slot_from"], doc["slot_to"]) == ("c1:300:10", 10, 500)
+    assert store.last_slots(300) == {"c1": 500}
+    assert store.last_reading_times(ok_only=False) == {}, "a missed slot is no reading attempt"
+    failed = store.failed_readings(T0, T0 + timedelta(minutes=1))
+    assert list(failed["failure_check"]) == ["missed"]
+    with pytest.raises(InvalidInput):
+        snapshot_document("aa0000000001", T0, slot=10, slot_to=9, period_s=300.0, **CABINET)
+    with pytest.raises(InvalidInput):
+        snapshot_document("aa0000000001", T0, slot=10, **CABINET)  # no period

@@ -9,18 +9,32 @@ at most `timeout_s` per board. A board whose `coms` config says it is not SAS
 
 Every attempt becomes a meter snapshot (`store.meters`): ok with its meters and sizes,
 or failed with the reason (the board's "-1" is `device_error`, a frame that failed a
-check names the check, no reply is `timeout`), so gaps are visible, never silent. A
-good reading refreshes the rollups it touches (`services.meter_rollups`), and a RAM
-clear seen in the interval it closes raises a `ram_clear` alert. The (location, hour)
-pairs those refreshes touched, and their gaming days, are remembered and their
-`rollups_location_hourly` rows and `rollups_daily_digest` documents recomputed at most
-every `LOCATION_FLUSH_S` by the loop's thread (at the end of `run_once`, on stop, and
-for every location's current and previous hour, and their days, when the loop starts).
+check names the check, no reply is `timeout`), so gaps are visible, never silent. The
+`ReadingKeeper` (`services.reading_keeper`) stores it, now or when the database answers
+again, and keeps the rollups, location hours and daily digests current (flushed at
+the end of `run_once`, on stop, and for every location's current and previous hour
+when the loop starts).
 
 One per deployment: the periodic loop runs only while this process holds the lease
-`collector` (`store.leases`); other processes (more replicas, a `smib collect` next to
-the web app) wait and take over when the holder stops renewing. `run_once` reads now,
-regardless of the lease: an operator's explicit action.
+`collector` (`store.leases`, 8 s, renewed every 2.7 s by a thread of its own); other
+processes (more workers, a `smib collect` next to them) try every half second and take
+over when the holder stops renewing. `run_once` reads now, regardless of the lease: an
+operator's explicit action, stored without a slot.
+
+Slots (`smib_core.slots`): each scheduled read is the read of one slot of its board and
+is stored with `slot`, `period_s` and the `_id` of that slot, so a slot is stored once
+whoever stores it. On taking the lease, and every period after, the holder reads at
+once every board whose current slot has no record, and writes a `missed` failed
+snapshot (with the reason) for every slot between a cabinet's last recorded slot and
+the one it reads next (one day of slots one by one at most; an older gap is one record
+covering `slot_from..slot_to`).
+
+The database may go away: reads go on (the bus is fine), and what cannot be stored
+waits in the keeper's bounded backlog (`backlog_max`), written in order when the
+database answers again; a reading the full backlog had to drop becomes a `missed`
+record of its slot, saying so. The holder keeps its role while the database cannot be
+reached (nobody can take a lease from it); once it answers, the lease rules apply
+again, and a slot read twice meanwhile is stored once.
 
 Reads go to the bus directly, not through `BoardActions`: a meter read changes nothing
 on the board, and auditing every board every five minutes would bury the audit trail
@@ -29,41 +43,41 @@ under hundreds of thousands of entries a day. The snapshots are the record of th
 
 from __future__ import annotations
 
-import hashlib
+import heapq
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
-import pandas as pd
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from smib_core import protocol
 from smib_core.errors import InvalidInput, RequestTimeout, SmibError
 from smib_core.protocol import Command, DeviceMessage, MeterReply
 from smib_core.sas import MeterReading
-from smib_core.services.meter_rollups import (
-    reading_day,
-    reading_hour,
-    refresh_daily_digests,
-    refresh_location_hours,
-    refresh_rollups,
-)
+from smib_core.services.reading_keeper import ReadingKeeper, Target, utc_ms
 from smib_core.settings import Settings
+from smib_core.slots import offset_s, slot_due, slot_of
 from smib_core.store.leases import Lease, process_owner
-from smib_core.store.meters import MeterStore
+from smib_core.store.meters import MeterStore, snapshot_document
 from smib_core.store.registry import Registry
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "collector"
 SAS_MODE = 0
-LOCATION_FLUSH_S = 60.0  # how stale the location-hourly coin in may get
+STANDBY_POLL_S = 0.5  # how often a process without the lease tries to take it
+BUSY_RETRY_S = 0.25  # a board still being read is tried again this much later, within its slot
+NOT_READ = "not read: no collector was reading (stopped, crashed or taking over the lease)"
+STILL_READING = "not read: the board's previous read was still running"
+FELL_BEHIND = "not read: the collector fell more than a period behind its schedule"
+
+__all__ = ["Collector", "CollectorConfig", "Target", "offset_s", "slot_due", "slot_of"]
 
 
 class MeterBus(Protocol):
@@ -79,7 +93,8 @@ class CollectorConfig:
     period_s: float = 300.0
     concurrency: int = 8
     timeout_s: float = 5.0
-    lease_ttl_s: float = 30.0
+    lease_ttl_s: float = 8.0  # renewed every third of it: a dead holder is replaced in < 9 s
+    backlog_max: int = 100_000  # readings kept while the database cannot store them
     gaming_day_start_hour: int = 0
     tz: str = "UTC"
 
@@ -90,8 +105,10 @@ class CollectorConfig:
             raise InvalidInput("the collector reads 1 to 64 boards at a time")
         if not 0.1 <= self.timeout_s <= 60:
             raise InvalidInput("the per-board timeout must be 0.1 to 60 s")
-        if self.lease_ttl_s < 3:
-            raise InvalidInput("the collector lease lives at least 3 s")
+        if not 3 <= self.lease_ttl_s <= 9:
+            raise InvalidInput("the collector lease lives 3 to 9 s")
+        if self.backlog_max < 1:
+            raise InvalidInput("the collector keeps a backlog of at least one reading")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> CollectorConfig:
@@ -105,23 +122,6 @@ class CollectorConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
-    """A board to read and the cabinet its meters belong to."""
-
-    relay: str
-    cabinet_id: str
-    cabinet: str
-    location_id: str
-    location: str
-    denomination: float
-
-    def cabinet_fields(self) -> dict[str, Any]:
-        """What a snapshot records of the cabinet (`store.meters.snapshot_document`)."""
-        names = ("cabinet_id", "cabinet", "location_id", "location", "denomination")
-        return {name: getattr(self, name) for name in names}
-
-
-@dataclass(frozen=True, slots=True)
 class Reading:
     """How one read went (the snapshot that was stored, in short)."""
 
@@ -132,6 +132,7 @@ class Reading:
     failure: str | None = None
     failure_check: str | None = None
     meters: int = 0
+    slot: int | None = None
 
 
 @dataclass(slots=True)
@@ -142,14 +143,10 @@ class CollectorStats:
     store_errors: int = 0
     periods: int = 0
     holding_lease: bool = False
+    backlog: int = 0  # readings waiting for the database
+    dropped: int = 0  # readings the full backlog dropped (their slots recorded missed)
+    missed: int = 0  # missed slots recorded
     last_reading: dict[str, datetime] = field(default_factory=dict)
-
-
-def offset_s(relay: str, period_s: float) -> float:
-    """Where in the period a board is read: stable for a relay, spread evenly in
-    `[0, period_s)` over many relays."""
-    digest = hashlib.sha256(relay.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 * period_s
 
 
 def _meter_reading(reply: DeviceMessage | None) -> MeterReading | None:
@@ -162,12 +159,6 @@ def _failure_of(reply: DeviceMessage) -> tuple[str | None, str | None]:
         return None, None
     failure = getattr(reply, "failure", None) or "the board sent no meter reply"
     return str(failure), getattr(reply, "failure_check", None) or "command"
-
-
-def _utc(epoch: float) -> datetime:
-    """A reading time as MongoDB keeps it (milliseconds), so it compares equal later."""
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class Collector:
@@ -198,12 +189,25 @@ class Collector:
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()
         self._stopping = threading.Event()
+        self._lost = threading.Event()  # the lease turned out to be someone else's
         self._thread: threading.Thread | None = None
+        self._renewer: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._renewed = 0.0  # when the lease was last renewed (clock seconds)
-        self._dirty: set[tuple[str, datetime]] = set()  # (location_id, hour) to recompute
-        self._dirty_days: set[datetime] = set()  # gaming days whose digest to recompute
-        self._flushed = 0.0  # when the location hours were last recomputed (clock seconds)
+        self._targets: list[Target] = []  # the last targets read from the registry
+        self._schedule: dict[str, tuple[Target, int]] = {}  # relay -> (target, next slot)
+        self._writer: threading.Thread | None = None
+        self._wake = threading.Event()  # the writer has something to do
+        self._recompute_due = False
+        self.keeper = ReadingKeeper(
+            db,
+            self.store,
+            period_s=self.config.period_s,
+            backlog_max=self.config.backlog_max,
+            gaming_day_start_hour=self.config.gaming_day_start_hour,
+            tz=self.config.tz,
+            alerts=alerts,
+            clock=clock,
+        )
 
     # --- what to read ----------------------------------------------------------------
 
@@ -234,8 +238,9 @@ class Collector:
 
     # --- reading ---------------------------------------------------------------------
 
-    def read(self, target: Target) -> Reading:
-        """Ask one board for its meters, store the snapshot, refresh the rollups."""
+    def read(self, target: Target, slot: int | None = None) -> Reading:
+        """Ask one board for its meters, store the snapshot (of `slot` when scheduled),
+        refresh the rollups. A database that cannot take it now gets it later."""
         reply: DeviceMessage | None = None
         try:
             reply = self._bus.request(target.relay, protocol.read_meters(), self.config.timeout_s)
@@ -246,8 +251,10 @@ class Collector:
             failure, check = str(exc), "timeout"
         decoded = _meter_reading(reply)
         count = len(decoded.values()) if decoded is not None else 0
-        at = _utc(self._clock())
-        reading = Reading(target.relay, target.cabinet, at, failure is None, failure, check, count)
+        at = utc_ms(self._clock())
+        reading = Reading(
+            target.relay, target.cabinet, at, failure is None, failure, check, count, slot
+        )
         self._store(target, reading, decoded)
         return reading
 
@@ -262,43 +269,12 @@ class Collector:
             self._stats.ok += reading.ok
             self._stats.failed += not reading.ok
             self._stats.last_reading[target.relay] = reading.at
-        try:
-            outcome = {"ok": reading.ok, "failure": reading.failure, "meters": meters}
-            outcome |= {"failure_check": reading.failure_check, "sizes": sizes}
-            self.store.insert_snapshot(
-                target.relay, reading.at, **target.cabinet_fields(), **outcome
-            )
-            if reading.ok:
-                self._refresh(target, reading.at)
-        except Exception:  # a store failure must not end the worker; it is counted
-            with self._lock:
-                self._stats.store_errors += 1
-            log.exception("collector: could not store the reading of %s", target.relay)
-
-    def _refresh(self, target: Target, at: datetime) -> None:
-        hour = self.config.gaming_day_start_hour
-        movement = refresh_rollups(
-            self.store, target.cabinet_id, at, gaming_day_start_hour=hour, tz=self.config.tz
-        )
-        if movement.empty:
-            return
-        day = reading_day(at, hour, self.config.tz).to_pydatetime()
-        with self._lock:
-            self._dirty.add((target.location_id, reading_hour(at, self.config.tz).to_pydatetime()))
-            self._dirty_days.add(day)
-        if not self._alerts:
-            return
-        closing = movement[movement["end"] == pd.Timestamp(at)]
-        if bool(closing["ram_clear"].any()):
-            self._raise_ram_clear(target, at)
-
-    def _raise_ram_clear(self, target: Target, at: datetime) -> None:
-        try:
-            from smib_core.services.alerts import raise_alert
-        except ImportError:  # the alerts service is optional
-            return
-        detail = f"the meters of {target.cabinet} fell (not a rollover): counted as 0"
-        raise_alert(self._db, "ram_clear", target.relay, detail, at)
+        outcome: dict[str, Any] = {"ok": reading.ok, "failure": reading.failure, "meters": meters}
+        outcome |= {"failure_check": reading.failure_check, "sizes": sizes}
+        if reading.slot is not None:
+            outcome |= {"slot": reading.slot, "period_s": self.config.period_s}
+        doc = snapshot_document(target.relay, reading.at, **target.cabinet_fields(), **outcome)
+        self.keeper.keep(target, doc)
 
     def run_once(self, relays: Iterable[str] | None = None) -> list[Reading]:
         """Read the registered SAS boards (or those of `relays`) now, all at once with
@@ -309,77 +285,67 @@ class Collector:
         workers = min(self.config.concurrency, len(found))
         with ThreadPoolExecutor(workers, thread_name_prefix="smib-collect-once") as pool:
             readings = list(pool.map(self.read, found))
-        self.flush_location_hours()
+        if not self.keeper.drain():
+            log.error("collector: the database did not take %d readings", self.stats().backlog)
+        self.keeper.flush_location_hours()
         return readings
 
-    # --- location-hourly coin in -----------------------------------------------------
+    def drain(self) -> bool:
+        """Write what waits for the database (`ReadingKeeper.drain`)."""
+        return self.keeper.drain()
 
     def flush_location_hours(self) -> int:
-        """Recompute the location-hour rows and the daily digests the readings since the
-        last flush touched; returns how many location-hour rows were written (on a store
-        failure the pairs and days wait for the next flush)."""
-        with self._lock:
-            dirty, self._dirty = self._dirty, set()
-            days, self._dirty_days = self._dirty_days, set()
-            self._flushed = self._clock()
-        written = 0
-        try:
-            written = refresh_location_hours(self.store, dirty) if dirty else 0
-            dirty = set()  # stored: only the days remain to retry
-            hour, tz = self.config.gaming_day_start_hour, self.config.tz
-            refresh_daily_digests(self.store, days, gaming_day_start_hour=hour, tz=tz)
-        except Exception:
-            with self._lock:
-                self._dirty |= dirty
-                self._dirty_days |= days
-                self._stats.store_errors += 1
-            log.exception("collector: could not recompute the location hours / daily digests")
-        return written
-
-    def _recompute_recent_hours(self) -> None:
-        """Every location's current and previous hour: what a stop may have left stale."""
-        now = reading_hour(datetime.fromtimestamp(self._clock(), UTC), self.config.tz)
-        hours = (now, now - pd.Timedelta(hours=1))
-        locations = {t.location_id for t in self.targets()}
-        start = self.config.gaming_day_start_hour
-        days = {reading_day(h + pd.Timedelta(hours=1), start, self.config.tz) for h in hours}
-        with self._lock:
-            self._dirty |= {(loc, hour.to_pydatetime()) for loc in locations for hour in hours}
-            self._dirty_days |= {day.to_pydatetime() for day in days}
-        self.flush_location_hours()
-
-    def _maybe_flush(self) -> None:
-        if self._clock() - self._flushed >= LOCATION_FLUSH_S:
-            self.flush_location_hours()
+        """Recompute the location hours and daily digests readings touched."""
+        return self.keeper.flush_location_hours()
 
     # --- the periodic loop -----------------------------------------------------------
+    #
+    # Three threads: the scheduler (`_loop`: takes the lease, then submits each board's
+    # read at its slot's moment; it never waits on the database while holding), the
+    # lease keeper (`_keep_lease`: renews every third of the lease's life) and the writer
+    # (`_write_loop`: the backlog, the missed records, the registry, the location hours;
+    # everything that may wait on a database that went away).
 
     def start(self) -> None:
-        """Run the loop on a named thread (and a pool of `concurrency` readers)."""
+        """Run the loop on named threads (and a pool of `concurrency` readers)."""
         if self._thread is not None:
             return
         self._stopping.clear()
         self._pool = ThreadPoolExecutor(
             self.config.concurrency, thread_name_prefix="smib-collector"
         )
+        self._renewer = threading.Thread(
+            target=self._keep_lease, name="smib-collector-lease", daemon=True
+        )
+        self._writer = threading.Thread(
+            target=self._write_loop, name="smib-collector-writer", daemon=True
+        )
         self._thread = threading.Thread(target=self._loop, name="smib-collector", daemon=True)
-        self._thread.start()
+        for thread in (self._renewer, self._writer, self._thread):
+            thread.start()
         log.info("collector started as %s (every %g s)", self.lease.owner, self.config.period_s)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the reads in flight, join the threads, give the lease up. Idempotent."""
+        """Finish the reads in flight, write what waits (if the database answers), join
+        the threads, give the lease up. Idempotent."""
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._wake.set()
+        for thread in (self._thread, self._renewer, self._writer):
+            if thread is not None:
+                thread.join(timeout)
+        self._thread = self._renewer = self._writer = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if not (self.keeper.drain() and self.keeper.write_missed()):
+            left = self.keeper.waiting()
+            log.error("collector: stopping with %d records the database did not take", left)
         self.flush_location_hours()
         self.lease.release()
         with self._lock:
             self._stats.holding_lease = False
             self._in_flight.clear()  # reads cancelled before they ran
+            self._schedule.clear()
 
     @property
     def running(self) -> bool:
@@ -387,7 +353,11 @@ class Collector:
 
     def stats(self) -> CollectorStats:
         with self._lock:
-            return replace(self._stats, last_reading=dict(self._stats.last_reading))
+            stats = replace(self._stats, last_reading=dict(self._stats.last_reading))
+        counts = self.keeper.counts()
+        stats.store_errors, stats.backlog = counts.store_errors, counts.backlog
+        stats.dropped, stats.missed = counts.dropped, counts.missed
+        return stats
 
     def _heartbeat_s(self) -> float:
         return self.config.lease_ttl_s / 3
@@ -396,68 +366,209 @@ class Collector:
         with self._lock:
             self._stats.holding_lease = holding
 
+    def _holding(self) -> bool:
+        with self._lock:
+            return self._stats.holding_lease
+
+    def _keep_lease(self) -> None:
+        """Renew the lease every third of its life while we hold it. A database that
+        cannot be asked takes nobody's lease, so the holder keeps its role meanwhile."""
+        while not self._stopping.wait(self._heartbeat_s()):
+            if not self._holding() or self._lost.is_set():
+                continue
+            try:
+                ours = self.lease.try_renew()
+            except PyMongoError as exc:
+                self.keeper.database_away(exc)
+                continue
+            if not ours:
+                log.warning("collector: lost the lease; waiting to get it back")
+                self._lost.set()
+
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                holding = self.lease.acquire()
-                self._set_holding(holding)
+                holding = self._holding() and not self._lost.is_set()
+                if not holding:
+                    self._set_holding(False)
+                    self._lost.clear()
+                    with self._lock:
+                        self._schedule.clear()  # whoever held it meanwhile read those slots
+                    holding = self.lease.try_acquire()
+                    self._set_holding(holding)
                 if holding:
                     self._hold()
                     continue
+            except PyMongoError as exc:
+                self.keeper.database_away(exc)
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("collector: the loop failed; retrying")
-            self._stopping.wait(self._heartbeat_s())
+            self._stopping.wait(STANDBY_POLL_S)
 
     def _hold(self) -> None:
-        """Read period after period while the lease stays ours."""
-        period = self.config.period_s
-        self._recompute_recent_hours()
-        cursor = self._renewed = self._clock()
-        while not self._stopping.is_set():
-            if self._clock() - cursor > period:
-                cursor = self._clock()  # fell behind (a slow database): skip, do not burst
-            period_start = math.floor(cursor / period) * period
-            slots = ((period_start + offset_s(t.relay, period), t) for t in self.targets())
-            for due, target in sorted((s for s in slots if s[0] >= cursor), key=lambda s: s[0]):
-                if not self._wait_until(due):
-                    return
-                self._submit(target)
-            cursor = period_start + period
-            if not self._wait_until(cursor):
+        """Read slot after slot while the lease stays ours: at once every board whose
+        current slot has no record, then each at its own moment of every period."""
+        with self._lock:
+            fresh = not self._schedule
+        if fresh:  # just taken: what is recorded, what nobody read (the database answers)
+            self._targets = self.targets()
+            last = self.store.last_slots(self.config.period_s)
+            self._plan(self._targets, last)
+            self._recompute_due = True
+            self._wake.set()
+        due = self._due_heap()
+        planned = self._targets
+        while not self._stopping.is_set() and not self._lost.is_set():
+            if self._targets is not planned:  # the writer read the registry again
+                planned = self._targets
+                self._plan(planned, None)
+                due = self._due_heap()
+            soon = self._clock() + 1.0  # the registry may bring new boards meanwhile
+            if not self._wait_until(min(due[0][0], soon) if due else soon):
                 return
+            self._submit_due(due)
+
+    def _plan(self, targets: list[Target], last: Mapping[str, int] | None) -> None:
+        """Schedule new targets (at once if their current slot has no record: with
+        `last` unknown, a new cabinet), forget old ones; with `last`, the slots nobody
+        recorded before the ones now scheduled become missed records."""
+        period, now = self.config.period_s, self._clock()
+        wanted = {t.relay: t for t in targets}
+        gaps: list[dict[str, Any]] = []
+        with self._lock:
+            for relay in [r for r in self._schedule if r not in wanted]:
+                del self._schedule[relay]
+            for relay, target in wanted.items():
+                if relay in self._schedule:
+                    self._schedule[relay] = (target, self._schedule[relay][1])
+                    continue
+                current = slot_of(relay, now, period)
+                recorded = None if last is None else last.get(target.cabinet_id)
+                first = current + 1 if recorded is not None and recorded >= current else current
+                self._schedule[relay] = (target, first)
+                if recorded is not None and recorded + 1 < first:
+                    missed = list(range(recorded + 1, first))
+                    gaps += self.keeper.missed_docs(target, missed, NOT_READ)
+        self.keeper.queue_missed(gaps)
+
+    def _due_heap(self) -> list[tuple[float, str, int]]:
+        period = self.config.period_s
+        with self._lock:
+            due = [(slot_due(r, k, period), r, k) for r, (_, k) in self._schedule.items()]
+        heapq.heapify(due)
+        return due
+
+    def _submit_due(self, due: list[tuple[float, str, int]]) -> None:
+        period = self.config.period_s
+        now = self._clock()
+        while due and due[0][0] <= now:
+            _, relay, slot = heapq.heappop(due)
             with self._lock:
-                self._stats.periods += 1
+                entry = self._schedule.get(relay)
+            if entry is None or entry[1] != slot:
+                continue  # no longer read, or rescheduled
+            target = entry[0]
+            current = slot_of(relay, now, period)
+            if current > slot:  # fell behind by a period or more: read the current slot
+                skipped = list(range(slot, current))
+                self._record_missed(target, skipped, FELL_BEHIND)
+                slot = current
+            if self._submit(target, slot):
+                following = slot + 1
+            elif slot_of(relay, now + BUSY_RETRY_S, period) == slot:
+                with self._lock:
+                    self._schedule[relay] = (target, slot)
+                heapq.heappush(due, (now + BUSY_RETRY_S, relay, slot))
+                continue
+            else:
+                self._record_missed(target, [slot], STILL_READING)
+                following = slot + 1
+            with self._lock:
+                self._schedule[relay] = (target, following)
+            heapq.heappush(due, (slot_due(relay, following, period), relay, following))
 
-    def _wait_until(self, due: float) -> bool:
-        """Sleep until `due`, renewing the lease; False when stopping or the lease is lost."""
-        while (wait := due - self._clock()) > 0:
-            self._maybe_flush()
-            if self._stopping.wait(min(wait, self._heartbeat_s())):
+    def _record_missed(self, target: Target, slots: list[int], reason: str) -> None:
+        self.keeper.queue_missed(self.keeper.missed_docs(target, slots, reason))
+        self._wake.set()
+
+    def _wait_until(self, when: float) -> bool:
+        """Sleep until `when`; False when stopping or the lease is lost."""
+        while (wait := when - self._clock()) > 0:
+            if self._stopping.wait(min(wait, 1.0)) or self._lost.is_set():
                 return False
-            if self._clock() - self._renewed >= self._heartbeat_s():
-                if not self.lease.renew():
-                    log.warning("collector: lost the lease; waiting to get it back")
-                    self._set_holding(False)
-                    return False
-                self._renewed = self._clock()
-        return not self._stopping.is_set()
+        return not self._stopping.is_set() and not self._lost.is_set()
 
-    def _submit(self, target: Target) -> None:
+    def _submit(self, target: Target, slot: int) -> bool:
+        """Hand the read of `slot` to the pool; False when the board is still being read."""
         with self._lock:
             if target.relay in self._in_flight or self._pool is None:
-                return  # still being read (a slow board): its next slot will do
+                return False
             self._in_flight.add(target.relay)
+        self.keeper.add_pending(target.cabinet_id, slot)
         try:
-            self._pool.submit(self._read_in_pool, target)
+            self._pool.submit(self._read_in_pool, target, slot)
         except RuntimeError:  # the pool shut down under us: stopping
             with self._lock:
                 self._in_flight.discard(target.relay)
+            self.keeper.discard_pending(target.cabinet_id, slot)
+        return True
 
-    def _read_in_pool(self, target: Target) -> None:
+    def _read_in_pool(self, target: Target, slot: int) -> None:
         try:
-            self.read(target)
+            self.read(target, slot)
         except Exception:
             log.exception("collector: reading %s failed", target.relay)
+            self.keeper.discard_pending(target.cabinet_id, slot)
         finally:
             with self._lock:
                 self._in_flight.discard(target.relay)
+
+    # --- the writer ------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        """Everything that waits on the database, off the scheduler's thread."""
+        next_check = 0.0
+        while not self._stopping.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            try:
+                if self._recompute_due:
+                    self._recompute_due = False
+                    locations = {t.location_id for t in self.targets()}
+                    self.keeper.recompute_recent_hours(locations)
+                self.keeper.drain()
+                self.keeper.write_missed()
+                self.keeper.maybe_flush()
+                if self._holding() and self._clock() >= next_check:
+                    next_check = self._clock() + self.config.period_s
+                    self._check()
+            except PyMongoError as exc:
+                self.keeper.database_away(exc)
+            except Exception:
+                log.exception("collector: writing failed; retrying")
+
+    def _check(self) -> None:
+        """Once a period: the registry again, and missed records for the slots between
+        a cabinet's last recorded one and the next it is due (none being read)."""
+        try:
+            self._targets = self.targets()
+        except PyMongoError as exc:
+            self.keeper.database_away(exc)
+            return
+        if self.keeper.missed_waiting():
+            return  # the last ones are not written yet
+        with self._lock:
+            schedule = list(self._schedule.values())
+            self._stats.periods += 1
+        pending = self.keeper.pending()
+        last = self.store.last_slots(self.config.period_s)
+        gaps: list[dict[str, Any]] = []
+        for target, upcoming in schedule:
+            recorded = last.get(target.cabinet_id)
+            if recorded is None:
+                continue
+            skipped = pending.get(target.cabinet_id, set())
+            slots = [k for k in range(recorded + 1, upcoming) if k not in skipped]
+            if slots:
+                gaps += self.keeper.missed_docs(target, slots, NOT_READ)
+        self.keeper.queue_missed(gaps)

@@ -1,7 +1,8 @@
 """The worker: every background service of a deployment, in one process, with no page.
 
 Contract: `Worker(settings, services=...)` builds, and `start()` starts in this order,
-the firmware HTTP server (`FirmwareService`), presence heartbeats, the event recorder
+the supervisor of the embedded broker and database (`embedded.EmbeddedSupervisor`), the
+firmware HTTP server (`FirmwareService`), presence heartbeats, the event recorder
 with the alert evaluation, the meter collector, the rollout runner, the batch runner
 and the audit sweeper, then the extra `services` given (objects with `start()` and
 `stop(timeout)`, or factories that build one from the worker's `WorkerContext`: its
@@ -33,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 from pymongo.database import Database
 
 from smib_core.bus import DeviceBus, bus_for
+from smib_core.embedded import EmbeddedSupervisor
 from smib_core.errors import SmibError
 from smib_core.firmware import materialise
 from smib_core.firmware.materialise import in_library
@@ -226,6 +228,8 @@ class Worker:
             timings=RunnerTimings(lease_ttl_s=LEASE_TTL_S),
         )
         self.services: list[tuple[str, BackgroundService]] = [
+            # restarts a dead embedded broker/database on its port (none with both URIs set)
+            ("embedded servers", EmbeddedSupervisor(settings)),
             ("firmware server", self.firmware),
             ("presence", self.presence),
             ("event recorder", self.events),

@@ -77,6 +77,15 @@ class Lease:
 
     def acquire(self) -> bool:
         """True when we hold the lease now (taken, taken over after expiry, or renewed)."""
+        try:
+            return self.try_acquire()
+        except PyMongoError as exc:
+            log.warning("lease %s: cannot acquire: %s", self.name, exc)
+            return False
+
+    def try_acquire(self) -> bool:
+        """`acquire`, raising PyMongoError when the database cannot be asked (so a
+        caller can tell "someone else holds it" from "nobody can tell")."""
         now = self._clock()
         fields = {"owner": self.owner, "expires_at": now + self.ttl_s, "acquired_at": now}
         try:
@@ -87,22 +96,23 @@ class Lease:
             self._col.insert_one({"_id": self.name, **fields})
         except DuplicateKeyError:
             return False  # someone else holds it
-        except PyMongoError as exc:
-            log.warning("lease %s: cannot acquire: %s", self.name, exc)
-            return False
         log.info("lease %s acquired by %s", self.name, self.owner)
         return True
 
     def renew(self) -> bool:
         """Push the expiry on; False when the lease is no longer ours (stop acting)."""
         try:
-            result = self._col.update_one(
-                {"_id": self.name, "owner": self.owner},
-                {"$set": {"expires_at": self._clock() + self.ttl_s}},
-            )
+            return self.try_renew()
         except PyMongoError as exc:
             log.warning("lease %s: cannot renew: %s", self.name, exc)
             return False
+
+    def try_renew(self) -> bool:
+        """`renew`, raising PyMongoError when the database cannot be asked."""
+        result = self._col.update_one(
+            {"_id": self.name, "owner": self.owner},
+            {"$set": {"expires_at": self._clock() + self.ttl_s}},
+        )
         return bool(result.matched_count)
 
     def release(self) -> None:

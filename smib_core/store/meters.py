@@ -14,6 +14,12 @@ Contract (the collector writes, dashboards and exports read):
   panel reads a period's few failures instead of scanning its snapshots.
 - `meter_last_readings`: per relay, the epoch seconds of its newest reading attempt
   and newest good reading (`$max`), so "when did we last hear it" needs no scan.
+- Scheduled snapshots (the periodic collector's, `smib_core.slots`) also carry `slot`
+  and `period_s`, and their `_id` is `slot_id(cabinet_id, period_s, slot)`: storing a
+  slot twice stores it once (a good reading may still replace a `missed` record of its
+  slot). A `missed` snapshot covering a long gap carries `slot_from`/`slot_to`.
+  `meter_last_slots` keeps, per cabinet and period, the newest slot recorded (`$max`),
+  so finding the slots nobody recorded needs no scan.
 
 Reads come back as DataFrames in the analytics formats: `snapshots` in the snapshot
 frame (`relay, cabinet, location, at, denomination`, one column per meter code,
@@ -32,17 +38,33 @@ from typing import Any
 import pandas as pd
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 
 from smib_core.errors import InvalidInput
+from smib_core.slots import slot_id
 from smib_core.store.documents import batches, instant, match_any, period_filter
 from smib_core.store.rollups import DEFAULT_CHUNK_ROWS, ID_COLUMNS, MAX_BATCH, RollupStore
 
 SNAPSHOTS = "meter_snapshots"
 LAST_READINGS = "meter_last_readings"
+LAST_SLOTS = "meter_last_slots"
 # Failed attempts are also copied here, so the dashboard's data-quality panel reads the
 # few failures of a period instead of scanning every snapshot of it.
 FAILURES = "meter_failures"
-FAILURE_CHECKS = ("crc", "length", "size", "bcd", "hex", "command", "device_error", "timeout")
+# "missed": a scheduled slot nobody could read (collector down, takeover, database away).
+FAILURE_CHECKS = (
+    "crc",
+    "length",
+    "size",
+    "bcd",
+    "hex",
+    "command",
+    "device_error",
+    "timeout",
+    "missed",
+)
+MISSED = "missed"
+_DUPLICATE_KEY = 11000
 SNAPSHOT_COLUMNS = [
     "relay",
     "cabinet",
@@ -70,15 +92,20 @@ def snapshot_document(
     ok: bool | None = None,
     failure: str | None = None,
     failure_check: str | None = None,
+    slot: int | None = None,
+    period_s: float | None = None,
+    slot_from: int | None = None,
+    slot_to: int | None = None,
     demo: bool = False,
 ) -> dict[str, Any]:
     """A snapshot document, normalised. A reading is ok unless it names a failure (or
     says `ok=False`); a failed reading keeps no meters and always has a `failure`.
+    With a `slot` (and `period_s`), a scheduled snapshot: its `_id` names the slot.
     Simulated demo history carries `demo: true` (`services.demo_history`)."""
     if not relay:
         raise InvalidInput("a meter snapshot needs a relay")
     good = (failure is None and failure_check is None) if ok is None else bool(ok)
-    return ({"demo": True} if demo else {}) | {
+    doc: dict[str, Any] = ({"demo": True} if demo else {}) | {
         "relay": str(relay),
         "cabinet_id": str(cabinet_id),
         "cabinet": str(cabinet),
@@ -94,6 +121,30 @@ def snapshot_document(
         else {},
         "sizes": {str(k).upper(): int(v) for k, v in (sizes or {}).items()} if good else {},
     }
+    if slot is not None:
+        doc |= _slot_fields(doc["cabinet_id"], slot, period_s, slot_from, slot_to)
+    return doc
+
+
+def _slot_fields(
+    cabinet_id: str, slot: int, period_s: float | None, slot_from: int | None, slot_to: int | None
+) -> dict[str, Any]:
+    if not cabinet_id or period_s is None or period_s <= 0:
+        raise InvalidInput("a scheduled snapshot needs its cabinet id and its period")
+    fields: dict[str, Any] = {
+        "_id": slot_id(cabinet_id, period_s, int(slot)),
+        "slot": int(slot),
+        "period_s": float(period_s),
+    }
+    if slot_to is not None and int(slot_to) != int(slot):
+        if int(slot_to) < int(slot) or (slot_from is not None and int(slot_from) != int(slot)):
+            raise InvalidInput("a range of slots runs from its slot to a later one")
+        fields |= {"slot_from": int(slot), "slot_to": int(slot_to)}
+    return fields
+
+
+def _slot_key(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {"cabinet_id": doc["cabinet_id"], "period_s": float(doc["period_s"])}
 
 
 def _bounded_chunk(chunk_rows: int) -> int:
@@ -136,6 +187,7 @@ class MeterStore(RollupStore):
         super().__init__(db)
         self._snapshots = db[SNAPSHOTS]
         self._last = db[LAST_READINGS]
+        self._last_slots = db[LAST_SLOTS]
         self._failures = db[FAILURES]
         self._failures.create_index([("at", ASCENDING)])
         self._failures.create_index([("relay", ASCENDING), ("at", ASCENDING)])
@@ -154,28 +206,99 @@ class MeterStore(RollupStore):
 
     def insert_snapshots(self, docs: Iterable[Mapping[str, Any]]) -> int:
         """Store reading attempts (each normalised by `snapshot_document`), in inserts of
-        at most MAX_BATCH; returns how many were stored."""
-        normalised = (snapshot_document(**{k: v for k, v in d.items() if k != "_id"}) for d in docs)
-        return sum(self._insert(batch) for batch in batches(normalised, MAX_BATCH))
+        at most MAX_BATCH; returns how many were stored (a slot already stored is not)."""
+        return len(self.store_snapshots(docs))
 
-    def _insert(self, batch: list[dict[str, Any]]) -> int:
-        stored = len(self._snapshots.insert_many(batch, ordered=False).inserted_ids)
-        failed = [
-            {c: doc.get(c) for c in (*FAILURE_COLUMNS, *ID_COLUMNS)}
-            for doc in batch
-            if not doc["ok"]
-        ]
-        if failed:
-            self._failures.insert_many(failed, ordered=False)
+    def store_snapshots(self, docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Like `insert_snapshots`, returning the documents stored now (not those whose
+        slot was already stored). Safe to repeat after a failure part-way."""
+        normalised = (snapshot_document(**{k: v for k, v in d.items() if k != "_id"}) for d in docs)
+        stored: list[dict[str, Any]] = []
+        for batch in batches(normalised, MAX_BATCH):
+            stored += self._insert(batch)
+        return stored
+
+    def _insert(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        stored = [batch[i] for i in self._insert_new(self._snapshots, batch)]
+        already = {id(doc) for doc in stored}
+        stored += [d for d in batch if id(d) not in already and self._replaces_missed(d)]
+        # Every failed one is copied (again, when a slot was stored before: a copy the
+        # earlier writer could not make is made now; one it made stays single).
+        self._insert_new(
+            self._failures,
+            [
+                {c: doc.get(c) for c in ("_id", *FAILURE_COLUMNS, *ID_COLUMNS) if c in doc}
+                for doc in batch
+                if not doc["ok"]
+            ],
+        )
         newest: dict[str, dict[str, float]] = {}
+        last_slots: dict[str, dict[str, Any]] = {}
         for doc in batch:
-            seen = newest.setdefault(doc["relay"], {})
-            epoch = doc["at"].timestamp()
-            for field in ("at", "ok_at") if doc["ok"] else ("at",):
-                seen[field] = max(seen.get(field, epoch), epoch)
+            if doc["failure_check"] != MISSED:
+                seen = newest.setdefault(doc["relay"], {})
+                epoch = doc["at"].timestamp()
+                for field in ("at", "ok_at") if doc["ok"] else ("at",):
+                    seen[field] = max(seen.get(field, epoch), epoch)
+            if "slot" in doc:
+                key = f"{doc['cabinet_id']}:{int(doc['period_s'])}"
+                slot = int(doc.get("slot_to", doc["slot"]))
+                mark = last_slots.setdefault(key, {**_slot_key(doc), "slot": slot})
+                mark["slot"] = max(mark["slot"], slot)
         for relay, times in newest.items():
             self._last.update_one({"_id": relay}, {"$max": times}, upsert=True)
+        for key, mark in last_slots.items():
+            slot = mark.pop("slot")
+            self._last_slots.update_one(
+                {"_id": key}, {"$max": {"slot": slot}, "$set": mark}, upsert=True
+            )
         return stored
+
+    @staticmethod
+    def _insert_new(collection: Any, docs: list[dict[str, Any]]) -> list[int]:
+        """Insert `docs`, ignoring those whose `_id` is stored already; the indexes of
+        those inserted now."""
+        if not docs:
+            return []
+        try:
+            collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                raise
+            taken = {int(e["index"]) for e in errors}
+            return [i for i in range(len(docs)) if i not in taken]
+        return list(range(len(docs)))
+
+    def _replaces_missed(self, doc: dict[str, Any]) -> bool:
+        """A good reading whose slot was recorded `missed` (by another holder, in a
+        split brain) takes that record's place; True if it did."""
+        if not doc["ok"] or "slot" not in doc or "slot_to" in doc:
+            return False
+        replaced = self._snapshots.replace_one({"_id": doc["_id"], "failure_check": MISSED}, doc)
+        if not replaced.matched_count:
+            return False
+        self._failures.delete_one({"_id": doc["_id"]})
+        return True
+
+    def last_slots(self, period_s: float) -> dict[str, int]:
+        """cabinet_id -> the newest slot recorded for it with period `period_s` (one find)."""
+        found: dict[str, int] = {}
+        for doc in self._last_slots.find({"period_s": float(period_s)}):
+            found[str(doc["cabinet_id"])] = int(doc["slot"])
+        return found
+
+    def scheduled_snapshots(
+        self, start: datetime, end: datetime, period_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The scheduled snapshots taken (or due, for `missed` ones) in `[start, end)`,
+        without their meters: what `smib_core.slots.audit_slots` checks."""
+        query: dict[str, Any] = {"at": period_filter(start, end), "slot": {"$exists": True}}
+        if period_s is not None:
+            query["period_s"] = float(period_s)
+        fields = ("cabinet_id", "relay", "at", "ok", "failure", "failure_check", "slot", "period_s")
+        projection = {c: 1 for c in (*fields, "slot_from", "slot_to")}
+        return list(self._snapshots.find(query, projection))
 
     def _query(
         self,
