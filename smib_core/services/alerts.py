@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from pymongo.database import Database
 
 from smib_core.protocol import normalize_relay_id
+from smib_core.services.local_time import CLOCK, local_text
 from smib_core.settings import Settings
 from smib_core.store.alerts import Alert, AlertStore
 from smib_core.store.events import CabinetContext, EventRecord
@@ -55,8 +56,9 @@ def offline_alert_after_s(settings: Settings) -> float:
     )
 
 
-def clock_text(at: datetime) -> str:
-    return f"{at.astimezone(UTC):%H:%M:%S} UTC"
+def clock_text(at: datetime, tz: str = "UTC") -> str:
+    """`08:03:00 EDT (America/New_York)`: a time an alert's text names, in local time."""
+    return local_text(at, tz, CLOCK)
 
 
 class CabinetDirectory:
@@ -106,22 +108,24 @@ class AlertChanges:
     resolved: int = 0
 
 
-def apply_event_alerts(store: AlertStore, records: Iterable[EventRecord]) -> AlertChanges:
-    """Raise and resolve the alerts these events imply, in the order they arrived."""
+def apply_event_alerts(
+    store: AlertStore, records: Iterable[EventRecord], tz: str = "UTC"
+) -> AlertChanges:
+    """Raise and resolve the alerts these events imply, in the order they arrived (the
+    texts name their times in the zone `tz`)."""
     raised = resolved = 0
     for record in records:
         message, at = record.message, record.received_at
         code = message.code.strip().upper()
         if code in RAISED_BY_EVENT:
-            detail = f"{message.name} at {clock_text(at)}"
+            detail = f"{message.name} at {clock_text(at, tz)}"
             _, new = store.raise_alert(
                 RAISED_BY_EVENT[code], message.relay, detail, record.context, at
             )
             raised += new
         elif code in RESOLVED_BY_EVENT:
-            done = store.resolve(
-                RESOLVED_BY_EVENT[code], message.relay, f"{message.name} at {clock_text(at)}", at
-            )
+            text = f"{message.name} at {clock_text(at, tz)}"
+            done = store.resolve(RESOLVED_BY_EVENT[code], message.relay, text, at)
             resolved += done is not None
     return AlertChanges(raised, resolved)
 
@@ -142,12 +146,14 @@ class AlertEvaluator:
         *,
         started_at: float | None = None,
         clock: Callable[[], float] = time.time,
+        tz: str = "UTC",
     ) -> None:
         self.bus = bus
         self.store = store
         self.directory = directory
         self.offline_after_s = offline_after_s
         self._clock = clock
+        self.tz = tz  # the zone an alert's text names its times in
         self.started_at = clock() if started_at is None else started_at
 
     def evaluate(self, now: float | None = None) -> AlertChanges:
@@ -160,10 +166,10 @@ class AlertEvaluator:
             last = seen.get(relay)
             silent = now - (last if last is not None else self.started_at)
             if silent > self.offline_after_s and relay not in held:
-                detail = _silence(last, silent, now)
+                detail = _silence(last, silent, self.tz)
                 raised += self.store.raise_alert(OFFLINE, relay, detail, context, _dt(now))[1]
             elif last is not None and silent <= self.offline_after_s and relay in held:
-                heard = f"heard again at {clock_text(_dt(last))}"
+                heard = f"heard again at {clock_text(_dt(last), self.tz)}"
                 resolved += self.store.resolve(OFFLINE, relay, heard, _dt(now)) is not None
         for relay in held - registered.keys():
             gone = "no cabinet uses this board any more"
@@ -184,10 +190,10 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h".replace(".0 h", " h")
 
 
-def _silence(last: float | None, silent: float, now: float) -> str:
+def _silence(last: float | None, silent: float, tz: str) -> str:
     if last is None:
         return f"not heard since the console started {duration_text(silent)} ago"
-    return f"not heard for {duration_text(silent)} (last at {clock_text(_dt(last))})"
+    return f"not heard for {duration_text(silent)} (last at {clock_text(_dt(last), tz)})"
 
 
 def context_for(registry: Registry, relay: str) -> CabinetContext:

@@ -90,6 +90,7 @@ class EventRecorder:
         lease: Lease | None = None,
         evaluate_every_s: float = 5.0,
         retry_delay_s: float = 1.0,
+        tz: str = "UTC",
     ) -> None:
         self.bus = bus
         self.events = events
@@ -100,6 +101,7 @@ class EventRecorder:
         self.batch_size = max(1, batch_size)
         self.evaluate_every_s = evaluate_every_s
         self.retry_delay_s = retry_delay_s
+        self.tz = tz  # alerts' texts name their times in this zone
         self._queue: queue.Queue[tuple[EventMessage, float]] = queue.Queue(max(1, queue_size))
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -211,7 +213,7 @@ class EventRecorder:
             return
         if self.alerts is not None:
             try:
-                changes = apply_event_alerts(self.alerts, records)
+                changes = apply_event_alerts(self.alerts, records, self.tz)
             except Exception:
                 log.exception("could not raise or resolve alerts for %d events", len(records))
                 return
@@ -289,8 +291,9 @@ def start_event_recording(
     audit = audit if audit is not None else AuditTrail(db)
     directory = CabinetDirectory(registry if registry is not None else Registry(db, audit))
     alerts = AlertStore(db, audit)
-    evaluator = AlertEvaluator(bus, alerts, directory, offline_alert_after_s(settings))
+    tz = settings.timezone
+    evaluator = AlertEvaluator(bus, alerts, directory, offline_alert_after_s(settings), tz=tz)
     lease = Lease(db, LEASE_NAME, process_owner("events:"), LEASE_TTL_S)
-    recorder = EventRecorder(bus, EventStore(db), directory, alerts, evaluator, lease=lease)
+    recorder = EventRecorder(bus, EventStore(db), directory, alerts, evaluator, lease=lease, tz=tz)
     recorder.start()
     return recorder

@@ -24,17 +24,20 @@ def period_start(label: str, now: datetime | None = None) -> datetime:
     return now - PERIODS.get(label, timedelta(hours=24))
 
 
-def events_per_hour(events: pd.DataFrame) -> pd.DataFrame:
-    """Counts per UTC hour and kind: columns hour, kind, events (kinds in KINDS order)."""
+def events_per_hour(events: pd.DataFrame, tz: str = "UTC") -> pd.DataFrame:
+    """Counts per local hour (in the zone `tz`) and kind: columns hour, kind, events
+    (kinds in KINDS order)."""
     if events.empty:
         return pd.DataFrame(
             {
-                "hour": pd.Series(dtype="datetime64[ns, UTC]"),
+                "hour": pd.Series(dtype=f"datetime64[ns, {tz}]"),
                 "kind": pd.Series(dtype=str),
                 "events": pd.Series(dtype=int),
             }
         )
-    hours = pd.to_datetime(events["at"], utc=True).dt.floor("h")
+    local = pd.to_datetime(events["at"], utc=True).dt.tz_convert(tz)
+    wall = local.dt.tz_localize(None)
+    hours = local + (wall.dt.floor("h") - wall)  # the local hour, right on a repeated hour
     counts = events.assign(hour=hours).groupby(["hour", "kind"]).size().rename("events")
     frame = counts.reset_index()
     order = {kind: i for i, kind in enumerate(KINDS)}

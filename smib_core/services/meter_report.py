@@ -27,6 +27,7 @@ import pandas as pd
 
 from smib_core.analytics.periods import bucket_start, period_bounds, previous_period
 from smib_core.errors import InvalidInput
+from smib_core.services.local_time import zone_label
 
 PERIOD_CHOICES: dict[str, str] = {
     "today": "Today",
@@ -78,15 +79,6 @@ def span(start: pd.Timestamp, end: pd.Timestamp) -> str:
     first = f"{start:%a %d %b %Y %H:%M}"
     last = f"{end:%H:%M}" if start.date() == end.date() else f"{end:%a %d %b %Y %H:%M}"
     return f"{first} – {last} {zone_label(start, end)}".strip()
-
-
-def zone_label(*moments: pd.Timestamp) -> str:
-    """The moments' zone abbreviations (two across a daylight-saving change) and its
-    IANA name: `CEST (Europe/Paris)`, `UTC`."""
-    names = list(dict.fromkeys(m.tzname() or "" for m in moments))
-    zone = str(moments[0].tz) if moments and moments[0].tz is not None else ""
-    short = "/".join(n for n in names if n)
-    return f"{short} ({zone})" if zone and zone not in (short, "UTC") else short
 
 
 def _day(anchor: pd.Timestamp, start_hour: int, tz: str) -> tuple[pd.Timestamp, pd.Timestamp]:

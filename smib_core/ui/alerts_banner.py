@@ -9,6 +9,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from smib_core.services.live import ago
+from smib_core.services.local_time import local_text
 from smib_core.store.alerts import Alert
 from smib_core.ui import resources
 from smib_core.ui.plain import escape_markdown
@@ -18,14 +19,15 @@ ALERTS_PAGE = "pages/alerts.py"
 
 
 def alert_line(alert: Alert) -> str:
-    """'**Slot door open** · Cabinet 003, Main floor · since 2025-03-01 12:03 UTC (4 min ago)'."""
+    """'**Slot door open** · Cabinet 003, Main floor · since 2025-03-01 08:03 EDT
+    (America/New_York) (4 min ago)': local time (SMIB_TIMEZONE)."""
     places = (alert.cabinet or alert.relay, alert.location)
     where = ", ".join(escape_markdown(part) for part in places if part)
     repeats = f" · {alert.count}×" if alert.count > 1 else ""
-    since = alert.raised_at.astimezone(UTC)
-    age = ago((datetime.now(UTC) - since).total_seconds())
+    since = local_text(alert.raised_at, resources.time_zone(), "%Y-%m-%d %H:%M")
+    age = ago((datetime.now(UTC) - alert.raised_at).total_seconds())
     label = escape_markdown(alert.label)
-    return f"**{label}** · {where} · since {since:%Y-%m-%d %H:%M} UTC ({age}){repeats}"
+    return f"**{label}** · {where} · since {since} ({age}){repeats}"
 
 
 @live_section("10s")

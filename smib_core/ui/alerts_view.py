@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from smib_core.auth import Permission, Principal
 from smib_core.services.alerts import duration_text, offline_alert_after_s
+from smib_core.services.local_time import CLOCK, column_label, local_text, local_times
 from smib_core.store.alerts import Alert, alerts_frame
 from smib_core.ui import resources
 from smib_core.ui.alerts_banner import alert_line
@@ -20,8 +23,10 @@ MAX_CARDS = 30
 HISTORY_DAYS = 30
 
 
-def _at(label: str) -> Any:
-    return st.column_config.DatetimeColumn(label, format="YYYY-MM-DD HH:mm:ss")
+def _at(label: str, times: pd.Series) -> Any:
+    """A time column's header names the local zone (SMIB_TIMEZONE)."""
+    header = column_label(label, resources.time_zone(), times)
+    return st.column_config.DatetimeColumn(header, format="YYYY-MM-DD HH:mm:ss")
 
 
 HISTORY_COLUMNS: dict[str, Any] = {
@@ -29,9 +34,9 @@ HISTORY_COLUMNS: dict[str, Any] = {
     "cabinet": "Cabinet",
     "location": "Location",
     "relay": "Relay",
-    "since": _at("Raised (UTC)"),
+    "since": "Raised",
     "acknowledged_by": "Acknowledged by",
-    "acknowledged_at": _at("Acknowledged (UTC)"),
+    "acknowledged_at": "Acknowledged",
     "resolution": "Resolved by",
     "detail": "Detail",
     "count": "Times",
@@ -49,7 +54,7 @@ def explain() -> str:
 
 
 def _clock(at: datetime | None) -> str:
-    return "" if at is None else f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    return "" if at is None else local_text(at, resources.time_zone())
 
 
 def _acknowledge(alert: Alert) -> None:
@@ -101,19 +106,21 @@ def open_alerts(principal: Principal) -> None:
         _card(alert, can_ack)
     if len(alerts) > MAX_CARDS:
         st.caption(f"{len(alerts) - MAX_CARDS} more (acknowledge the ones above to see them):")
-        rest = alerts_frame(alerts[MAX_CARDS:])
+        rest = local_times(alerts_frame(alerts[MAX_CARDS:]), resources.time_zone(), "since")
         st.dataframe(
             rest[["alert", "status", "cabinet", "location", "since", "detail"]],
             hide_index=True,
             width="stretch",
-            column_config={"since": _at("Raised (UTC)")},
+            column_config={"since": _at("Raised", rest["since"])},
         )
-    st.caption(f"last updated {datetime.now(UTC):%H:%M:%S} UTC")
+    st.caption(f"last updated {local_text(time.time(), resources.time_zone(), CLOCK)}")
 
 
 def history() -> None:
     since = datetime.now(UTC) - timedelta(days=HISTORY_DAYS)
-    done = alerts_frame(resources.get_alert_store().acknowledged(since=since))
+    times = ("since", "acknowledged_at")
+    acknowledged = alerts_frame(resources.get_alert_store().acknowledged(since=since))
+    done = local_times(acknowledged, resources.time_zone(), *times)
     st.subheader("Acknowledged")
     if done.empty:
         st.caption(f"No alert raised in the last {HISTORY_DAYS} days was acknowledged yet.")
@@ -123,6 +130,6 @@ def history() -> None:
         done,
         hide_index=True,
         width="stretch",
-        column_config=HISTORY_COLUMNS,
+        column_config=HISTORY_COLUMNS | {c: _at(HISTORY_COLUMNS[c], done[c]) for c in times},
         column_order=list(HISTORY_COLUMNS),
     )

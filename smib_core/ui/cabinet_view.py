@@ -22,6 +22,7 @@ from smib_core.services import board_config
 from smib_core.services.board_config import LIVE_COMPONENTS
 from smib_core.services.board_maintenance import coms_mode
 from smib_core.services.live import ago, is_online
+from smib_core.services.local_time import CLOCK, column_label, local_text, local_times
 from smib_core.services.meters_view import meter_table, read_meters
 from smib_core.store.registry import Cabinet
 from smib_core.ui import resources
@@ -238,7 +239,7 @@ def config_cards(principal: Principal, relay: str) -> None:
     note, button = st.columns([4, 1])
     note.caption(
         f"Refreshed every 2 seconds from what the board says · last updated "
-        f"{time.strftime('%H:%M:%S')}"
+        f"{local_text(time.time(), resources.time_zone(), CLOCK)}"
     )
     if button.button("Ask the board again", icon=":material/refresh:", width="stretch"):
         try:
@@ -284,7 +285,8 @@ def _reading(reading: sas.MeterReading, at: datetime, denomination: float | None
     table = meter_table(reading, denomination)
     money = "" if denomination is None else f" · money at {denomination:g} per credit"
     st.caption(
-        f"Read at {at:%Y-%m-%d %H:%M:%S} UTC · game {escape_markdown(reading.game)} · "
+        f"Read at {local_text(at, resources.time_zone())} · "
+        f"game {escape_markdown(reading.game)} · "
         f"SAS address {reading.address}{money}"
     )
     values = reading.values()
@@ -319,12 +321,14 @@ def history(relay: str) -> None:
         st.caption("No configuration change has been recorded for this board yet.")
         return
     st.caption("Every change sent from the console or the CLI, newest first; secrets masked.")
+    table = local_times(table, resources.time_zone(), "when")
+    when = column_label("When", resources.time_zone(), table["when"])
     st.dataframe(
         table,
         hide_index=True,
         width="stretch",
         column_config={
-            "when": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+            "when": st.column_config.DatetimeColumn(when, format="YYYY-MM-DD HH:mm:ss"),
             "who": "Who",
             "component": "Component",
             "field": "Field",

@@ -11,7 +11,8 @@ import streamlit as st
 
 from smib_core.services import charts
 from smib_core.services.dashboard import Dashboard, build_dashboard, coin_in_heatmap
-from smib_core.services.meter_report import ReportPeriod, Scope, zone_label
+from smib_core.services.local_time import column_label
+from smib_core.services.meter_report import ReportPeriod, Scope
 from smib_core.ui import resources
 
 # (KPI, label, money?, delta colour: "normal" when up is good for the house, "off" else)
@@ -266,7 +267,7 @@ def quality_panel(board: Dashboard, expanded: bool = False) -> None:
                 "intervals": st.column_config.NumberColumn("Intervals", format="localized"),
                 "failed_readings": "Failed readings",
                 "last_reading": st.column_config.DatetimeColumn(
-                    f"Last reading ({zone_label(board.period.start)})"
+                    column_label("Last reading", str(zone), flagged["last_reading"])
                 ),
                 "rollover": "Rollovers",
                 "ram_clear": "RAM clears",

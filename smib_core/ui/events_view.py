@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from smib_core.services.events_view import PERIODS, events_per_hour, hourly_chart, period_start
+from smib_core.services.local_time import (
+    CLOCK,
+    column_label,
+    local_text,
+    local_times,
+    zone_label,
+)
 from smib_core.store.documents import utc_now
 from smib_core.store.events import KINDS
 from smib_core.ui import resources
@@ -21,7 +29,7 @@ ROW_LIMIT = 5_000
 DOOR_OPENED = ("11", "13", "15", "19")
 UNASSIGNED = "unassigned"
 COLUMNS: dict[str, Any] = {
-    "at": st.column_config.DatetimeColumn("At (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    "at": "At",
     "cabinet": "Cabinet",
     "location": "Location",
     "event": "Event",
@@ -83,7 +91,8 @@ def arriving_now(chosen: EventFilters) -> None:
     fresh = chosen.query(since=opened, limit=LIVE_ROWS + 1)
     title, button = st.columns([5, 1], vertical_alignment="bottom")
     shown = f"{LIVE_ROWS}+" if len(fresh) > LIVE_ROWS else str(len(fresh))
-    title.subheader(f"Arriving now · {shown} since {opened.astimezone(UTC):%H:%M:%S} UTC")
+    since = local_text(opened, resources.time_zone(), CLOCK)
+    title.subheader(f"Arriving now · {shown} since {since}")
     if button.button("Start over", icon=":material/restart_alt:", width="stretch"):
         st.session_state[OPENED_KEY] = utc_now()
         st.rerun(scope="fragment")
@@ -92,8 +101,15 @@ def arriving_now(chosen: EventFilters) -> None:
     else:
         live = fresh.head(LIVE_ROWS)[["at", "cabinet", "location", "event", "relay"]]
         live = live.assign(cabinet=live["cabinet"].replace("", UNASSIGNED))
-        st.dataframe(live, hide_index=True, width="stretch", column_config=COLUMNS)
-    st.caption(f"last updated {datetime.now(UTC):%H:%M:%S} UTC")
+        live = local_times(live, resources.time_zone(), "at")
+        st.dataframe(live, hide_index=True, width="stretch", column_config=_columns(live))
+    st.caption(f"last updated {local_text(time.time(), resources.time_zone(), CLOCK)}")
+
+
+def _columns(events: pd.DataFrame) -> dict[str, Any]:
+    """COLUMNS, the time's header naming the local zone its times are shown in."""
+    at = column_label("At", resources.time_zone(), events["at"])
+    return COLUMNS | {"at": st.column_config.DatetimeColumn(at, format="YYYY-MM-DD HH:mm:ss")}
 
 
 def history(chosen: EventFilters) -> None:
@@ -112,11 +128,17 @@ def history(chosen: EventFilters) -> None:
     doors.metric("Doors opened", int(events["code"].isin(DOOR_OPENED).sum()))
     bills.metric("Bills accepted", int((events["code"] == "4F").sum()))
     boards.metric("Boards reporting", events["relay"].nunique())
-    st.markdown("**Events per hour, by kind**")
-    st.plotly_chart(hourly_chart(events_per_hour(events)), width="stretch")
+    per_hour = events_per_hour(events, resources.time_zone())
+    st.markdown(f"**Events per hour, by kind** · hours in {zone_label(*per_hour['hour'])}")
+    st.plotly_chart(hourly_chart(per_hour), width="stretch")
     newest = f"The newest {ROW_LIMIT:,} events" if capped else "Every event"
     st.caption(f"{newest}, newest first. Boards no cabinet claims show as unassigned.")
     events = events.assign(cabinet=events["cabinet"].replace("", UNASSIGNED))
+    events = local_times(events, resources.time_zone(), "at")
     st.dataframe(
-        events, hide_index=True, width="stretch", column_config=COLUMNS, column_order=list(COLUMNS)
+        events,
+        hide_index=True,
+        width="stretch",
+        column_config=_columns(events),
+        column_order=list(COLUMNS),
     )

@@ -36,6 +36,12 @@ def get_settings() -> Settings:
     return Settings.from_env()
 
 
+def time_zone() -> str:
+    """The casino's zone (SMIB_TIMEZONE): every time a page shows is in it, named
+    (`smib_core.services.local_time`)."""
+    return get_settings().timezone
+
+
 @st.cache_resource
 def get_db() -> Database:  # type: ignore[type-arg]
     return connect(get_settings())
