@@ -9,9 +9,10 @@ import streamlit as st
 
 from smib_core.auth import Permission, Role, require
 from smib_core.errors import SmibError
+from smib_core.services.local_time import local_times
 from smib_core.store.accounts import AccountStore
 from smib_core.ui.plain import escape_markdown
-from smib_core.ui.resources import get_db
+from smib_core.ui.resources import get_db, time_column, time_zone
 from smib_core.ui.session import PRINCIPAL_KEY, page_principal
 
 ROLES = [r.value for r in Role]
@@ -49,9 +50,16 @@ table = pd.DataFrame(
             "created by": a.created_by,
         }
         for a in rows
-    ]
+    ],
+    columns=["name", "role", "status", "last sign-in", "created", "created by"],
 )
-st.dataframe(table, hide_index=True, width="stretch")
+table = local_times(table, time_zone(), "last sign-in", "created")
+st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    column_config={c: time_column(c, table[c]) for c in ("last sign-in", "created")},
+)
 names = [a.name for a in rows]
 
 add, role, password, status, identities = st.tabs(
@@ -101,21 +109,24 @@ with identities:
         "role mapped to their e-mail here; unmapped identities are refused."
     )
     mapped = accounts.list_identities()
+    identity_table = pd.DataFrame(
+        [
+            {
+                "identity": m.identity,
+                "role": m.role.value,
+                "mapped by": m.mapped_by,
+                "mapped at": m.mapped_at,
+            }
+            for m in mapped
+        ],
+        columns=["identity", "role", "mapped by", "mapped at"],
+    )
+    identity_table = local_times(identity_table, time_zone(), "mapped at")
     st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "identity": m.identity,
-                    "role": m.role.value,
-                    "mapped by": m.mapped_by,
-                    "mapped at": m.mapped_at,
-                }
-                for m in mapped
-            ],
-            columns=["identity", "role", "mapped by", "mapped at"],
-        ),
+        identity_table,
         hide_index=True,
         width="stretch",
+        column_config={"mapped at": time_column("mapped at", identity_table["mapped at"])},
     )
     with st.form("map_identity", clear_on_submit=True):
         identity = st.text_input("E-mail (or subject) from the identity provider")

@@ -9,9 +9,10 @@ import streamlit as st
 from smib_core.auth import Permission, Principal
 from smib_core.errors import SmibError
 from smib_core.services.firmware import add_firmware, archive_firmware, library_table
+from smib_core.services.local_time import local_times
 from smib_core.store.firmware import FirmwareInfo, FirmwareLibrary
 from smib_core.ui.plain import escape_markdown
-from smib_core.ui.resources import get_db
+from smib_core.ui.resources import get_db, time_column, time_zone
 from smib_core.ui.session import PRINCIPAL_KEY, page_principal
 
 _FLASH = "firmware_flash"
@@ -67,15 +68,16 @@ if not infos:
     st.info("The library is empty. Upload a .bin file above to start.")
     st.stop()
 
+table = local_times(library_table(infos), time_zone(), "uploaded_at")
 st.dataframe(
-    library_table(infos).drop(columns=["id"]),
+    table.drop(columns=["id"]),
     hide_index=True,
     width="stretch",
     column_config={
         "size": st.column_config.NumberColumn("Size (bytes)", format="localized"),
         "sha256": st.column_config.TextColumn("SHA-256", help="first 12 hex digits"),
         "uploaded_by": "Uploaded by",
-        "uploaded_at": st.column_config.DatetimeColumn("Uploaded (UTC)"),
+        "uploaded_at": time_column("Uploaded", table["uploaded_at"]),
         "archived": st.column_config.CheckboxColumn("Archived"),
     },
 )

@@ -7,8 +7,10 @@ import time
 import streamlit as st
 
 from smib_core.auth import Permission
+from smib_core.services.local_time import CLOCK, local_text
 from smib_core.ui import rollout_view as view
 from smib_core.ui.feedback import show_flash
+from smib_core.ui.resources import time_zone
 from smib_core.ui.session import live_section, page_principal
 
 principal = page_principal(Permission.OTA)
@@ -30,7 +32,7 @@ with st.expander("Start a rollout", expanded=not view.store().recent(1), icon=":
 def live_rollouts() -> None:
     st.header("Rollouts")
     view.rollouts_section(principal)
-    st.caption(f"Last updated {time.strftime('%H:%M:%S')}")
+    st.caption(f"Last updated {local_text(time.time(), time_zone(), CLOCK)}")
 
 
 live_rollouts()

@@ -11,8 +11,9 @@ import streamlit as st
 from smib_core.firmware.server import FirmwareServer
 from smib_core.services import background
 from smib_core.services.live import boards_seen
+from smib_core.services.local_time import CLOCK, local_text, local_times
 from smib_core.services.rollout_plan import http_status, local_url
-from smib_core.ui.resources import get_bus, get_db, get_settings
+from smib_core.ui.resources import get_bus, get_db, get_settings, time_column
 from smib_core.ui.session import live_section
 
 st.title("Bus status")
@@ -32,7 +33,7 @@ def live_status() -> None:
     far.metric("Reply latency p99", p99)
     st.caption(
         f"Broker {stats.broker} · reconnects {stats.reconnects} · "
-        f"last updated {time.strftime('%H:%M:%S')}"
+        f"last updated {local_text(time.time(), settings.timezone, CLOCK)}"
     )
     boards = boards_seen(bus, settings.offline_after_s)
     st.subheader(f"Boards ({len(boards)})")
@@ -54,7 +55,13 @@ def live_status() -> None:
     recent = pd.DataFrame(stats.recent_rejections, columns=["at", "reason", "detail", "topic"])
     if not recent.empty:
         recent["at"] = pd.to_datetime(recent["at"], unit="s", utc=True)
-        st.dataframe(recent.tail(20).iloc[::-1], hide_index=True, width="stretch")
+        recent = local_times(recent, settings.timezone, "at").tail(20).iloc[::-1]
+        st.dataframe(
+            recent,
+            hide_index=True,
+            width="stretch",
+            column_config={"at": time_column("At", recent["at"])},
+        )
 
 
 @live_section("5s")
@@ -85,7 +92,7 @@ def background_services() -> None:
     st.caption(
         "No meter reading stored yet."
         if last is None
-        else f"Last meter reading stored {last:%Y-%m-%d %H:%M:%S} UTC."
+        else f"Last meter reading stored {local_text(last, get_settings().timezone)}."
     )
 
 

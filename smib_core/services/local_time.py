@@ -5,6 +5,7 @@ Stored times stay UTC; pages convert at the last moment. Pure: pandas, no stream
 
 - `local(at, tz)`: a datetime (naive: UTC), a Timestamp or epoch seconds, in `tz`;
 - `local_text(at, tz)`: `2026-07-01 08:00:00 EDT (America/New_York)`;
+- `day_start(day, tz)`: when a local calendar day starts (a period picked in dates);
 - `zone_label(*moments)`: `EDT (America/New_York)`, `EST/EDT (...)` across a change;
 - `column_label(label, tz, times)`: a table header, `Raised (EDT, America/New_York)`;
 - `local_times(frame, tz, *columns)`: those columns converted, for a table;
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 
 import pandas as pd
 
@@ -34,6 +35,13 @@ def local(at: Moment, tz: str) -> pd.Timestamp:
         stamp = pd.Timestamp(at)
         stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
     return stamp.tz_convert(tz)
+
+
+def day_start(day: date, tz: str) -> datetime:
+    """When the local calendar day `day` starts in the zone `tz` (a day whose midnight a
+    clock change skips starts when the clock resumes)."""
+    midnight = pd.Timestamp(day).tz_localize(tz, ambiguous=True, nonexistent="shift_forward")
+    return midnight.to_pydatetime()
 
 
 def local_text(at: Moment, tz: str, fmt: str = DATE_TIME) -> str:

@@ -21,6 +21,7 @@ from pymongo.database import Database
 from smib_core.auth import Principal
 from smib_core.errors import InvalidInput
 from smib_core.firmware.server import PREFIX, FirmwareServer
+from smib_core.services.local_time import local_text
 from smib_core.services.rollout import LEASE_NAME, confirmed_share, same_version
 from smib_core.store.firmware import FirmwareInfo, FirmwareLibrary
 from smib_core.store.leases import Lease, LeaseHolder
@@ -272,13 +273,16 @@ def batch_count(boards: int, batch_size: int) -> str:
     return f"{count} batch" if count == 1 else f"{count} batches"
 
 
-def summary_text(rollout: Rollout, boards: Sequence[BoardState], now: float | None = None) -> str:
-    """Who, when, how long, and the success share against the threshold, in one line."""
+def summary_text(
+    rollout: Rollout, boards: Sequence[BoardState], now: float | None = None, tz: str = "UTC"
+) -> str:
+    """Who, when (local time in the zone `tz`), how long, and the success share against
+    the threshold, in one line."""
     start = rollout.started_at or rollout.created_at
     end = rollout.finished_at or (time.time() if now is None else now)
     seconds = max(0, int(end - start))
     took = f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(rollout.created_at))
+    when = local_text(rollout.created_at, tz, "%Y-%m-%d %H:%M")
     share = confirmed_share(boards)
     so_far = "no board updated yet" if share is None else f"{share:.0f}% confirmed"
     return (

@@ -6,12 +6,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from smib_core.auth import Permission, Principal
 from smib_core.services.alerts import duration_text, offline_alert_after_s
-from smib_core.services.local_time import CLOCK, column_label, local_text, local_times
+from smib_core.services.local_time import CLOCK, local_text, local_times
 from smib_core.store.alerts import Alert, alerts_frame
 from smib_core.ui import resources
 from smib_core.ui.alerts_banner import alert_line
@@ -21,12 +20,6 @@ from smib_core.ui.session import PRINCIPAL_KEY, live_section
 
 MAX_CARDS = 30
 HISTORY_DAYS = 30
-
-
-def _at(label: str, times: pd.Series) -> Any:
-    """A time column's header names the local zone (SMIB_TIMEZONE)."""
-    header = column_label(label, resources.time_zone(), times)
-    return st.column_config.DatetimeColumn(header, format="YYYY-MM-DD HH:mm:ss")
 
 
 HISTORY_COLUMNS: dict[str, Any] = {
@@ -111,7 +104,7 @@ def open_alerts(principal: Principal) -> None:
             rest[["alert", "status", "cabinet", "location", "since", "detail"]],
             hide_index=True,
             width="stretch",
-            column_config={"since": _at("Raised", rest["since"])},
+            column_config={"since": resources.time_column("Raised", rest["since"])},
         )
     st.caption(f"last updated {local_text(time.time(), resources.time_zone(), CLOCK)}")
 
@@ -130,6 +123,7 @@ def history() -> None:
         done,
         hide_index=True,
         width="stretch",
-        column_config=HISTORY_COLUMNS | {c: _at(HISTORY_COLUMNS[c], done[c]) for c in times},
+        column_config=HISTORY_COLUMNS
+        | {c: resources.time_column(HISTORY_COLUMNS[c], done[c]) for c in times},
         column_order=list(HISTORY_COLUMNS),
     )

@@ -26,6 +26,7 @@ from smib_core.services.batch_targets import (
     location_relays,
     targets_frame,
 )
+from smib_core.services.local_time import CLOCK, local, local_text, with_local_times
 from smib_core.store.batches import Batch, BatchBoard
 from smib_core.store.templates import TemplateStore
 from smib_core.ui import resources
@@ -223,7 +224,7 @@ _TARGET_COLUMNS = {
 
 
 def show_batch(batch: Batch, principal: Principal) -> None:
-    started = time.strftime("%H:%M:%S", time.localtime(batch.created_at))
+    started = local_text(batch.created_at, resources.time_zone())
     st.subheader(f"{_verb_of(batch)} {len(batch.relays)} boards")
     source = f" · from {escape_markdown(batch.label)}" if batch.label else ""
     change, actor = escape_markdown(batch.change), escape_markdown(batch.actor)
@@ -288,7 +289,7 @@ def live_progress(batch_id: str) -> None:
     st.progress(batch_progress.fraction(boards), text=f"{done} of {len(boards)} boards done")
     _metrics(boards)
     _table(boards, final=False)
-    st.caption(f"Working… last updated {time.strftime('%H:%M:%S')}")
+    st.caption(f"Working… last updated {local_text(time.time(), resources.time_zone(), CLOCK)}")
 
 
 def outcome(batch: Batch) -> None:
@@ -310,7 +311,7 @@ def outcome(batch: Batch) -> None:
     frame = _table(boards, final=True)
     st.download_button(
         "Download the outcome (CSV)",
-        csv_bytes(frame),
+        csv_bytes(with_local_times(frame, resources.time_zone(), "updated")),
         file_name=f"batch-{batch.id}.csv",
         mime="text/csv",
         on_click="ignore",
@@ -367,11 +368,15 @@ def recent_batches() -> None:
             "change": batch.change,
             "boards": len(batch.relays),
             "by": batch.actor,
-            "submitted": pd.Timestamp(batch.created_at, unit="s", tz="UTC"),
+            "submitted": local(batch.created_at, resources.time_zone()),
             "state": batch.state,
             "outcome": batch.summary,
         }
         for batch in batches
     ]
+    frame = pd.DataFrame(rows)
+    submitted = resources.time_column("submitted", frame["submitted"])
     with st.expander(f"Recent batches ({len(rows)})"):
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.dataframe(
+            frame, hide_index=True, width="stretch", column_config={"submitted": submitted}
+        )

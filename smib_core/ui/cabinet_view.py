@@ -22,7 +22,7 @@ from smib_core.services import board_config
 from smib_core.services.board_config import LIVE_COMPONENTS
 from smib_core.services.board_maintenance import coms_mode
 from smib_core.services.live import ago, is_online
-from smib_core.services.local_time import CLOCK, column_label, local_text, local_times
+from smib_core.services.local_time import CLOCK, local_text, local_times
 from smib_core.services.meters_view import meter_table, read_meters
 from smib_core.store.registry import Cabinet
 from smib_core.ui import resources
@@ -322,13 +322,12 @@ def history(relay: str) -> None:
         return
     st.caption("Every change sent from the console or the CLI, newest first; secrets masked.")
     table = local_times(table, resources.time_zone(), "when")
-    when = column_label("When", resources.time_zone(), table["when"])
     st.dataframe(
         table,
         hide_index=True,
         width="stretch",
         column_config={
-            "when": st.column_config.DatetimeColumn(when, format="YYYY-MM-DD HH:mm:ss"),
+            "when": resources.time_column("When", table["when"]),
             "who": "Who",
             "component": "Component",
             "field": "Field",

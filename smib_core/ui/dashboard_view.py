@@ -11,7 +11,6 @@ import streamlit as st
 
 from smib_core.services import charts
 from smib_core.services.dashboard import Dashboard, build_dashboard, coin_in_heatmap
-from smib_core.services.local_time import column_label
 from smib_core.services.meter_report import ReportPeriod, Scope
 from smib_core.ui import resources
 
@@ -266,9 +265,7 @@ def quality_panel(board: Dashboard, expanded: bool = False) -> None:
                 "location": "Location",
                 "intervals": st.column_config.NumberColumn("Intervals", format="localized"),
                 "failed_readings": "Failed readings",
-                "last_reading": st.column_config.DatetimeColumn(
-                    column_label("Last reading", str(zone), flagged["last_reading"])
-                ),
+                "last_reading": resources.time_column("Last reading", flagged["last_reading"]),
                 "rollover": "Rollovers",
                 "ram_clear": "RAM clears",
                 "absurd": "Absurd jumps",

@@ -13,7 +13,6 @@ import streamlit as st
 from smib_core.services.events_view import PERIODS, events_per_hour, hourly_chart, period_start
 from smib_core.services.local_time import (
     CLOCK,
-    column_label,
     local_text,
     local_times,
     zone_label,
@@ -108,8 +107,7 @@ def arriving_now(chosen: EventFilters) -> None:
 
 def _columns(events: pd.DataFrame) -> dict[str, Any]:
     """COLUMNS, the time's header naming the local zone its times are shown in."""
-    at = column_label("At", resources.time_zone(), events["at"])
-    return COLUMNS | {"at": st.column_config.DatetimeColumn(at, format="YYYY-MM-DD HH:mm:ss")}
+    return COLUMNS | {"at": resources.time_column("At", events["at"])}
 
 
 def history(chosen: EventFilters) -> None:

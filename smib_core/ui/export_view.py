@@ -26,6 +26,7 @@ from smib_core.services.export import (
     preview,
 )
 from smib_core.services.export_jobs import ExportContext, ExportJob
+from smib_core.services.local_time import CLOCK, local_text
 from smib_core.services.meter_report import ReportPeriod, Scope
 from smib_core.ui import resources
 from smib_core.ui.plain import escape_markdown
@@ -148,7 +149,7 @@ def progress_section() -> None:
     st.progress(job.fraction, text=text)
     if st.button("Cancel", icon=":material/cancel:", key="export_cancel"):
         job.cancel.set()
-    st.caption(f"Last updated {time.strftime('%H:%M:%S')}")
+    st.caption(f"Last updated {local_text(time.time(), resources.time_zone(), CLOCK)}")
 
 
 def finished_section(job: ExportJob) -> None:

@@ -26,6 +26,7 @@ from smib_core.services.fleet import (
     status_counts,
     unassigned_boards,
 )
+from smib_core.services.local_time import CLOCK, local_text
 from smib_core.ui import resources
 from smib_core.ui.feedback import act
 from smib_core.ui.navigation import ROOT
@@ -146,7 +147,7 @@ def fleet_grid(table: pd.DataFrame, chosen: Filters) -> None:
         _grid(shown)
     st.caption(
         f"{len(shown)} of {len(table)} rows · select a row to open its cabinet · "
-        f"last updated {time.strftime('%H:%M:%S')}"
+        f"last updated {local_text(time.time(), resources.time_zone(), CLOCK)}"
     )
 
 

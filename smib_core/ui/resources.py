@@ -12,7 +12,9 @@ what those services wrote in the database (`services.background` says which runs
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import pandas as pd
 import streamlit as st
 from pymongo.database import Database
 
@@ -20,6 +22,7 @@ from smib_core.auth import Principal
 from smib_core.bus import DeviceBus, bus_for
 from smib_core.services.actions import BoardActions
 from smib_core.services.export_jobs import ExportJobs
+from smib_core.services.local_time import column_label
 from smib_core.settings import Settings
 from smib_core.store.alerts import AlertStore
 from smib_core.store.audit import AuditTrail
@@ -40,6 +43,15 @@ def time_zone() -> str:
     """The casino's zone (SMIB_TIMEZONE): every time a page shows is in it, named
     (`smib_core.services.local_time`)."""
     return get_settings().timezone
+
+
+def time_column(
+    label: str, times: pd.Series, fmt: str = "YYYY-MM-DD HH:mm:ss", help: str | None = None
+) -> Any:
+    """A table's time column, its header naming the zone (`Raised (EDT, America/New_York)`);
+    the column's values are converted with `local_times` first."""
+    header = column_label(label, time_zone(), times)
+    return st.column_config.DatetimeColumn(header, format=fmt, help=help)
 
 
 @st.cache_resource

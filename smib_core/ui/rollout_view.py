@@ -8,7 +8,6 @@ tab or restarting the app loses nothing. No `st.*` call runs on the runner's thr
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from smib_core.firmware.server import FirmwareServer
 from smib_core.protocol import mask_uri
 from smib_core.services import rollout_plan as plan
 from smib_core.services.batch_targets import board_choices, cabinet_labels, location_relays
+from smib_core.services.local_time import local_text, local_times
 from smib_core.store.firmware import FirmwareInfo, FirmwareLibrary
 from smib_core.store.rollouts import Rollout, RolloutStore
 from smib_core.ui import resources
@@ -227,12 +227,12 @@ def rollouts_section(principal: Principal) -> None:
     if not rollouts:
         st.info("No rollout yet. Start one above: choose a firmware and the boards to update.")
         return
-    table = plan.rollouts_table(rollouts, store())
+    table = local_times(plan.rollouts_table(rollouts, store()), resources.time_zone(), "created_at")
     st.dataframe(
         table.drop(columns=["reason"]),
         hide_index=True,
         width="stretch",
-        column_config=_ROLLOUT_COLUMNS,
+        column_config=_with_times(_ROLLOUT_COLUMNS, table, ("created_at",), "YYYY-MM-DD HH:mm"),
     )
     ids = [r.id for r in rollouts]
     wanted = st.session_state.get(SELECTED_KEY)
@@ -244,8 +244,8 @@ def rollouts_section(principal: Principal) -> None:
 
 
 def _rollout_label(r: Rollout) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.created_at))
-    return f"{r.product} {r.version} · {len(r.relays)} boards · {when} UTC · {r.state} ({r.id})"
+    when = local_text(r.created_at, resources.time_zone(), "%Y-%m-%d %H:%M")
+    return f"{r.product} {r.version} · {len(r.relays)} boards · {when} · {r.state} ({r.id})"
 
 
 def detail(principal: Principal, rollout_id: str) -> None:
@@ -275,19 +275,19 @@ def detail(principal: Principal, rollout_id: str) -> None:
         strict=True,
     ):
         col.metric(label, counts[key])
-    st.caption(escape_markdown(plan.summary_text(rollout, boards)))
+    st.caption(escape_markdown(plan.summary_text(rollout, boards, tz=resources.time_zone())))
     controls(principal, rollout)
     st.markdown("**Batches**")
     for done, text in plan.batch_lines(boards):
         st.progress(done, text=escape_markdown(text))
     st.markdown("**Boards**")
-    table = plan.boards_table(boards)
+    table = local_times(plan.boards_table(boards), resources.time_zone(), *_BOARD_TIMES)
     table["state"] = table["state"].map(lambda state: STATE_WORDS.get(state, state))
     st.dataframe(
         table,
         hide_index=True,
         width="stretch",
-        column_config=_BOARD_COLUMNS,
+        column_config=_with_times(_BOARD_COLUMNS, table, _BOARD_TIMES, "HH:mm:ss"),
         column_order=list(_BOARD_COLUMNS),
     )
 
@@ -339,7 +339,7 @@ _ROLLOUT_COLUMNS: dict[str, Any] = {
     "not_confirmed": "Not confirmed",
     "progress": st.column_config.ProgressColumn("Progress", min_value=0.0, max_value=1.0),
     "started_by": "Started by",
-    "created_at": st.column_config.DatetimeColumn("Started (UTC)", format="YYYY-MM-DD HH:mm"),
+    "created_at": "Started",
 }
 _BOARD_COLUMNS: dict[str, Any] = {
     "relay": "Relay",
@@ -348,9 +348,19 @@ _BOARD_COLUMNS: dict[str, Any] = {
     "from_version": st.column_config.TextColumn("From", width="small"),
     "version": st.column_config.TextColumn("Now", width="small"),
     "reason": st.column_config.TextColumn("Reason", width="medium"),
-    "command_at": st.column_config.DatetimeColumn("Commanded (UTC)", format="HH:mm:ss"),
-    "downloaded_at": st.column_config.DatetimeColumn("Downloaded", format="HH:mm:ss"),
-    "updated_at": st.column_config.DatetimeColumn(
-        "Last change", format="HH:mm:ss", help="When the board reached its state"
-    ),
+    "command_at": "Commanded",
+    "downloaded_at": "Downloaded",
+    "updated_at": "Last change",
 }
+_BOARD_TIMES = ("command_at", "downloaded_at", "updated_at")
+_TIME_HELP = {"updated_at": "When the board reached its state"}
+
+
+def _with_times(
+    config: dict[str, Any], table: pd.DataFrame, times: tuple[str, ...], fmt: str
+) -> dict[str, Any]:
+    """`config` with its time columns' headers naming the local zone they are shown in."""
+    return config | {
+        column: resources.time_column(config[column], table[column], fmt, _TIME_HELP.get(column))
+        for column in times
+    }

@@ -7,6 +7,7 @@ import streamlit as st
 from smib_core import protocol
 from smib_core.auth import Permission, Principal, allowed, require
 from smib_core.protocol import FieldSpec
+from smib_core.services.local_time import local_times
 from smib_core.store.templates import TemplateStore
 from smib_core.ui import resources
 from smib_core.ui.feedback import act, fresh_key
@@ -42,7 +43,7 @@ def templates_section(principal: Principal) -> None:
         "from Run a batch. Secrets are kept to be rolled out, and always shown "
         "masked."
     )
-    frame = store.frame()
+    frame = local_times(store.frame(), resources.time_zone(), "created_at")
     if frame.empty:
         st.info("No template yet. Create one below, then apply it from Run a batch.")
     else:
@@ -55,8 +56,8 @@ def templates_section(principal: Principal) -> None:
                 "comp": "Component",
                 "fields": st.column_config.TextColumn("Fields (secrets masked)", width="large"),
                 "created_by": "Created by",
-                "created_at": st.column_config.DatetimeColumn(
-                    "Created (UTC)", format="YYYY-MM-DD HH:mm"
+                "created_at": resources.time_column(
+                    "Created", frame["created_at"], "YYYY-MM-DD HH:mm"
                 ),
             },
         )
