@@ -20,6 +20,7 @@ from tests.servers import EmbeddedMongo, Mosquitto, free_port, wait_for_port
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct-horse-battery"
 SCREENSHOTS = ROOT / "screenshots"
+ZONE = "America/New_York"
 
 
 @dataclass
@@ -72,6 +73,7 @@ def served_app(
         FIRMWARE_PORT=str(free_port()),
         SMIB_OFFLINE_AFTER_S="20",
         SMIB_HEARTBEAT_S="5",
+        SMIB_TIMEZONE=ZONE,  # a zone with daylight saving: pages show its local time
     )
     log = (data_dir / "streamlit.log").open("ab")
     cmd = [

@@ -15,7 +15,8 @@ from playwright.sync_api import expect
 
 from smib_core.settings import BrokerAddress
 from smib_core.store.alerts import AlertStore
-from tests.browser.conftest import ServedApp, screenshot, sign_in
+from smib_core.store.events import EventStore
+from tests.browser.conftest import ZONE, ServedApp, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -60,6 +61,12 @@ def test_a_door_event_arrives_live_and_its_alert_is_acknowledged(
         say(board, relay, "11")
         live = page.get_by_test_id("stDataFrame").first
         expect(_rows(live, relay, "Slot door opened")).to_have_count(1, timeout=15_000)
+        # Shown in the deployment's local time, the zone named (SMIB_TIMEZONE).
+        events = EventStore(served_app.db()).query(relays=(relay,), codes=("11",), limit=1)
+        local = events["at"].iloc[0].tz_convert(ZONE)
+        expect(_rows(live, relay, f"{local:%Y-%m-%d %H:%M:%S}")).to_have_count(1)
+        header = f"At ({local.tzname()}, {ZONE})"
+        expect(live.get_by_text(header, exact=True).first).to_be_attached()
         screenshot(page, "events")
 
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Fleet").click()
