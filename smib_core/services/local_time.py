@@ -65,12 +65,17 @@ def zone_label(*moments: pd.Timestamp) -> str:
     return f"{short} ({zone})" if zone else short
 
 
-def column_label(label: str, tz: str, times: Iterable[object] = ()) -> str:
+def column_label(label: str, tz: str, times: Iterable[datetime] = ()) -> str:
     """`Raised (EDT, America/New_York)`: the abbreviations of the times the column
     holds (`EST/EDT` when they straddle a change; now's when it holds none), `Raised
-    (UTC)` in UTC."""
-    shown = [local(t, tz) for t in pd.unique(pd.Series(list(times), dtype=object).dropna())]
-    short, zone = _zone_parts(shown or [local(time.time(), tz)])
+    (UTC)` in UTC. One abbreviation per UTC offset: a table of thousands of rows costs
+    a few vector operations."""
+    series = times if isinstance(times, pd.Series) else pd.Series(list(times), dtype=object)
+    utc = pd.to_datetime(series, utc=True).dropna()
+    shown = utc.dt.tz_convert(tz)
+    offsets = shown.dt.tz_localize(None) - utc.dt.tz_localize(None)
+    firsts = list(shown[~offsets.duplicated()])
+    short, zone = _zone_parts(firsts or [local(time.time(), tz)])
     return f"{label} ({short}, {zone})" if zone else f"{label} ({short})"
 
 
