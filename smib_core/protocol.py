@@ -21,6 +21,8 @@ from smib_core.errors import DeviceError, FrameError, InvalidInput
 MAX_PAYLOAD_BYTES = 256 * 1024
 _RELAY_RE = re.compile(r"\A[0-9a-f]{12}\Z")
 _BIN_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.bin\Z")
+# A rollout's per-board OTA URL `{base}{relay}/{token}/`: the token is a secret.
+_OTA_TOKEN_RE = re.compile(r"(/[0-9a-f]{12}/)[A-Za-z0-9_-]{16,}(?=/|\Z)")
 
 
 # --- identity and topics ---------------------------------------------------------------
@@ -226,6 +228,8 @@ def mask_secrets(fields: Mapping[str, Any]) -> dict[str, Any]:
     """A copy safe to show or log: passwords replaced, URI credentials hidden."""
     masked: dict[str, Any] = {}
     for name, value in fields.items():
+        if isinstance(value, str) and "://" in value:
+            value = mask_ota_token(value)
         if isinstance(value, str) and (name == "mqttURI" or ("://" in value and "@" in value)):
             masked[name] = mask_uri(value)  # mqttURI, or credentials in any other URL
         elif is_secret_field(name):
@@ -233,6 +237,12 @@ def mask_secrets(fields: Mapping[str, Any]) -> dict[str, Any]:
         else:
             masked[name] = value
     return masked
+
+
+def mask_ota_token(url: str) -> str:
+    """`…/firmwares/e831cdfa8384/3f9a…/` -> `…/firmwares/e831cdfa8384/••••••/`: the secret
+    part of a rollout's per-board OTA URL is never shown or logged."""
+    return _OTA_TOKEN_RE.sub(r"\1••••••", url)
 
 
 def mask_uri(uri: str) -> str:

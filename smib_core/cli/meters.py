@@ -58,7 +58,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         default=60.0,
         metavar="S",
-        help="how long a board may take to be back",
+        help="how long a board may take to answer again (default 60)",
+    )
+    rst.add_argument(
+        "--no-confirm", action="store_true", help="do not wait for the boards to come back"
     )
     rst.set_defaults(func=restart)
 
@@ -109,8 +112,9 @@ def parse_assignments(assignments: list[str]) -> dict[str, str]:
 
 
 def config_set(args: argparse.Namespace) -> int:
-    """Validate, publish one partial write, then confirm it by reading the component back
-    (the same `write_and_confirm` the Cabinet page uses, audited with before/after)."""
+    """Validate, publish one partial write (the board answers nothing), then confirm it by
+    reading the component back until it reports the new values (the same
+    `write_and_confirm` the Cabinet page uses, audited with before/after)."""
     from smib_core.services.board_config import FieldChange, write_and_confirm
 
     relay = protocol.normalize_relay_id(args.relay)
@@ -157,23 +161,30 @@ def restart(args: argparse.Namespace) -> int:
             print("nothing restarted")
             return 1
     with board_actions() as actions:
+        if args.no_confirm:
+            result = actions.send_command(relays, protocol.restart())
+            actions.settle(
+                result.audit_id, "not_confirmed", {"detail": "not waited for (--no-confirm)"}
+            )
+            for relay in relays:
+                print(f"{relay}: {'restart sent' if relay in result.sent else 'failed'}")
+            return 0 if not result.failed else 1
         sent = {relay: _send_restart(actions, relay) for relay in relays}
         with ThreadPoolExecutor(max(1, min(8, len(relays)))) as pool:
             back = {
-                relay: pool.submit(
-                    confirm_restart, actions, relay, result, at, timeout_s=args.timeout
-                )
+                relay: pool.submit(confirm_restart, actions, relay, result, at, args.timeout)
                 for relay, (result, at) in sent.items()
                 if result is not None
             }
     for relay in relays:
         if sent[relay][0] is None:
             print(f"{relay}: failed")
-        elif back[relay].result():
+        elif back[relay].result().ok:
             print(f"{relay}: restart sent; back (answers cfg app)")
         else:
-            print(f"{relay}: restart sent; not back within {args.timeout:g} s", file=sys.stderr)
-    return 0 if all(future.result() for future in back.values()) and len(back) == len(relays) else 1
+            why = back[relay].result().back.reason
+            print(f"{relay}: restart sent; not back: {why}", file=sys.stderr)
+    return 0 if len(back) == len(relays) and all(f.result().ok for f in back.values()) else 1
 
 
 def _send_restart(actions: BoardActions, relay: str) -> tuple[SendResult | None, float]:

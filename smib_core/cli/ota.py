@@ -108,7 +108,7 @@ def _roll_out(
     print(
         f"rollout {rollout.id}: {firmware.product} {firmware.version} ({firmware.filename}) "
         f"to {len(relays)} board(s), {rollout.batches} batch(es) of {rollout.batch_size}, "
-        f"otaURL {protocol.mask_uri(ota_url)}",
+        f"otaURL {protocol.mask_uri(ota_url)}{{relay}}/{{secret}}/",
         flush=True,
     )
     runner = RolloutRunner(db, bus, audit, ota_url=ota_url, folder=folder)
@@ -145,14 +145,11 @@ def _firmware_server(
     settings: Settings, db: Database[Any], library: FirmwareLibrary, firmware: FirmwareInfo
 ) -> Iterator[tuple[str, Path]]:
     """(otaURL, served folder): the app's server when one answers, else our own."""
-    from smib_core.firmware.materialise import in_library, materialise
-    from smib_core.firmware.server import FirmwareServer
+    from smib_core.firmware.materialise import materialise
+    from smib_core.services.rollout import firmware_server
     from smib_core.services.rollout_plan import http_status, local_url
-    from smib_core.store.downloads import DownloadLog
 
-    server = FirmwareServer.from_settings(
-        settings, allowed=in_library(library), on_download=DownloadLog(db).record
-    )
+    server = firmware_server(settings, db)
     local = local_url(server)
     materialise(library, firmware, server.folder)
     ours = http_status(local) is None  # nothing listens: no app serves

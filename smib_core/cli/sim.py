@@ -1,7 +1,12 @@
-"""`smib sim --relays N [--seed S] [faults...]`: run a simulated fleet until Ctrl-C.
+"""`smib sim --relays N [--seed S] [firmware variants] [faults...]`: run a simulated fleet
+until Ctrl-C.
 
-The boards talk to the broker at MQTT_URI, or to the data folder's embedded broker
-when MQTT_URI is unset, on the topics the settings name.
+The boards are strict by default, as PROTOCOL.md says: no reply to a config write,
+`rst`, `ota_ud` or `met_reset`, nothing unprompted after a boot. `--ack-writes`,
+`--announce-on-boot`, `--duplicate-rate`, `--reorder-rate`, `--reboot-s` and
+`--ota-keeps-version` give them what some real firmware does. The boards talk to the
+broker at MQTT_URI, or to the data folder's embedded broker when MQTT_URI is unset, on
+the topics the settings name.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import sys
 import threading
 
 from smib_core.settings import Settings
-from smib_core.sim.board import Faults
+from smib_core.sim.board import Faults, Firmware
 from smib_core.sim.fleet import Fleet
 
 log = logging.getLogger(__name__)
@@ -71,6 +76,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="stop after S seconds (default: run until Ctrl-C)",
     )
     p.add_argument("--print-ids", action="store_true", help="print the relay ids, one a line")
+    firmware = p.add_argument_group(
+        "firmware variants (default: strict, as PROTOCOL.md promises nothing more)"
+    )
+    firmware.add_argument(
+        "--ack-writes",
+        action="store_true",
+        help="answer a config write with the whole component",
+    )
+    firmware.add_argument(
+        "--announce-on-boot",
+        action="store_true",
+        help="send the app config, unprompted, after every (re)boot",
+    )
+    firmware.add_argument(
+        "--duplicate-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="share of messages sent twice",
+    )
+    firmware.add_argument(
+        "--reorder-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="share of messages held back up to a second (later ones overtake them)",
+    )
+    firmware.add_argument(
+        "--ota-keeps-version",
+        action="store_true",
+        help="download and reboot on ota_ud, but keep the old version",
+    )
     faults = p.add_argument_group("fault injection")
     faults.add_argument(
         "--drop-rate",
@@ -140,12 +177,20 @@ def run(args: argparse.Namespace) -> int:
         malformed_rate=args.malformed_rate,
         ota_fail_rate=args.ota_fail_rate,
     )
+    firmware = Firmware(
+        ack_writes=args.ack_writes,
+        announce_on_boot=args.announce_on_boot,
+        duplicate_rate=args.duplicate_rate,
+        reorder_rate=args.reorder_rate,
+        ota_keeps_version=args.ota_keeps_version,
+    )
     fleet = Fleet(
         _broker_uri(settings),
         settings.topics,
         relays=settings.sim_relays if args.relays is None else args.relays,
         seed=args.seed,
         faults=faults,
+        firmware=firmware,
         reboot_s=args.reboot_s,
         events_per_minute=args.events_per_minute,
         non_sas=args.non_sas,

@@ -1,10 +1,14 @@
 """The HTTP server boards download firmware from: `GET {base_url}{file name}`.
 
-Contract: it serves `/firmwares/<name>` and `/firmwares/<relay>/<name>` and nothing
-else, and only when `name` passes the one file-name rule, is materialised in the folder
-and (when `allowed` is given) is a file of the library. `<relay>` is a relay id (12
-lowercase hex digits): a rollout gives each board its own `otaURL`
-(`{base_url}{relay}/`), so the download log names the board that downloaded. The name
+Contract: it serves `/firmwares/<name>` and `/firmwares/<relay>/<token>/<name>` and
+nothing else, and only when `name` passes the one file-name rule, is materialised in the
+folder and (when `allowed` is given) is a file of the library. `<relay>` is a relay id
+(12 lowercase hex digits): a rollout gives each board its own `otaURL`
+(`{base_url}{relay}/{token}/`), so the download log names the board that downloaded.
+`<token>` is the secret the rollout gave that board: `board_token(relay, token)` says
+whether it is (the store compares in constant time); a wrong or missing token, or no
+`board_token` at all, is a 404 that records nothing, so nobody can download in a
+board's name. The token is masked wherever a path is logged. The name
 is percent-decoded once; a `/`, `\\`, `..` or NUL in it, a directory, a query or any
 other path is a 404. Only GET and HEAD (405 otherwise), one
 byte range at most (206 / 416). Every GET that starts sending becomes a `DownloadRecord`:
@@ -34,6 +38,7 @@ from urllib.parse import unquote_to_bytes
 from smib_core.errors import SmibError
 from smib_core.firmware import materialise
 from smib_core.firmware.names import is_firmware_file_name
+from smib_core.protocol import mask_ota_token
 from smib_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,7 @@ _CHUNK = 64 * 1024
 _RANGE_RE = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
 _UNSPECIFIED_HOSTS = ("", "0.0.0.0", "::")
 _RELAY_RE = re.compile(r"[0-9a-f]{12}")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +62,7 @@ class DownloadRecord:
     bytes_sent: int
     size: int
     complete: bool
-    relay: str | None = None  # from a /firmwares/<relay>/<name> request
+    relay: str | None = None  # from a /firmwares/<relay>/<token>/<name> request, token checked
 
 
 class RangeNotSatisfiable(Exception):
@@ -67,6 +73,7 @@ class RangeNotSatisfiable(Exception):
 class Requested:
     name: str
     relay: str | None = None
+    token: str = ""
 
 
 def requested(target: str) -> Requested | None:
@@ -81,10 +88,11 @@ def requested(target: str) -> Requested | None:
     if not slash:
         name = _file_name(raw)
         return Requested(name) if name is not None else None
-    if not _RELAY_RE.fullmatch(relay):
+    token, slash, rest = rest.partition("/")
+    if not slash or not _RELAY_RE.fullmatch(relay) or not _TOKEN_RE.fullmatch(token):
         return None
     name = _file_name(rest)
-    return Requested(name, relay) if name is not None else None
+    return Requested(name, relay, token) if name is not None else None
 
 
 def _file_name(raw: str) -> str | None:
@@ -141,6 +149,7 @@ class FirmwareServer:
         *,
         allowed: Callable[[str], bool] | None = None,
         on_download: Callable[[DownloadRecord], None] | None = None,
+        board_token: Callable[[str, str], bool] | None = None,
         base_url: str | None = None,
         max_idle: timedelta = materialise.MAX_IDLE,
         cleanup_every: timedelta = timedelta(minutes=1),
@@ -150,6 +159,7 @@ class FirmwareServer:
         self.bind = bind
         self.allowed = allowed
         self.on_download = on_download
+        self.board_token = board_token
         self.max_idle = max_idle
         self._port = port
         self._base_url = base_url
@@ -169,6 +179,7 @@ class FirmwareServer:
         folder: Path = materialise.DEFAULT_FOLDER,
         allowed: Callable[[str], bool] | None = None,
         on_download: Callable[[DownloadRecord], None] | None = None,
+        board_token: Callable[[str, str], bool] | None = None,
     ) -> FirmwareServer:
         """FIRMWARE_BIND, FIRMWARE_PORT and FIRMWARE_BASE_URL from the settings."""
         return cls(
@@ -177,6 +188,7 @@ class FirmwareServer:
             settings.firmware_port,
             allowed=allowed,
             on_download=on_download,
+            board_token=board_token,
             base_url=settings.firmware_base_url,
         )
 
@@ -344,7 +356,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(send_body=False)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("firmware http %s: " + format, self.client_address[0], *args)
+        shown = tuple(mask_ota_token(a) if isinstance(a, str) else a for a in args)
+        log.debug("firmware http %s: " + format, self.client_address[0], *shown)
 
     def _serve(self, send_body: bool) -> None:
         owner = self.server.owner
@@ -352,6 +365,8 @@ class _Handler(BaseHTTPRequestHandler):
         if asked is None or not materialise.is_materialised(owner.folder, asked.name):
             return self._refuse()
         name = asked.name
+        if asked.relay is not None and not self._token_ok(asked.relay, asked.token):
+            return self._refuse()
         if owner.allowed is not None:
             try:
                 allowed = owner.allowed(name)
@@ -403,6 +418,16 @@ class _Handler(BaseHTTPRequestHandler):
         )
         return None
 
+    def _token_ok(self, relay: str, token: str) -> bool:
+        check = self.server.owner.board_token
+        if check is None:
+            return False
+        try:
+            return bool(check(relay, token))
+        except Exception:
+            log.exception("firmware server: cannot check board %s's OTA token", relay)
+            return False
+
     def _copy(self, stream: BinaryIO, first: int, length: int) -> int:
         stream.seek(first)
         sent = 0
@@ -421,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.info(
             "firmware server refused %s %r from %s",
             self.command,
-            self.path[:200],
+            mask_ota_token(self.path[:200]),
             self.client_address[0],
         )
         self._plain(404, "not found")

@@ -6,8 +6,9 @@ record settles: confirmed when answered, timed_out when not); the replies land i
 bus's per-relay `latest_config`, which a page fragment polls and turns into cards
 (`config_cards`).
 An edit (the seed's form fields, mapped and diffed by `services.config_forms`) goes
-out through `write_and_confirm`: ONE partial `cfg` write of the changed fields, then a
-read-back of the component that marks the change confirmed or not. The write's audit
+out through `write_and_confirm`: ONE partial `cfg` write of the changed fields (a board
+answers nothing to it), then the read-back of `services.readback` that marks the change
+confirmed or not. The write's audit
 record carries the masked before/after values, so `config_history` can show who changed
 what. No streamlit here.
 """
@@ -19,13 +20,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 
 from smib_core import protocol
 from smib_core.errors import RequestTimeout, SmibError
-from smib_core.protocol import ConfigReply
 from smib_core.services.actions import BoardActions
 from smib_core.services.config_forms import (
     FieldChange,
@@ -41,6 +41,7 @@ from smib_core.services.config_forms import (
     split_uri,
 )
 from smib_core.services.live import ago
+from smib_core.services.readback import Outcome, ReadBack, ReadBackTimings, read_back, reports
 from smib_core.store.audit import AuditTrail
 
 LIVE_COMPONENTS: tuple[str, ...] = ("net", "mqtt", "coms", "ota", "app")
@@ -64,7 +65,6 @@ __all__ = [
     "prepare_change",
     "split_uri",
 ]
-Outcome = Literal["confirmed", "not_confirmed", "timed_out"]
 
 
 class ConfigSource(Protocol):
@@ -227,12 +227,15 @@ def write_and_confirm(
     comp: str,
     changed: Sequence[FieldChange],
     timeout: float = 5.0,
+    timings: ReadBackTimings | None = None,
 ) -> ConfigChangeResult:
     """One partial `cfg` write of the changed fields, then a read-back that confirms it.
 
-    The write is audited with the masked before/after values; its outcome becomes
-    confirmed / not_confirmed / timed_out once the read-back says. Raises InvalidInput
-    (nothing sent) for refused values, PermissionDenied, or BusError when not sent.
+    The write is published (a board answers nothing to it) and audited with the masked
+    before/after values; `readback.read_back` then asks the component until it reports
+    the new values, and the write's audit record is settled confirmed / not_confirmed /
+    timed_out. Raises InvalidInput (nothing sent) for refused values, PermissionDenied,
+    or BusError when not sent.
     """
     relay = protocol.normalize_relay_id(relay)
     command = protocol.config_write(comp, {c.field: c.after for c in changed})
@@ -242,15 +245,12 @@ def write_and_confirm(
         "after": {c.field: c.shown_after() for c in changed},
     }
     sent = actions.send_command([relay], command, context)
-    reported: Mapping[str, Any] = {}
-    reason, timed_out = "", False
+    written = {c.field: c.after for c in changed}
     try:
-        reply = actions.request(relay, protocol.config_read(comp), timeout)
-        reported = reply.fields if isinstance(reply, ConfigReply) else {}
-    except RequestTimeout as exc:
-        reason, timed_out = f"{exc}.", True
+        back = read_back(actions, relay, comp, reports(written), timeout, timings)
     except SmibError as exc:
-        reason = f"the read-back failed: {exc}."
+        back = ReadBack("not_confirmed", {}, 0, f"the read-back failed: {exc}")
+    reported = back.fields
     checks = tuple(
         FieldCheck(
             c.field,
@@ -261,11 +261,11 @@ def write_and_confirm(
         )
         for c in changed
     )
-    outcome: Outcome = "confirmed" if all(c.confirmed for c in checks) else "not_confirmed"
-    if timed_out:
-        outcome = "timed_out"
+    outcome: Outcome = back.outcome
+    reason = f"{back.reason}." if back.reason else ""
     differ = [c.field for c in checks if not c.confirmed]
-    actions.settle(sent.audit_id, outcome, {"differ": differ, "reason": reason} if differ else {})
+    detail = {"differ": differ, "reason": reason} if outcome != "confirmed" else {}
+    actions.settle(sent.audit_id, outcome, detail)
     return ConfigChangeResult(relay, comp, outcome, checks, sent.audit_id, reason)
 
 

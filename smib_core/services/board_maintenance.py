@@ -3,23 +3,27 @@ data (NVS), reset the meters of a non-SAS board.
 
 Each goes through the guarded gateway (`BoardActions`: role checked, audited). A page
 asks for confirmation first; what each clear erases is written here once, so every
-dialog says the same. The seed shows a 15-second countdown after a restart, then
-refreshes the board's data: `countdown` is that clock. No streamlit here.
+dialog says the same. A restart is confirmed by `restart_and_confirm`: `rst` (which a
+board does not answer), then `readback.await_back` until the board answers a question
+again; the restart's audit record is settled with that outcome. The seed's 15-second
+countdown (`countdown`) is what the page shows meanwhile. No streamlit here.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from smib_core import protocol, sas
-from smib_core.errors import BusError, InvalidInput, RequestTimeout
+from smib_core.errors import InvalidInput, RequestTimeout
 from smib_core.protocol import NvsReply
 from smib_core.services.actions import BoardActions, SendResult
+from smib_core.services.readback import ReadBack, ReadBackTimings, await_back
 
 RESTART_COUNTDOWN_S = 15.0
+RESTART_TIMEOUT_S = 60.0  # a board not back after this long is reported timed out
 
 NVS_CLEARS: dict[sas.NvsClear, tuple[str, str]] = {
     sas.NvsClear.ALL: (
@@ -49,36 +53,51 @@ def restart(actions: BoardActions, relay: str) -> SendResult:
     return actions.send_command([relay], protocol.restart())
 
 
+@dataclass(frozen=True, slots=True)
+class RestartOutcome:
+    relay: str
+    audit_id: str
+    back: ReadBack
+
+    @property
+    def ok(self) -> bool:
+        return self.back.confirmed
+
+    @property
+    def message(self) -> str:
+        if self.ok:
+            return f"Restart done: board {self.relay} is back and answering."
+        return f"Restart sent, but board {self.relay} is not back: {self.back.reason}."
+
+
+def restart_and_confirm(
+    actions: BoardActions,
+    relay: str,
+    timeout: float = RESTART_TIMEOUT_S,
+    timings: ReadBackTimings | None = None,
+) -> RestartOutcome:
+    """`rst`, then wait until the board answers again; the audit record says which.
+    Raises BusError (audited as failed) when the command could not be sent."""
+    relay = protocol.normalize_relay_id(relay)
+    sent_at = time.time()
+    sent = restart(actions, relay)
+    return confirm_restart(actions, relay, sent, sent_at, timeout, timings)
+
+
 def confirm_restart(
     actions: BoardActions,
     relay: str,
     sent: SendResult,
     sent_at: float,
-    timeout_s: float = 60.0,
-    grace_s: float = 2.0,
-    read_timeout_s: float = 2.0,
-    clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] = time.sleep,
-) -> bool:
-    """Whether the board is back after the `rst` of `sent` (sent at `sent_at`): it must
-    answer a `cfg app` read asked after send time + `grace_s` (boards announce nothing
-    after a reboot), asked until `timeout_s` after the send. The restart's audit record
-    settles: confirmed, or timed_out."""
-    sleep(max(0.0, sent_at + grace_s - clock()))
-    while True:
-        try:
-            actions.request(relay, protocol.config_read("app"), read_timeout_s)
-        except (RequestTimeout, BusError):
-            if clock() >= sent_at + timeout_s:
-                break
-            sleep(min(1.0, read_timeout_s))
-            continue
-        back = f"answered cfg app {clock() - sent_at:.1f} s after the rst"
-        actions.settle(sent.audit_id, "confirmed", {"detail": back})
-        return True
-    why = f"did not answer cfg app within {timeout_s:g} s of the rst"
-    actions.settle(sent.audit_id, "timed_out", {"detail": why})
-    return False
+    timeout: float = RESTART_TIMEOUT_S,
+    timings: ReadBackTimings | None = None,
+) -> RestartOutcome:
+    """The second half of `restart_and_confirm`, for a page that sends `rst` itself (so a
+    refusal shows at once) and follows the board on a thread."""
+    back = await_back(actions, relay, sent_at, timeout, timings)
+    detail = {} if back.confirmed else {"reason": back.reason}
+    actions.settle(sent.audit_id, back.outcome, detail)
+    return RestartOutcome(relay, sent.audit_id, back)
 
 
 def countdown(started_at: float, now: float, total_s: float = RESTART_COUNTDOWN_S) -> float:

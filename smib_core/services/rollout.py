@@ -15,17 +15,23 @@ rollout's `min_success_pct`; otherwise the rollout halts. Per board:
 
 1. ask its version (`config_read app`): already the target -> skipped; no answer ->
    failed "offline" (it counts against the share);
-2. set `otaURL` to the board's own folder of the firmware server
-   (`{ota_url}{relay}/`, see `board_ota_url`) and check the board's reply -> url_set;
-3. send `ota_ud` with the file name -> command_sent (the per-board timeout starts);
-4. a complete download of the file from the board's folder in the server's log ->
-   downloaded (the path names the board, so no guessing by address or order);
-5. the board announces its `app` after its reboot -> back_online; then its version is
-   asked: the target -> confirmed; another version after a download -> failed "device
-   kept version X". While waiting the version is also asked every `probe_every_s`
-   (a runner that restarted missed the announcements);
-6. at the timeout one last question: the target -> confirmed, another version ->
-   failed, no answer -> timed_out.
+2. write `otaURL` (the board answers nothing) = its own folder of the firmware server
+   with a secret token made for this rollout and board (`{ota_url}{relay}/{token}/`,
+   see `board_ota_url`), then read `ota` back until it reports that URL
+   (`services.readback`) -> url_set; otherwise failed;
+3. send `ota_ud` with the file name -> command_sent (the per-board timeout starts; the
+   `ota_start` audit record is settled with the board's outcome by the store);
+4. a complete download of the file under the board's folder and token in the server's
+   log -> downloaded (the server refuses any other token, so nobody downloads in the
+   board's name);
+5. its version is read back (`cfg app`) every `probe_every_s`, every
+   `probe_downloaded_s` once the download was seen; an announcement counts for nothing.
+   The target version after its own download -> confirmed; the target version with no
+   download seen -> failed "reported the new version without downloading it"; a board
+   that went quiet after its download (a question unanswered) and answers another
+   version -> back_online, then failed "device kept version X";
+6. at the timeout one last question: the target -> confirmed (download seen) or failed,
+   another version -> failed, no answer -> timed_out.
 
 Versions compare without case and a leading `v` (`v1.5.0` equals `1.5.0`). Times are
 `time.time()` floats, as the store keeps them.
@@ -36,7 +42,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,9 +52,13 @@ from pymongo.errors import PyMongoError
 
 from smib_core import protocol
 from smib_core.errors import BusError, InvalidInput, PermissionDenied, RequestTimeout, SmibError
-from smib_core.firmware.materialise import materialise
+from smib_core.firmware.materialise import DEFAULT_FOLDER, in_library, materialise
+from smib_core.firmware.server import FirmwareServer
 from smib_core.inbox import WarnThrottle
+from smib_core.protocol import mask_ota_token
 from smib_core.services.actions import BoardActions, CommandBus
+from smib_core.services.readback import ReadBackTimings, read_back, reports
+from smib_core.settings import Settings
 from smib_core.store.audit import AuditTrail
 from smib_core.store.downloads import DownloadLog
 from smib_core.store.firmware import FirmwareLibrary
@@ -62,16 +72,17 @@ UPDATED = ("confirmed", "failed", "timed_out")  # the boards the success share c
 
 
 class RolloutBus(CommandBus, Protocol):
-    """What the runner needs of `smib_core.bus.DeviceBus`."""
-
-    def latest_config(self, relay: str) -> dict[str, tuple[Mapping[str, Any], float]]: ...
+    """What the runner needs of `smib_core.bus.DeviceBus`: to send and to ask, nothing it
+    would have to hear unprompted."""
 
 
 @dataclass(frozen=True, slots=True)
 class RunnerTimings:
     poll_s: float = 0.5  # between passes
-    request_timeout_s: float = 3.0  # a version question, the OTA URL write
+    request_timeout_s: float = 3.0  # one question (version, OTA URL read-back)
+    readback_s: float = 10.0  # the OTA URL write read back for at most this long
     probe_every_s: float = 15.0  # ask an updating board's version this often
+    probe_downloaded_s: float = 2.0  # and this often once its download was seen
     lease_ttl_s: float = 20.0
 
 
@@ -88,10 +99,26 @@ def confirmed_share(boards: Iterable[BoardState]) -> float | None:
     return None if not states else 100.0 * states.count("confirmed") / len(states)
 
 
-def board_ota_url(base_url: str, relay: str) -> str:
-    """The `otaURL` a rollout gives a board: its own folder of the firmware server, which
-    serves the same files there and logs the download under the board's relay."""
-    return f"{base_url}{relay}/"
+def board_ota_url(base_url: str, relay: str, token: str) -> str:
+    """The `otaURL` a rollout gives a board: its own folder of the firmware server with the
+    board's secret token (`{base_url}{relay}/{token}/`). The server serves the same files
+    there only for that token and logs the download under the board's relay. A secret:
+    shown and logged only through `protocol.mask_ota_token`."""
+    return f"{base_url}{relay}/{token}/"
+
+
+def firmware_server(
+    settings: Settings, db: Database[Any], folder: Path = DEFAULT_FOLDER
+) -> FirmwareServer:
+    """The firmware server of a deployment: library files only, every download logged
+    for the rollout runners, per-board URLs checked against the rollouts' OTA tokens."""
+    return FirmwareServer.from_settings(
+        settings,
+        folder=folder,
+        allowed=in_library(FirmwareLibrary(db)),
+        on_download=DownloadLog(db).record,
+        board_token=RolloutStore(db).ota_token_ok,
+    )
 
 
 class RolloutRunner:
@@ -122,7 +149,8 @@ class RolloutRunner:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._warn = WarnThrottle()
-        self._probed: dict[tuple[str, str], float] = {}  # (rollout, relay) -> last answer
+        self._probed: dict[tuple[str, str], float] = {}  # (rollout, relay) -> last question
+        self._quiet: dict[tuple[str, str], float] = {}  # -> last question left unanswered
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -284,7 +312,8 @@ class RolloutRunner:
     # --- one board --------------------------------------------------------------------
 
     def _launch(self, rollout: Rollout, actions: BoardActions, board: BoardState) -> None:
-        """Version question, OTA URL, `ota_ud`: queued (or url_set) -> command_sent."""
+        """Version question, OTA URL (read back), `ota_ud`: queued (or url_set) ->
+        command_sent."""
         timeout = self.timings.request_timeout_s
         try:
             reply = actions.request(board.relay, protocol.config_read("app"), timeout)
@@ -294,38 +323,45 @@ class RolloutRunner:
             return
         version = str(getattr(reply, "fields", {}).get("version", ""))
         if same_version(version, rollout.version):
-            state = "confirmed" if board.previous_version else "skipped"
-            why = "" if board.previous_version else f"already on {version}"
-            self.store.update_board(board, state, why, version=version)
+            if not board.previous_version:
+                self.store.update_board(board, "skipped", f"already on {version}", version=version)
+                return
+            # A runner stopped between URL and command: the board's own download decides.
+            board = self._note_downloads(rollout, [board], since=board.times.get("url_set"))[0]
+            self._judge_new_version(board, version)
             return
-        url = board_ota_url(self.ota_url, board.relay)
-        try:
-            reply = actions.request(board.relay, protocol.set_ota_url(url), timeout)
-        except RequestTimeout:
-            self.store.update_board(
-                board,
-                "failed",
-                "did not confirm the OTA URL",
-                previous_version=version,
-                version=version,
+        board, token = self.store.ota_token(board)
+        url = board_ota_url(self.ota_url, board.relay, token)
+        versions = {"previous_version": version, "version": version}
+        sent = actions.send_command([board.relay], protocol.set_ota_url(url))
+        back = read_back(
+            actions,
+            board.relay,
+            "ota",
+            reports({"otaURL": url}),
+            self.timings.readback_s,
+            ReadBackTimings(ask_timeout_s=timeout),
+        )
+        actions.settle(
+            sent.audit_id, back.outcome, {} if back.confirmed else {"reason": back.reason}
+        )
+        if not back.confirmed:
+            taken = mask_ota_token(str(back.fields.get("otaURL", "")))
+            why = (
+                f"did not confirm the OTA URL: {back.reason}"
+                if not back.answered
+                else f"kept the OTA URL {taken!r}"
             )
-            return
-        taken = getattr(reply, "fields", {}).get("otaURL")
-        if taken != url:
-            self.store.update_board(
-                board,
-                "failed",
-                f"kept the OTA URL {taken!r}",
-                previous_version=version,
-                version=version,
-            )
+            self.store.update_board(board, "failed", why, **versions)
             return
         board = self.store.update_board(
-            board, "url_set", "", previous_version=version, version=version, ota_url=url
+            board, "url_set", "", ota_url=mask_ota_token(url), **versions
         )
         sent_at = time.time()
-        actions.send_command([board.relay], protocol.ota_start(rollout.filename))
-        self.store.update_board(board, "command_sent", command_at=sent_at)
+        command = actions.send_command([board.relay], protocol.ota_start(rollout.filename))
+        self.store.update_board(
+            board, "command_sent", command_at=sent_at, ota_audit_id=command.audit_id
+        )
         self._probed[(rollout.id, board.relay)] = sent_at
 
     def _watch(self, rollout: Rollout, actions: BoardActions, board: BoardState) -> None:
@@ -339,19 +375,23 @@ class RolloutRunner:
             return
         now = time.time()
         sent_at = board.command_at or board.updated_at
-        key = (rollout.id, board.relay)
-        last_answer = self._probed.get(key, 0.0)  # 0: a new runner asks at once
-        heard = self._bus.latest_config(board.relay).get("app")
-        announced = heard is not None and heard[1] > max(sent_at, last_answer)
-        if announced and board.state != "back_online":
-            board = self.store.update_board(board, "back_online")
+        last_asked = self._probed.get((rollout.id, board.relay), 0.0)  # 0: ask at once
+        every = (
+            self.timings.probe_downloaded_s
+            if board.download_at is not None
+            else self.timings.probe_every_s
+        )
         final = now - sent_at >= rollout.timeout_s
-        if announced or final or now - last_answer >= self.timings.probe_every_s:
+        if final or now - last_asked >= every:
             self._ask_version(rollout, actions, board, final)
 
     def _ask_version(
         self, rollout: Rollout, actions: BoardActions, board: BoardState, final: bool
     ) -> None:
+        """Read `cfg app` back: the version after the reboot decides, never an announcement.
+
+        A board that went quiet after its download (a question unanswered) and answers
+        again is back: on the target version it is confirmed, on another it failed."""
         key = (rollout.id, board.relay)
         try:
             reply = actions.request(
@@ -359,39 +399,65 @@ class RolloutRunner:
             )
         except RequestTimeout:
             self._probed[key] = time.time()
+            if board.download_at is not None:
+                self._quiet[key] = time.time()
             if final:
                 why = f"did not come back within {rollout.timeout_s:g} s"
                 self.store.update_board(board, "timed_out", why)
             return
         self._probed[key] = time.time()
         version = str(getattr(reply, "fields", {}).get("version", ""))
+        if board.download_at is None:  # the log may have caught up since this pass began
+            board = self._note_downloads(rollout, [board])[0]
         if same_version(version, rollout.version):
-            self.store.update_board(board, "confirmed", "", version=version)
+            self._judge_new_version(board, version)
             return
         downloaded = board.download_at is not None
-        if final or (board.state == "back_online" and downloaded):
+        back = downloaded and self._quiet.get(key, 0.0) > (board.download_at or 0.0)
+        if back and board.state != "back_online":
+            board = self.store.update_board(board, "back_online")
+        if final or back:
             seen = "after downloading" if downloaded else "no download seen of"
             why = f"device kept version {version or '?'} ({seen} {rollout.filename})"
             self.store.update_board(board, "failed", why, version=version)
 
-    def _note_downloads(self, rollout: Rollout, boards: list[BoardState]) -> list[BoardState]:
+    def _judge_new_version(self, board: BoardState, version: str) -> None:
+        """The board reports the target version: confirmed only after its own download."""
+        if board.download_at is None:
+            why = "reported the new version without downloading it"
+            self.store.update_board(board, "failed", why, version=version)
+            return
+        self.store.update_board(board, "confirmed", "", version=version)
+
+    def _note_downloads(
+        self, rollout: Rollout, boards: list[BoardState], since: float | None = None
+    ) -> list[BoardState]:
         """Mark the boards still waiting for their download that the server's log shows
-        downloading the whole file from their own folder since they were commanded."""
+        downloading the whole file from their own folder (token checked by the server)
+        since they were commanded (or since `since`)."""
         waiting = {
             b.relay: b
             for b in boards
-            if b.state == "command_sent" and b.download_at is None and b.command_at is not None
+            if b.download_at is None
+            and (
+                (b.state == "command_sent" and b.command_at is not None)
+                or (since is not None and b.previous_version)
+            )
         }
         if not waiting:
             return boards
-        since = min(b.command_at or 0.0 for b in waiting.values())
+
+        def start(board: BoardState) -> float:
+            return board.command_at if board.command_at is not None else (since or 0.0)
+
         noted: dict[str, BoardState] = {}
-        for download in self._downloads.since(rollout.filename, since):
+        for download in self._downloads.since(rollout.filename, min(map(start, waiting.values()))):
             board = waiting.get(download.relay or "")
-            if board is None or not download.complete or download.at < (board.command_at or 0.0):
+            if board is None or not download.complete or download.at < start(board):
                 continue
             del waiting[board.relay]
+            state = "downloaded" if board.state == "command_sent" else board.state
             noted[board.relay] = self.store.update_board(
-                board, "downloaded", download_at=download.at, download_client=download.client
+                board, state, download_at=download.at, download_client=download.client
             )
         return [noted.get(b.relay, b) for b in boards]

@@ -37,19 +37,16 @@ from smib_core.bus import DeviceBus, bus_for
 from smib_core.embedded import EmbeddedSupervisor
 from smib_core.errors import SmibError
 from smib_core.firmware import materialise
-from smib_core.firmware.materialise import in_library
 from smib_core.firmware.server import FirmwareServer
 from smib_core.inbox import WarnThrottle
 from smib_core.services.batch import AuditSweeper, BatchWorker
 from smib_core.services.collector import Collector, CollectorConfig
 from smib_core.services.events import EventRecorder, start_event_recording
 from smib_core.services.presence import PresencePoller, presence_lease
-from smib_core.services.rollout import RolloutRunner, RunnerTimings
+from smib_core.services.rollout import RolloutRunner, RunnerTimings, firmware_server
 from smib_core.settings import Settings
 from smib_core.store.audit import AuditTrail
 from smib_core.store.db import connect
-from smib_core.store.downloads import DownloadLog
-from smib_core.store.firmware import FirmwareLibrary
 from smib_core.store.leases import (
     LEASE_RENEW_S,
     LEASE_STANDBY_S,
@@ -197,12 +194,7 @@ class Worker:
         audit = AuditTrail(db)
         self.context = WorkerContext(settings, db, bus, audit, Registry(db, audit))
         self.firmware = FirmwareService(
-            FirmwareServer.from_settings(
-                settings,
-                folder=firmware_folder,
-                allowed=in_library(FirmwareLibrary(db)),
-                on_download=DownloadLog(db).record,
-            ),
+            firmware_server(settings, db, firmware_folder),  # library files, OTA tokens
             Lease(db, FIRMWARE_LEASE, process_owner("firmware:"), LEASE_TTL_S),
         )
         registry = self.context.registry

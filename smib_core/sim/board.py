@@ -7,13 +7,22 @@ a firmware to fetch (`Download`). The board never sleeps, reads a clock or touch
 socket; `fleet.Fleet` carries the effects out. Each board owns a seeded RNG, so a given
 seed and command sequence give the same answers.
 
+Strict by default (PROTOCOL.md, "What a board does NOT promise"): no reply to a config
+write, `rst`, `ota_ud` or `met_reset`, and no unprompted message after a (re)boot: a
+board is back when it answers a question again. What real firmware may also do is a
+`Firmware` variant: `ack_writes` (a write is answered with the whole component),
+`announce_on_boot` (its `app` reply, unprompted, on every boot), `duplicate_rate`
+(a message goes out twice), `reorder_rate` (a message is held back so later ones
+overtake it), `ota_keeps_version` (downloads and reboots but keeps its old version) and
+`forges_ota` (reports the new version after `ota_ud` without downloading anything: a
+test of the console, not firmware anyone should ship). Slow reboots: `reboot_s`.
+
 Lifecycle: `power_on` -> up. `rst` -> rebooting (quiet: no answers, no events) for
-`reboot_s`, then `boot` announces the board (its `app` config reply, unprompted).
-`ota_ud` -> `Download` of `{otaURL}{bin}`; `ota_finished` -> reboot; on boot the board
-runs the version named in the file (`..._v1.5.0.bin`), or its version with the patch
-bumped. PROTOCOL.md defines no OTA failure message, so a failed download (or an
-injected `ota_fail_rate` failure) is visible only as the board coming back from the
-reboot with its OLD version; `last_ota` records the outcome and the fleet logs it.
+`reboot_s`, then `boot`. `ota_ud` -> `Download` of `{otaURL}{bin}`; `ota_finished` ->
+reboot; on boot the board runs the version named in the file (`..._v1.5.0.bin`), or its
+version with the patch bumped. PROTOCOL.md defines no OTA failure message, so a failed
+download (or an injected `ota_fail_rate` failure) is visible only as the board coming
+back from the reboot with its OLD version; `last_ota` records the outcome and the fleet logs it.
 Every `Send` carries the board's boot `epoch`: one scheduled before a reboot is not
 delivered after it.
 
@@ -22,7 +31,7 @@ board forwards the poll to its one machine); games 0 and 1 are the whole machine
 other game numbers answer every meter with size 0 (no such game); a poll a machine
 would ignore (bad CRC, length, BCD) is answered `"-1"`. A config write applies the
 component's known fields whose JSON type matches (no range checks, like the firmware)
-and answers the whole component; writes to `app` change nothing. Topic and URI changes
+(and answers nothing, unless `ack_writes`); writes to `app` change nothing. Topic and URI changes
 are stored and reported, not acted on (the fleet keeps one subscription). After a
 meter reset (NVS clear of meters/all, or `met_reset` on a non-SAS board) the board also
 emits event 7A, soft meters reset.
@@ -77,6 +86,26 @@ class Faults:
 
 
 @dataclass(frozen=True, slots=True)
+class Firmware:
+    """How a board's firmware behaves where PROTOCOL.md leaves room (default: strict)."""
+
+    ack_writes: bool = False  # a config write is answered with the whole component
+    announce_on_boot: bool = False  # the `app` reply, unprompted, after every (re)boot
+    duplicate_rate: float = 0.0  # a message goes out twice
+    reorder_rate: float = 0.0  # a message is held back up to `reorder_delay_s`
+    reorder_delay_s: float = 1.0
+    ota_keeps_version: bool = False  # downloads, reboots, still runs the old version
+    forges_ota: bool = False  # reports the new version after `ota_ud`, downloads nothing
+
+    def __post_init__(self) -> None:
+        for name in ("duplicate_rate", "reorder_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InvalidInput(f"{name} must be between 0 and 1")
+        if self.reorder_delay_s < 0:
+            raise InvalidInput("the reorder delay cannot be negative")
+
+
+@dataclass(frozen=True, slots=True)
 class Send:
     topic: str
     payload: bytes
@@ -123,10 +152,12 @@ class Board:
         rng: random.Random,
         topics: Topics,
         faults: Faults | None = None,
+        firmware: Firmware | None = None,
         reboot_s: float = 5.0,
         time_scale: float = 1.0,
     ) -> None:
         self.relay = relay
+        self.behaviour = firmware or Firmware()
         self.machine = machine
         self.config = config
         self.rng = rng
@@ -185,10 +216,11 @@ class Board:
         return self.announce()
 
     def announce(self) -> list[Effect]:
-        """The unprompted `app` reply a board sends when it (re)appears."""
-        if self.quiet():
+        """The unprompted `app` reply of a board that (re)appears: only `announce_on_boot`
+        firmware sends one (PROTOCOL.md promises none)."""
+        if self.quiet() or not self.behaviour.announce_on_boot:
             return []
-        return [self._message(self.topics.cfg, self._config_reply("app"), 0.0)]
+        return self._shape([self._message(self.topics.cfg, self._config_reply("app"), 0.0)])
 
     def set_online(self, online: bool) -> list[Effect]:
         was_online, self.online = self.online, online
@@ -213,8 +245,10 @@ class Board:
         if ok and self.rng.random() < self.faults.ota_fail_rate:
             ok = False
         new = frames.version_after_update(bin_name, self.version) if ok else self.version
+        if self.behaviour.ota_keeps_version:
+            new = self.version
         self.last_ota = OtaOutcome(bin_name, ok, new)
-        self.pending_version = new if ok else None
+        self.pending_version = new if ok and new != self.version else None
         return self._reboot(now)
 
     def event(self, now: float) -> list[Effect]:
@@ -232,6 +266,9 @@ class Board:
         """A command from the server; the effects it causes (none when quiet)."""
         if self.quiet() or self.rng.random() < self.faults.drop_rate:
             return []
+        return self._shape(self._command(command, now))
+
+    def _command(self, command: Mapping[str, Any], now: float) -> list[Effect]:
         typ = command.get("typ")
         if typ == "cfg":
             return self._config(command)
@@ -244,17 +281,20 @@ class Board:
         if typ == "rst":
             return self._reboot(now)
         if typ == "ota_ud":
-            return self._ota(command)
+            return self._ota(command, now)
         return []
 
     def _config(self, command: Mapping[str, Any]) -> list[Effect]:
         comp = command.get("comp")
         if not isinstance(comp, str) or comp not in self.config:
             return []
+        is_write = any(key not in ("typ", "comp") for key in command)
         for spec in COMPONENTS.get(comp, ()):
             value = command.get(spec.name)
             if spec.name in command and type(value) is spec.kind:
                 self.config[comp][spec.name] = value
+        if is_write and not self.behaviour.ack_writes:
+            return []
         return [self._message(self.topics.cfg, self._config_reply(comp))]
 
     def _config_reply(self, comp: str) -> dict[str, Any]:
@@ -279,6 +319,23 @@ class Board:
         reply["pyd"] = frame.hex().upper()
         return reply
 
+    def _shape(self, effects: list[Effect]) -> list[Effect]:
+        """The firmware's delivery quirks: some messages held back, some sent twice."""
+        shaped: list[Effect] = []
+        quirks = self.behaviour
+        for effect in effects:
+            if not isinstance(effect, Send):
+                shaped.append(effect)
+                continue
+            if quirks.reorder_rate and self.rng.random() < quirks.reorder_rate:
+                held = self.rng.uniform(0.0, quirks.reorder_delay_s)
+                effect = Send(effect.topic, effect.payload, effect.delay + held, effect.epoch)
+            shaped.append(effect)
+            if quirks.duplicate_rate and self.rng.random() < quirks.duplicate_rate:
+                again = effect.delay + self.rng.uniform(0.0, 0.2)
+                shaped.append(Send(effect.topic, effect.payload, again, effect.epoch))
+        return shaped
+
     def _meter_reset(self, now: float) -> list[Effect]:
         self._advance(now)
         self.machine.reset()
@@ -301,10 +358,14 @@ class Board:
         self.updating = None
         return [Wake(self.reboot_s, self.epoch)]
 
-    def _ota(self, command: Mapping[str, Any]) -> list[Effect]:
+    def _ota(self, command: Mapping[str, Any], now: float) -> list[Effect]:
         bin_name = command.get("bin")
         if not isinstance(bin_name, str) or not bin_name or self.updating is not None:
             return []
+        if self.behaviour.forges_ota:  # no download: straight to "the new version"
+            self.pending_version = frames.version_after_update(bin_name, self.version)
+            self.last_ota = OtaOutcome(bin_name, True, self.pending_version)
+            return self._reboot(now)
         self.updating = bin_name
         return [Download(f"{self.config['ota']['otaURL']}{bin_name}", bin_name, self.epoch)]
 
@@ -336,6 +397,7 @@ def make_boards(
     broker_uri: str = "mqtt://127.0.0.1:1883",
     ota_url: str = DEFAULT_OTA_URL,
     faults: Faults | None = None,
+    firmware: Firmware | None = None,
     non_sas: int = 0,
     reboot_s: float = 5.0,
     time_scale: float = 1.0,
@@ -368,6 +430,7 @@ def make_boards(
             rng=rng,
             topics=topics,
             faults=faults,
+            firmware=firmware,
             reboot_s=reboot_s,
             time_scale=time_scale,
         )

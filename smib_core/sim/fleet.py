@@ -45,6 +45,7 @@ from smib_core.sim.board import (
     Download,
     Effect,
     Faults,
+    Firmware,
     Send,
     Wake,
     make_boards,
@@ -85,6 +86,7 @@ class Fleet:
         relays: int = 20,
         seed: int = 0,
         faults: Faults | None = None,
+        firmware: Firmware | None = None,
         reboot_s: float = 5.0,
         events_per_minute: float = 1.0,
         non_sas: int = 0,
@@ -103,6 +105,7 @@ class Fleet:
         self._tls_context = tls_context
         self.topics = topics or Topics()
         self.faults = faults or Faults()
+        self.firmware = firmware or Firmware()
         self.events_per_minute = events_per_minute
         self.ota_timeout_s = ota_timeout_s
         self.connect_timeout_s = connect_timeout_s
@@ -113,6 +116,7 @@ class Fleet:
             broker_uri=broker_uri,
             ota_url=ota_url,
             faults=self.faults,
+            firmware=self.firmware,
             non_sas=non_sas,
             reboot_s=reboot_s,
             time_scale=time_scale,
@@ -163,6 +167,12 @@ class Fleet:
         board = self.board(relay)
         with self._lock:
             board.faults = faults or self.faults
+
+    def set_firmware(self, relay: str, firmware: Firmware | None) -> None:
+        """Give one board its own firmware behaviour (None: back to the fleet's)."""
+        board = self.board(relay)
+        with self._lock:
+            board.behaviour = firmware or self.firmware
 
     # --- lifecycle --------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from smib_core.errors import InvalidInput
 from smib_core.protocol import (
     COMMAND_KINDS,
     is_secret_field,
+    mask_ota_token,
     mask_secrets,
     mask_uri,
     normalize_relay_id,
@@ -75,7 +76,8 @@ def _mask_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_mask_value(item) for item in value]
     if isinstance(value, str):
-        text = mask_uri(value) if "://" in value and "@" in value else value
+        text = mask_ota_token(value) if "://" in value else value
+        text = mask_uri(text) if "://" in text and "@" in text else text
         return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
     return value
 

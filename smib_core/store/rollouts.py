@@ -15,10 +15,19 @@ confirmed boards in finished batches fell below the threshold) | cancelled. Boar
 states: queued -> url_set -> command_sent -> downloaded -> back_online -> confirmed, or
 skipped (already on the target version), failed (with a reason), timed_out, not_started
 (the rollout was cancelled or halted first). Pause, resume and cancel are audited.
+
+Each board of a rollout gets a secret `ota_token` (random, per rollout and board) that
+its OTA URL carries; `ota_token_ok` is the firmware server's check, a constant-time
+comparison with the tokens of the board's rollouts still under way. The token is kept
+only here: `ota_url` holds the URL masked. The `ota_start` audit record of a board
+(`ota_audit_id`) is settled with the board's outcome (confirmed, failed, timed_out, or
+cancelled when it was never started after all).
 """
 
 from __future__ import annotations
 
+import hmac
+import secrets
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -50,6 +59,14 @@ BOARD_STATES = (
 )
 IN_FLIGHT = ("url_set", "command_sent", "downloaded", "back_online")
 BOARD_DONE = ("skipped", "confirmed", "failed", "timed_out", "not_started")
+# How a board's outcome settles its `ota_start` audit record.
+OTA_AUDIT_OUTCOMES = {
+    "confirmed": "confirmed",
+    "failed": "failed",
+    "timed_out": "timed_out",
+    "not_started": "cancelled",
+    "skipped": "cancelled",
+}
 MAX_TARGETS = 5000
 MAX_TIMEOUT_S = 3600.0
 
@@ -102,7 +119,9 @@ class BoardState:
     command_at: float | None = None
     download_at: float | None = None
     download_client: str = ""
-    ota_url: str = ""
+    ota_url: str = ""  # masked: the token is a secret
+    ota_token: str = ""
+    ota_audit_id: str = ""
     times: Mapping[str, float] = field(default_factory=dict)
     updated_at: float = 0.0
 
@@ -130,6 +149,7 @@ class RolloutStore:
         self._rollouts.create_index([("created_at", DESCENDING)])
         self._boards.create_index([("rollout_id", ASCENDING)])
         self._boards.create_index([("state", ASCENDING)])
+        self._boards.create_index([("relay", ASCENDING)])
 
     # --- the plan ----------------------------------------------------------------------
 
@@ -309,7 +329,36 @@ class RolloutStore:
         self._boards.update_one({"_id": f"{board.rollout_id}:{board.relay}"}, {"$set": change})
         times = {**board.times, state: now}
         kept = {k: v for k, v in change.items() if not k.startswith("times.")}
-        return replace(board, **kept, times=times)
+        updated = replace(board, **kept, times=times)
+        if updated.ota_audit_id and state in OTA_AUDIT_OUTCOMES:
+            result = {"rollout": board.rollout_id, "state": state, "reason": updated.reason}
+            self._audit.settle(updated.ota_audit_id, OTA_AUDIT_OUTCOMES[state], result)
+        return updated
+
+    def ota_token(self, board: BoardState) -> tuple[BoardState, str]:
+        """The board's OTA token for this rollout, made (and stored) on first use."""
+        if board.ota_token:
+            return board, board.ota_token
+        token = secrets.token_hex(16)
+        self._boards.update_one(
+            {"_id": f"{board.rollout_id}:{board.relay}"}, {"$set": {"ota_token": token}}
+        )
+        return replace(board, ota_token=token), token
+
+    def ota_token_ok(self, relay: str, token: str) -> bool:
+        """Whether `token` is the OTA token of a rollout still updating board `relay` (the
+        firmware server's `board_token`); compared in constant time."""
+        if not token:
+            return False
+        wanted = token.encode()
+        docs = self._boards.find(
+            {"relay": str(relay), "state": {"$in": ["queued", *IN_FLIGHT]}}, {"ota_token": 1}
+        )
+        found = False
+        for doc in docs:
+            stored = str(doc.get("ota_token") or "")
+            found |= bool(stored) and hmac.compare_digest(stored.encode(), wanted)
+        return found
 
     def skip_queued(self, rollout_id: str, reason: str) -> int:
         """Queued boards will never start: `not_started` with `reason`; how many."""
@@ -365,6 +414,8 @@ def _board(doc: Mapping[str, Any]) -> BoardState:
         download_at=_maybe_float(doc.get("download_at")),
         download_client=str(doc.get("download_client", "")),
         ota_url=str(doc.get("ota_url", "")),
+        ota_token=str(doc.get("ota_token", "")),
+        ota_audit_id=str(doc.get("ota_audit_id", "")),
         times={str(k): float(v) for k, v in dict(doc.get("times") or {}).items()},
         updated_at=float(doc.get("updated_at", 0.0)),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import streamlit as st
@@ -18,7 +19,6 @@ from smib_core import sas
 from smib_core.auth import Permission, Principal
 from smib_core.errors import InvalidInput, SmibError
 from smib_core.services import board_maintenance as care
-from smib_core.services.actions import SendResult
 from smib_core.services.board_config import (
     COMPONENT_TITLES,
     ConfigChangeResult,
@@ -40,7 +40,7 @@ from smib_core.ui.plain import escape_markdown
 from smib_core.ui.session import live_section
 
 EDIT_TABS = {"net": "WiFi", "mqtt": "MQTT", "coms": "Machine link", "ota": "OTA"}
-RESTART_KEY = "cabinet_restart"  # (relay, time the restart was sent, its audit record id)
+RESTART_KEY = "cabinet_restart"  # (relay, time the restart was sent, the watch's Future)
 NOTICE_KEY = "cabinet_notice"  # (ok, sentence) shown once after a rerun
 WRITE_TIMEOUT_S = 5.0
 
@@ -189,6 +189,13 @@ def _result(result: ConfigChangeResult | None) -> None:
 # --- restart -----------------------------------------------------------------------------
 
 
+@st.cache_resource
+def _restart_watchers() -> ThreadPoolExecutor:
+    """Threads that follow a restart until the board answers again (a page rerun or a
+    closed tab does not stop them: the audit record is settled either way)."""
+    return ThreadPoolExecutor(max_workers=4)
+
+
 @st.dialog("Restart the board?")
 def _confirm_restart(principal: Principal, name: str, relay: str) -> None:
     st.write(
@@ -196,48 +203,53 @@ def _confirm_restart(principal: Principal, name: str, relay: str) -> None:
         "later. The machine keeps running, but the console hears nothing from it meanwhile."
     )
     if st.button("Restart now", type="primary", icon=":material/restart_alt:"):
+        actions = resources.board_actions(principal)
         sent_at = time.time()
         try:
-            sent = care.restart(resources.board_actions(principal), relay)
+            sent = care.restart(actions, relay)
         except SmibError as exc:
             st.error(escape_markdown(sentence(str(exc))))
             return
-        st.session_state[RESTART_KEY] = (relay, sent_at, sent.audit_id)
+        watch = _restart_watchers().submit(care.confirm_restart, actions, relay, sent, sent_at)
+        st.session_state[RESTART_KEY] = (relay, sent_at, watch)
         st.rerun()
 
 
 def restart_countdown(principal: Principal, relay: str) -> None:
-    """While a restart of this board is under way: the countdown, then a fresh read."""
+    """While a restart of this board is under way: the countdown until it answers again."""
     state = st.session_state.get(RESTART_KEY)
     if state is not None and state[0] == relay:
         _countdown(principal, relay, state[1], state[2])
 
 
 @live_section("1s")
-def _countdown(principal: Principal, relay: str, started: float, audit_id: str) -> None:
-    left = care.countdown(started, time.time())
-    if left > 0:
+def _countdown(principal: Principal, relay: str, started: float, watch: Future[Any]) -> None:
+    if not watch.done():
+        left = care.countdown(started, time.time())
         with st.container(border=True):
             st.markdown(f":material/restart_alt: **Restarting board `{relay}`**")
-            st.progress(
-                1 - left / care.RESTART_COUNTDOWN_S,
-                text=f"It drops off and comes back; its configuration is read again in "
-                f"{left:.0f} s.",
+            text = (
+                f"It drops off and comes back; it is asked again from {left:.0f} s on."
+                if left > 0
+                else "Waiting for the board to answer again…"
             )
+            st.progress(1 - left / care.RESTART_COUNTDOWN_S, text=text)
         return
     st.session_state.pop(RESTART_KEY, None)
-    actions = resources.board_actions(principal)
-    sent = SendResult(audit_id, (relay,))
-    limit = care.RESTART_COUNTDOWN_S + 5
-    if not care.confirm_restart(actions, relay, sent, started, timeout_s=limit):
-        notice(False, f"The board did not answer again within {limit:g} s of its restart.")
-        st.rerun(scope="app")
     try:
-        request_live_config(actions, relay)
+        outcome: care.RestartOutcome = watch.result()
     except SmibError as exc:
-        notice(False, f"The board could not be asked again after its restart: {exc}")
-    else:
-        notice(True, "Restart done: the board answers again; its configuration was read.")
+        notice(False, sentence(str(exc)))
+        st.rerun(scope="app")
+        return
+    if outcome.ok:
+        try:
+            request_live_config(resources.board_actions(principal), relay)
+        except SmibError as exc:
+            notice(False, f"{outcome.message} It could not be asked for its settings: {exc}")
+            st.rerun(scope="app")
+            return
+    notice(outcome.ok, outcome.message)
     st.rerun(scope="app")
 
 
