@@ -20,7 +20,7 @@ from smib_core import protocol, sas
 from smib_core.cli import main
 from smib_core.errors import BusError
 from smib_core.protocol import Topics
-from smib_core.sim.board import Faults
+from smib_core.sim.board import Faults, Firmware
 from smib_core.sim.fleet import Fleet
 from tests.servers import Mosquitto, free_port
 
@@ -70,6 +70,21 @@ class Server:
                 return body
         raise AssertionError("no matching message arrived")
 
+    def ask_until(
+        self, relay: str, comp: str, wanted: Callable[[Any], bool], timeout: float = 5.0
+    ) -> Any:
+        """Ask `comp` again and again until the board's answer is `wanted` (read-back)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.send(relay, protocol.config_read(comp))
+            try:
+                answer = self.expect(is_(relay, "cfg", comp), timeout=0.3)
+            except AssertionError:
+                continue
+            if wanted(answer):
+                return answer
+        raise AssertionError(f"{relay} never answered {comp} as wanted")
+
     def nothing(self, match: Callable[[Any], bool], within: float) -> None:
         with pytest.raises(AssertionError):
             self.expect(match, within)
@@ -110,7 +125,8 @@ def server(mosquitto: Mosquitto, topics: Topics) -> Iterator[Server]:
 def make_fleet(
     mosquitto: Mosquitto, topics: Topics, server: Server
 ) -> Iterator[Callable[..., Fleet]]:
-    """Start a fleet and wait for every board's power-on announcement."""
+    """Start a fleet and wait until every board answers its `app` (strict boards announce
+    nothing)."""
     started: list[Fleet] = []
 
     def make(**kwargs: Any) -> Fleet:
@@ -125,9 +141,8 @@ def make_fleet(
         fleet = Fleet(mosquitto.uri, topics, **options)
         fleet.start()
         started.append(fleet)
-        waiting = set(fleet.relay_ids)
-        while waiting:
-            waiting.discard(server.expect(lambda m: m.get("comp") == "app")["rly"])
+        for relay in fleet.relay_ids:
+            server.ask_until(relay, "app", lambda m: True)
         return fleet
 
     yield make
@@ -142,10 +157,9 @@ def test_config_read_write_round_trip(server: Server, make_fleet: Callable[..., 
     coms = server.expect(is_(relay, "cfg", "coms"))
     assert coms["comsMode"] == 0 and set(coms) >= {"comsAddr", "comsRateMs", "comsGPC"}
     server.send(relay, protocol.config_write("coms", {"comsRateMs": 321}))
-    written = server.expect(is_(relay, "cfg", "coms"))
-    assert written == {**coms, "comsRateMs": 321}
+    server.nothing(is_(relay, "cfg"), within=0.5)  # strict: a write is not answered
     server.send(relay, protocol.config_read("coms"))
-    assert server.expect(is_(relay, "cfg", "coms"))["comsRateMs"] == 321
+    assert server.expect(is_(relay, "cfg", "coms")) == {**coms, "comsRateMs": 321}
     server.send(relay, protocol.config_read("app"))
     app = server.expect(is_(relay, "cfg", "app"))
     assert app["firmware"] == "cloudy" and app["version"] == fleet.board(relay).version
@@ -174,7 +188,7 @@ def test_events_arrive(server: Server, make_fleet: Callable[..., Fleet]) -> None
     assert event["rly"] in fleet.relay_ids and event["pyd"] in sas.EVENT_CODES
 
 
-def test_restart_goes_quiet_then_announces(
+def test_restart_goes_quiet_then_answers_again_without_announcing(
     server: Server, make_fleet: Callable[..., Fleet]
 ) -> None:
     fleet = make_fleet(reboot_s=1.0)
@@ -182,11 +196,25 @@ def test_restart_goes_quiet_then_announces(
     server.send(relay, protocol.restart())
     time.sleep(0.1)
     server.send(relay, protocol.config_read("net"))
-    server.nothing(is_(relay, "cfg"), within=0.6)
-    hello = server.expect(is_(relay, "cfg", "app"), timeout=2.0)
-    assert hello["version"] == fleet.board(relay).version
+    server.nothing(lambda m: m.get("rly") == relay, within=1.5)  # quiet, then no hello
     server.send(relay, protocol.config_read("net"))
     assert server.expect(is_(relay, "cfg", "net"))["netMode"] == 1
+
+
+def test_firmware_variants_on_the_wire(server: Server, make_fleet: Callable[..., Fleet]) -> None:
+    fleet = make_fleet(reboot_s=0.5)
+    acking, announcing, doubling = fleet.relay_ids
+    fleet.set_firmware(acking, Firmware(ack_writes=True))
+    fleet.set_firmware(announcing, Firmware(announce_on_boot=True))
+    fleet.set_firmware(doubling, Firmware(duplicate_rate=1.0))
+    server.send(acking, protocol.config_write("coms", {"comsRateMs": 321}))
+    assert server.expect(is_(acking, "cfg", "coms"))["comsRateMs"] == 321
+    server.send(announcing, protocol.restart())
+    hello = server.expect(is_(announcing, "cfg", "app"), timeout=2.0)
+    assert hello["version"] == fleet.board(announcing).version
+    server.send(doubling, protocol.config_read("net"))
+    server.expect(is_(doubling, "cfg", "net"))
+    server.expect(is_(doubling, "cfg", "net"))  # the same answer, twice
 
 
 @pytest.fixture
@@ -214,14 +242,15 @@ def test_ota_success_and_404(
     old = fleet.board(bad).version
     for relay in (good, bad):
         server.send(relay, protocol.set_ota_url(firmware_site))
-        assert server.expect(is_(relay, "cfg", "ota"))["otaURL"] == firmware_site
+        server.ask_until(relay, "ota", lambda m: m["otaURL"] == firmware_site)
     server.send(good, protocol.ota_start("cloudy_v1.5.0.bin"))
     server.send(bad, protocol.ota_start("missing_v9.9.9.bin"))
-    back = {}
-    for _ in range(2):
-        hello = server.expect(lambda m: m.get("typ") == "cfg" and m.get("comp") == "app")
-        back[hello["rly"]] = hello["version"]
-    assert back == {good: "v1.5.0", bad: old}
+    server.ask_until(good, "app", lambda m: m["version"] == "v1.5.0")
+    deadline = time.monotonic() + 5
+    while fleet.stats().get("ota_failed", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.7)  # its reboot
+    assert server.ask_until(bad, "app", lambda m: True)["version"] == old
     outcome = fleet.board(bad).last_ota
     assert outcome is not None and not outcome.ok
     assert fleet.stats()["ota_ok"] == fleet.stats()["ota_failed"] == 1
@@ -290,6 +319,8 @@ def test_offline_and_back(server: Server, make_fleet: Callable[..., Fleet]) -> N
     server.send(relay, protocol.config_read("app"))
     server.nothing(is_(relay, "cfg"), within=0.4)
     fleet.set_online(relay, True)
+    server.nothing(is_(relay, "cfg"), within=0.3)  # strict: nothing unprompted
+    server.send(relay, protocol.config_read("app"))
     assert server.expect(is_(relay, "cfg", "app"))["rly"] == relay
 
 
@@ -326,7 +357,12 @@ def test_cli_runs_a_fleet(
     monkeypatch.setenv("MQTT_URI", mosquitto.uri)
     monkeypatch.setenv("MQTT_PUB_TOPIC", topics.pub)
     monkeypatch.setenv("MQTT_CFG_TOPIC", topics.cfg)
-    assert main(["sim", "--relays", "2", "--seed", "5", "--duration", "0.5", "--print-ids"]) == 0
+    variant = ["--announce-on-boot", "--ack-writes", "--duplicate-rate", "0.5"]
+    variant += ["--reorder-rate", "0.5", "--ota-keeps-version"]
+    assert (
+        main(["sim", "--relays", "2", "--seed", "5", "--duration", "0.5", "--print-ids", *variant])
+        == 0
+    )
     ids = capsys.readouterr().out.split()
     assert len(ids) == 2 and all(protocol.is_relay_id(r) for r in ids)
     hello = server.expect(lambda m: m.get("comp") == "app")

@@ -12,7 +12,7 @@ from smib_core import protocol, sas
 from smib_core.errors import InvalidInput
 from smib_core.protocol import Topics
 from smib_core.sim import frames
-from smib_core.sim.board import Board, Download, Faults, Send, Wake, make_boards
+from smib_core.sim.board import Board, Download, Faults, Firmware, Send, Wake, make_boards
 from smib_core.sim.meters import Machine, history
 
 T0 = 1_700_000_000.0
@@ -223,12 +223,56 @@ def test_config_read_and_partial_write() -> None:
     assert reply["rly"] == board.relay and reply["comp"] == "coms"
     assert set(reply) - {"rly", "typ", "comp"} == {s.name for s in protocol.COMPONENTS["coms"]}
     write = {"typ": "cfg", "comp": "coms", "comsRateMs": 250, "bogus": 1, "comsRTE": "x"}
-    [reply] = sends(board.handle(write, T0))
+    assert board.handle(write, T0) == []  # strict: a write is not answered
+    [reply] = sends(board.handle({"typ": "cfg", "comp": "coms"}, T0))
     assert reply["comsRateMs"] == 250 and "bogus" not in reply
     assert reply["comsRTE"] == 1  # wrong type: not applied
-    [app] = sends(board.handle({"typ": "cfg", "comp": "app", "version": "v9.9.9"}, T0))
+    assert board.handle({"typ": "cfg", "comp": "app", "version": "v9.9.9"}, T0) == []
+    [app] = sends(board.handle({"typ": "cfg", "comp": "app"}, T0))
     assert app["firmware"] == "cloudy" and app["version"] == board.version != "v9.9.9"
     assert board.handle({"typ": "cfg", "comp": "nope"}, T0) == []
+
+
+def test_ack_writes_firmware_answers_a_write_with_the_component() -> None:
+    board = fresh_board(firmware=Firmware(ack_writes=True))
+    [reply] = sends(board.handle({"typ": "cfg", "comp": "coms", "comsRateMs": 250}, T0))
+    assert reply["comp"] == "coms" and reply["comsRateMs"] == 250
+
+
+def test_strict_board_answers_nothing_to_rst_ota_ud_and_met_reset() -> None:
+    board = fresh_board(non_sas=1)
+    assert [
+        e
+        for e in board.handle({"typ": "cmd", "cmd": "met_reset"}, T0)
+        if json.loads(getattr(e, "payload", b"{}")).get("typ") != "exp"
+    ] == []
+    effects = board.handle({"typ": "ota_ud", "bin": "cloudy_v2.0.0.bin"}, T0)
+    assert not any(isinstance(e, Send) for e in effects)
+    board = fresh_board()
+    assert not any(isinstance(e, Send) for e in board.handle({"typ": "rst"}, T0))
+
+
+def test_duplicates_and_reordering_change_delivery_not_content() -> None:
+    board = fresh_board(firmware=Firmware(duplicate_rate=1.0))
+    first, second = board.handle({"typ": "cfg", "comp": "app"}, T0)
+    assert isinstance(first, Send) and isinstance(second, Send)
+    assert first.payload == second.payload and second.delay >= first.delay
+    board = fresh_board(firmware=Firmware(reorder_rate=1.0, reorder_delay_s=2.0))
+    delays = [e.delay for _ in range(50) for e in board.handle({"typ": "cfg", "comp": "app"}, T0)]
+    assert all(0.0 <= d <= 2.0 for d in delays) and max(delays) > 0.5
+
+
+def test_ota_keeps_version_and_forged_ota() -> None:
+    board = fresh_board(firmware=Firmware(ota_keeps_version=True))
+    old = board.version
+    [download] = board.handle({"typ": "ota_ud", "bin": "cloudy_v2.0.0.bin"}, T0)
+    [wake] = board.ota_finished(download.epoch, True, T0)
+    assert board.boot(wake.epoch, T0 + 5) == [] and board.version == old
+    board = fresh_board(firmware=Firmware(forges_ota=True))
+    [wake] = board.handle({"typ": "ota_ud", "bin": "cloudy_v2.0.0.bin"}, T0)  # no Download
+    assert isinstance(wake, Wake)
+    board.boot(wake.epoch, T0 + 5)
+    assert board.version == "v2.0.0"
 
 
 def test_meter_reply_decodes_and_advances() -> None:
@@ -270,13 +314,23 @@ def test_nvs_clear_and_meter_reset() -> None:
     assert non_sas.machine.values()["0000"] == 0
 
 
-def test_restart_is_quiet_until_boot_then_announces() -> None:
+def test_restart_is_quiet_until_boot_then_answers_but_announces_nothing() -> None:
     board = fresh_board()
     [wake] = board.handle({"typ": "rst"}, T0)
     assert isinstance(wake, Wake) and wake.delay == board.reboot_s
     assert board.handle({"typ": "cfg", "comp": "app"}, T0) == []
     assert board.event(T0) == []
     assert board.boot(wake.epoch - 1, T0) == []  # stale
+    assert board.boot(wake.epoch, T0 + 5) == []  # strict: nothing unprompted
+    [back] = sends(board.handle({"typ": "cfg", "comp": "app"}, T0 + 5))
+    assert back["comp"] == "app" and back["version"] == board.version
+
+
+def test_announce_on_boot_firmware_announces() -> None:
+    board = make_boards(1, seed=42, firmware=Firmware(announce_on_boot=True))[0]
+    [hello] = sends(board.power_on(T0))
+    assert hello["comp"] == "app"
+    [wake] = board.handle({"typ": "rst"}, T0)
     [hello] = sends(board.boot(wake.epoch, T0 + 5))
     assert hello["comp"] == "app" and hello["version"] == board.version
 
@@ -289,20 +343,23 @@ def test_ota_success_and_failure() -> None:
     assert download.url == board.config["ota"]["otaURL"] + "cloudy_v2.0.0.bin"
     [wake] = board.ota_finished(download.epoch, False, T0)
     assert isinstance(wake, Wake)
-    [hello] = sends(board.boot(wake.epoch, T0))
+    board.boot(wake.epoch, T0)
+    [hello] = sends(board.handle({"typ": "cfg", "comp": "app"}, T0))
     assert hello["version"] == old
     [download] = board.handle({"typ": "ota_ud", "bin": "cloudy_v2.0.0.bin"}, T0)
     [wake] = board.ota_finished(download.epoch, True, T0)
     assert isinstance(wake, Wake)
-    [hello] = sends(board.boot(wake.epoch, T0))
+    board.boot(wake.epoch, T0)
+    [hello] = sends(board.handle({"typ": "cfg", "comp": "app"}, T0))
     assert hello["version"] == board.version == "v2.0.0"
 
 
-def test_offline_board_is_silent_and_announces_when_back() -> None:
+def test_offline_board_is_silent_and_answers_again_when_back() -> None:
     board = fresh_board()
     assert board.set_online(False) == []
     assert board.handle({"typ": "cfg", "comp": "app"}, T0) == []
-    [hello] = sends(board.set_online(True))
+    assert board.set_online(True) == []
+    [hello] = sends(board.handle({"typ": "cfg", "comp": "app"}, T0))
     assert hello["comp"] == "app"
 
 
