@@ -29,7 +29,14 @@ pytestmark = pytest.mark.integration
 
 TECH = Principal("tina", Role.TECHNICIAN)
 TARGET = "v2.0.0"
-FAST = RunnerTimings(poll_s=0.1, request_timeout_s=2.0, probe_every_s=2.0, lease_ttl_s=5.0)
+FAST = RunnerTimings(
+    poll_s=0.1,
+    request_timeout_s=1.0,
+    readback_s=4.0,
+    probe_every_s=1.0,
+    probe_downloaded_s=0.2,
+    lease_ttl_s=5.0,
+)
 
 
 @dataclass
@@ -86,6 +93,7 @@ def rig(mosquitto: Mosquitto, mongo_db: Any, topic_prefix: str, tmp_path: Path) 
         port=0,
         allowed=in_library(library),
         on_download=DownloadLog(mongo_db).record,
+        board_token=RolloutStore(mongo_db).ota_token_ok,
     )
     fleet = Fleet(
         mosquitto.uri, topics, relays=20, seed=5, reboot_s=0.5, events_per_minute=0, ota_timeout_s=5
@@ -125,10 +133,18 @@ def test_twenty_boards_in_batches_of_five_are_all_confirmed(rig: Rig) -> None:
     assert len(rig.server.downloads()) == 20
     # each board fetched from its own folder, so the log names it: no guessing by order
     assert {d.relay for d in rig.server.downloads()} == set(relays)
-    assert all(b.ota_url == f"{rig.server.base_url}{b.relay}/" for b in boards)
-    assert all(rig.fleet.board(r).config["ota"]["otaURL"].endswith(f"/{r}/") for r in relays)
+    # the URL a board is given carries its secret token; stored and shown masked only
+    assert all(b.ota_url == f"{rig.server.base_url}{b.relay}/••••••/" for b in boards)
+    for board in boards:
+        url = rig.fleet.board(board.relay).config["ota"]["otaURL"]
+        assert url == f"{rig.server.base_url}{board.relay}/{board.ota_token}/"
+        assert len(board.ota_token) == 32
+    assert len({b.ota_token for b in boards}) == 20
     audit = AuditTrail(rig.db).query(person="tina", kind="ota_start")
-    assert len(audit) == 20
+    assert len(audit) == 20 and set(audit["outcome"]) == {"confirmed"}
+    urls = AuditTrail(rig.db).query(person="tina", kind="ota_url")
+    assert len(urls) == 20 and set(urls["outcome"]) == {"confirmed"}
+    assert not any(b.ota_token in str(urls["detail"].tolist()) for b in boards)
 
 
 def test_flash_failures_halt_the_rollout_below_the_threshold(rig: Rig) -> None:
@@ -145,6 +161,8 @@ def test_flash_failures_halt_the_rollout_below_the_threshold(rig: Rig) -> None:
         assert boards[relay].state == "failed"
         assert boards[relay].reason.startswith(f"device kept version {boards[relay].version}")
         assert rig.fleet.board(relay).version != TARGET
+        ota_start = AuditTrail(rig.db).query(relay=relay, kind="ota_start")
+        assert ota_start["outcome"].tolist() == ["failed"]
     assert [boards[r].state for r in relays[3:5]] == ["confirmed", "confirmed"]
     assert {boards[r].state for r in relays[5:]} == {"not_started"}
     assert all(rig.fleet.board(r).version != TARGET for r in relays[5:])
@@ -221,6 +239,11 @@ def test_a_board_that_never_comes_back_times_out(rig: Rig) -> None:
     boards = store.boards(rollout.id)
     assert [b.state for b in boards] == ["timed_out", "confirmed"]
     assert boards[0].reason == "did not come back within 3 s"
+    outcomes = {
+        b.relay: AuditTrail(rig.db).query(relay=b.relay, kind="ota_start")["outcome"].tolist()
+        for b in boards
+    }
+    assert outcomes == {boards[0].relay: ["timed_out"], boards[1].relay: ["confirmed"]}
     assert finished.state == "completed" and "1 not confirmed" in finished.reason
 
 

@@ -427,6 +427,8 @@ class RolloutRunner:
             why = "reported the new version without downloading it"
             self.store.update_board(board, "failed", why, version=version)
             return
+        if board.state != "back_online":
+            board = self.store.update_board(board, "back_online")
         self.store.update_board(board, "confirmed", "", version=version)
 
     def _note_downloads(
