@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -11,11 +12,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from pymongo import MongoClient
 
 from smib_core.cli import main
 from smib_core.protocol import Topics
 from smib_core.sim.board import Faults
 from smib_core.sim.fleet import Fleet
+from smib_core.store.audit import AuditTrail
 from tests.servers import EmbeddedMongo, Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -165,8 +168,19 @@ def test_version_and_restart(cli_env: Any, capsys: Any) -> None:
     assert code == 0
     shown = json.loads(out)
     assert shown == {"firmware": fleet.board(relay).firmware, "version": fleet.board(relay).version}
+    code, out, _ = run(capsys, "restart", relay, "--yes", "--no-confirm")
+    assert code == 0 and f"{relay}: restart sent" in out
+    code, _, err = run(capsys, "version", relay, "--timeout", "0.3")
+    assert code == 1 and "did not answer" in err  # quiet while it reboots
+    time.sleep(1.5)
+    assert run(capsys, "version", relay)[0] == 0
     started = time.monotonic()
     code, out, _ = run(capsys, "restart", relay, "--yes", "--timeout", "15")
     assert code == 0 and f"{relay}: restart sent; back (answers cfg app)" in out
     assert time.monotonic() - started >= 1.0, "confirmed only once back from its 1 s reboot"
-    assert run(capsys, "version", relay)[0] == 0
+    client: MongoClient[dict[str, Any]] = MongoClient(os.environ["MONGO_URI"])
+    try:
+        audit = AuditTrail(client[cli_env[1]]).query(relay=relay, kind="restart")
+    finally:
+        client.close()
+    assert audit["outcome"].tolist() == ["confirmed", "not_confirmed"]  # newest first

@@ -15,6 +15,8 @@ from pymongo import MongoClient
 from smib_core.cli import main
 from smib_core.firmware.server import FirmwareServer
 from smib_core.protocol import Topics
+from smib_core.services.rollout import firmware_server
+from smib_core.settings import Settings
 from smib_core.sim.board import Faults
 from smib_core.sim.fleet import Fleet
 from smib_core.store.audit import AuditTrail
@@ -113,7 +115,8 @@ def test_a_board_that_keeps_its_version_exits_1(env: Env, capsys: Any) -> None:
 
 def test_an_app_serving_the_port_is_used(env: Env, capsys: Any) -> None:
     relays = env.fleet.relay_ids[:1]
-    with FirmwareServer(env.folder, port=env.port) as app_server:
+    app_server = firmware_server(Settings.from_env(), env.db, env.folder)  # as the app's
+    with app_server:
         code, out, err = ota(capsys, *relays, "--version", "v2.0.0", "--timeout", "10")
         assert code == 0, out + err
         assert [d.name for d in app_server.downloads()] == ["cloudy_v2.0.0.bin"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import socket
 import time
 import uuid
@@ -56,6 +57,10 @@ def request(port: int, method: str, target: str, headers: dict[str, str] | None 
     return Reply(int(status_line.split()[1]), {k.lower(): v for k, v in parsed.items()}, body)
 
 
+BOARD = "e831cd000001"
+TOKEN = "5f0c2a9be1d34c7781a0b2c3d4e5f601"
+
+
 @dataclass
 class Served:
     server: FirmwareServer
@@ -79,7 +84,12 @@ def served(mongo_db: Any, tmp_path: Path) -> Iterator[Served]:
     materialise.materialise(library, info, folder)
     records: list[DownloadRecord] = []
     server = FirmwareServer(
-        folder, "127.0.0.1", 0, allowed=materialise.in_library(library), on_download=records.append
+        folder,
+        "127.0.0.1",
+        0,
+        allowed=materialise.in_library(library),
+        on_download=records.append,
+        board_token=lambda relay, token: (relay, token) == (BOARD, TOKEN),
     )
     server.start()
     try:
@@ -105,12 +115,50 @@ def test_serves_the_exact_bytes_and_logs_the_download(served: Served) -> None:
     assert datetime.now(UTC) - record.at < timedelta(seconds=5)
 
 
-def test_a_board_path_names_the_board_in_the_log(served: Served) -> None:
-    reply = served.get(f"/firmwares/e831cd000001/{served.info.filename}")
+def test_a_board_path_with_its_token_names_the_board_in_the_log(served: Served) -> None:
+    reply = served.get(f"/firmwares/{BOARD}/{TOKEN}/{served.info.filename}")
     assert (reply.status, reply.body) == (200, IMAGE)
     plain = served.get(f"/firmwares/{served.info.filename}")
     assert plain.status == 200
-    assert [r.relay for r in served.server.downloads()] == ["e831cd000001", None]
+    assert [r.relay for r in served.server.downloads()] == [BOARD, None]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/firmwares/{BOARD}/{{name}}",  # no token (the old per-board path)
+        f"/firmwares/{BOARD}/{'0' * 32}/{{name}}",  # a wrong token
+        f"/firmwares/{BOARD}/{TOKEN[:-1]}/{{name}}",  # almost the token
+        f"/firmwares/e831cd000002/{TOKEN}/{{name}}",  # another board's name, this token
+        f"/firmwares/{BOARD}/{TOKEN}x/{{name}}",
+        f"/firmwares/{BOARD}//{{name}}",
+    ],
+)
+def test_nobody_downloads_in_a_boards_name_without_its_token(
+    served: Served, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The forged-download attack: `curl …/firmwares/<any relay>/<file>` used to create a
+    complete download record for that relay. Now it is a 404 that records nothing."""
+    caplog.set_level(logging.DEBUG, logger="smib_core.firmware")
+    reply = served.get(path.format(name=served.info.filename))
+    assert reply.status == 404 and reply.body != IMAGE
+    assert served.server.downloads() == [] and served.records == []
+    assert TOKEN[:-1] not in caplog.text  # a token is never logged in clear
+
+
+def test_a_server_without_token_check_serves_no_board_path(served: Served) -> None:
+    served.server.board_token = None
+    reply = served.get(f"/firmwares/{BOARD}/{TOKEN}/{served.info.filename}")
+    assert reply.status == 404 and served.server.downloads() == []
+
+
+def test_the_token_is_masked_in_the_request_log(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="smib_core.firmware")
+    assert served.get(f"/firmwares/{BOARD}/{TOKEN}/{served.info.filename}").status == 200
+    assert served.get(f"/firmwares/{BOARD}/{TOKEN}/nothing.bin").status == 404
+    assert TOKEN not in caplog.text and f"{BOARD}/••••••/" in caplog.text
 
 
 def test_base_url_is_what_a_board_fetches_from(served: Served) -> None:
@@ -251,8 +299,10 @@ def test_byte_range_and_requested_without_a_server() -> None:
     assert requested("/firmwares/cloudy_v2.bin") == Requested("cloudy_v2.bin")
     assert requested("/firmwares/cloudy%5Fv2.bin") == Requested("cloudy_v2.bin")
     assert requested("/firmwares/a..bin") is None
-    board = requested("/firmwares/e831cd000001/cloudy_v2.bin")
-    assert board == Requested("cloudy_v2.bin", "e831cd000001")
+    board = requested(f"/firmwares/e831cd000001/{TOKEN}/cloudy_v2.bin")
+    assert board == Requested("cloudy_v2.bin", "e831cd000001", TOKEN)
+    assert requested("/firmwares/e831cd000001/cloudy_v2.bin") is None  # no token
+    assert requested("/firmwares/e831cd000001/short/cloudy_v2.bin") is None
 
 
 def test_cleanup_removes_idle_files_and_keeps_fresh_ones(served: Served) -> None:
