@@ -339,7 +339,7 @@ def test_a_silent_board_times_out_and_the_write_says_so() -> None:
     actions, bus, audit = gateway(silent=True)
     result = write_and_confirm(actions, RELAY, "net", [FieldChange("netStaChan", 6, 1)], 0.2)
     assert result.outcome == "timed_out"
-    assert "did not answer" in result.message
+    assert "no answer from the board" in result.message
     assert audit.records[result.audit_id]["outcome"] == "timed_out"
     assert bus.published[0] == {"typ": "cfg", "comp": "net", "netStaChan": 1}
 

@@ -81,7 +81,7 @@ class RunnerTimings:
     poll_s: float = 0.5  # between passes
     request_timeout_s: float = 3.0  # one question (version, OTA URL read-back)
     readback_s: float = 10.0  # the OTA URL write read back for at most this long
-    probe_every_s: float = 15.0  # ask an updating board's version this often
+    probe_every_s: float = 5.0  # ask an updating board's version this often
     probe_downloaded_s: float = 2.0  # and this often once its download was seen
     lease_ttl_s: float = 20.0
 
