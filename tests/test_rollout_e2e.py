@@ -3,6 +3,8 @@ downloads from a real firmware server, and the runner driving it all."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from smib_core.firmware.materialise import in_library
 from smib_core.firmware.server import FirmwareServer
 from smib_core.protocol import Topics
 from smib_core.services.rollout import RolloutRunner, RunnerTimings
-from smib_core.sim.board import Faults
+from smib_core.sim.board import Faults, Firmware
 from smib_core.sim.fleet import Fleet
 from smib_core.store.audit import AuditTrail
 from smib_core.store.downloads import DownloadLog
@@ -261,3 +263,35 @@ def test_a_paused_rollout_starts_no_board_until_resumed(rig: Rig) -> None:
     finished = runner.follow(rollout.id)
     assert finished.state == "completed"
     assert set(rig.states(rollout).values()) == {"confirmed"}
+
+
+def test_a_forged_confirmation_with_a_download_in_the_boards_name_fails(rig: Rig) -> None:
+    """Both attacks at once: the board reports the new version without downloading, and
+    someone fetches the file in its name (no token, a wrong token). Neither counts."""
+    relay = rig.fleet.relay_ids[0]
+    rig.fleet.set_firmware(relay, Firmware(forges_ota=True))
+    rollout = rig.rollout([relay], batch_size=1, min_success=0)
+    store = RolloutStore(rig.db)
+    forged: list[int] = []
+
+    def download_in_its_name() -> bool:
+        if not forged and store.boards(rollout.id)[0].command_at:
+            for middle in ("", "0" * 32 + "/"):
+                url = f"{rig.server.base_url}{relay}/{middle}{rig.firmware.filename}"
+                try:
+                    urllib.request.urlopen(url, timeout=5)
+                    forged.append(200)
+                except urllib.error.HTTPError as exc:
+                    forged.append(exc.code)
+        return False
+
+    rig.runner().follow(rollout.id, should_stop=download_in_its_name)
+    [board] = store.boards(rollout.id)
+    assert forged == [404, 404]
+    assert board.state == "failed", board.reason
+    assert board.reason == "reported the new version without downloading it"
+    assert rig.fleet.board(relay).version == TARGET  # it does claim the new version
+    assert (
+        rig.server.downloads() == [] and DownloadLog(rig.db).since(rig.firmware.filename, 0) == []
+    )
+    assert AuditTrail(rig.db).query(relay=relay, kind="ota_start")["outcome"].tolist() == ["failed"]
