@@ -14,11 +14,14 @@ import pytest
 from playwright.sync_api import expect
 
 from smib_core.settings import BrokerAddress
+from smib_core.sim.board import Firmware
 from smib_core.store.audit import AuditTrail
 from smib_core.store.registry import Registry
 from tests.browser.conftest import ServedApp, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
+
+NOISY = Firmware(ack_writes=True, announce_on_boot=True, duplicate_rate=1.0, reorder_rate=0.5)
 
 
 class Sniffer:
@@ -107,6 +110,19 @@ def test_live_cards_a_confirmed_change_a_refused_port_meters_and_restart(
     page.get_by_text("Configuration history").scroll_into_view_if_needed()
     expect(page.get_by_test_id("stDataFrame").last).to_contain_text(str(new_channel))
 
+    # The same write against firmware that acknowledges writes, announces itself and
+    # sends duplicated and late replies: still confirmed by reading back, nothing more.
+    served_app.fleet.set_firmware(relay, NOISY)
+    try:
+        page.get_by_role("spinbutton", name="WiFi channel").fill(str(channel))
+        page.get_by_role("spinbutton", name="WiFi channel").press("Tab")
+        visible(page.get_by_role("button", name="Preview the change")).click()
+        page.get_by_role("button", name="Send to the board").click()
+        page.get_by_text("Confirmed: the board reports the new WiFi channel").wait_for()
+    finally:
+        served_app.fleet.set_firmware(relay, None)
+    assert sim.config["net"]["netStaChan"] == channel
+
     audit = AuditTrail(served_app.db())
     writes_before = len(audit.query(relay=relay, kind="config_write"))
     mqtt_before = dict(sim.config["mqtt"])
@@ -141,12 +157,12 @@ def test_live_cards_a_confirmed_change_a_refused_port_meters_and_restart(
 
     page.get_by_role("button", name="Restart…").click()
     page.get_by_role("button", name="Restart now").click()
-    page.get_by_text("its configuration is read again in").wait_for()
+    page.get_by_text("Restarting board").wait_for()
     shot(page, "cabinet_countdown")
-    page.get_by_text("Restart done: the board answers again; its configuration was read.").wait_for(
-        timeout=30_000
-    )
+    page.get_by_text(f"Restart done: board {relay} is back and answering.").wait_for(timeout=30_000)
     restarts = audit.query(relay=relay, kind="restart")
     assert restarts["actor"].iloc[0] == "tech"
-    assert restarts["outcome"].iloc[0] == "confirmed", "settled once the board answered again"
     assert json.loads(restarts["detail"].iloc[0])["command"] == {"typ": "rst"}
+    assert restarts["outcome"].iloc[0] == "confirmed"  # seen answering again
+    writes = audit.query(relay=relay, kind="config_write")
+    assert writes["outcome"].tolist()[:2] == ["confirmed", "confirmed"]

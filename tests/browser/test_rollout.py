@@ -3,15 +3,36 @@ the simulated fleet and watches them come back confirmed on the new version."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
+from smib_core.settings import BrokerAddress
+from smib_core.sim.board import Firmware
+from smib_core.store.audit import AuditTrail
 from smib_core.store.rollouts import RolloutStore
 from tests.browser.conftest import ROOT, ServedApp, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
+
+NOISY = Firmware(ack_writes=True, announce_on_boot=True, duplicate_rate=1.0, reorder_rate=0.5)
+
+
+def ask_app(broker_uri: str, relay: str) -> None:
+    """Publish `cfg app` to a board as any console would: its answer is what the app hears."""
+    address = BrokerAddress.parse(broker_uri)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, f"ask-{uuid.uuid4().hex[:6]}")
+    client.connect(address.host, address.port)
+    client.loop_start()
+    try:
+        client.publish(f"sas/relay/{relay}", b'{"typ":"cfg","comp":"app"}').wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
 
 VERSION = "v3.1.0"
 SERVED = ROOT / "firmwares" / f"cloudy_{VERSION}.bin"
@@ -24,7 +45,9 @@ def two_boards(served_app: ServedApp) -> Any:
     fleet = served_app.fleet
     before = {r: dict(fleet.board(r).config["app"]) for r in relays}
     urls = {r: fleet.board(r).config["ota"]["otaURL"] for r in relays}
+    fleet.set_firmware(relays[1], NOISY)  # relays[0] stays strict
     yield relays
+    fleet.set_firmware(relays[1], None)
     with fleet.lock:
         for relay in relays:
             fleet.board(relay).config["app"] = before[relay]
@@ -58,9 +81,8 @@ def test_upload_then_roll_out_to_two_boards(
         start.get_by_text("Start a rollout").click()
     page.get_by_test_id("stSelectbox").filter(has_text="Firmware").click()
     page.get_by_role("option", name=f"cloudy {VERSION}").click()
-    for relay in two_boards:  # announce: the app lists the boards it has heard
-        served_app.fleet.set_online(relay, False)
-        served_app.fleet.set_online(relay, True)
+    for relay in two_boards:  # the app lists the boards it has heard: make them answer
+        ask_app(served_app.broker_uri, relay)
     page.get_by_text("Boards one by one", exact=True).click()
     boards = page.get_by_test_id("stMultiSelect").filter(has_text="Boards")
     for relay in two_boards:
@@ -90,4 +112,9 @@ def test_upload_then_roll_out_to_two_boards(
     for relay in two_boards:
         assert served_app.fleet.board(relay).version == VERSION
         ota_url = served_app.fleet.board(relay).config["ota"]["otaURL"]
-        assert ota_url.endswith(f"/firmwares/{relay}/")  # its own folder: the log names it
+        token = ota_url.rstrip("/").rsplit("/", 1)[1]
+        assert ota_url.endswith(f"/firmwares/{relay}/{token}/") and len(token) == 32
+        assert token not in page.content()  # its own folder and secret: never shown
+    for relay in two_boards:  # each board's ota_start record settled with its outcome
+        starts = AuditTrail(served_app.db()).query(relay=relay, kind="ota_start")
+        assert starts["outcome"].iloc[0] == "confirmed"
