@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 TECH = Principal("tina", Role.TECHNICIAN)
 RELAYS = [f"e831cd00000{i}" for i in range(7)]
+A, B = RELAYS[:2]
 
 
 @pytest.fixture
@@ -150,3 +151,35 @@ def test_download_log(mongo_db: Any) -> None:
     ]
     assert found[0].at <= found[1].at
     assert DownloadLog(mongo_db).since("a.bin", time.time() + 1) == []
+
+
+def test_ota_tokens_are_per_board_secret_and_valid_only_while_updating(
+    mongo_db: Any, firmware: FirmwareInfo
+) -> None:
+    rollout = create(mongo_db, firmware, relays=[A, B])
+    store = RolloutStore(mongo_db)
+    a, b = store.boards(rollout.id)
+    a, token_a = store.ota_token(a)
+    assert store.ota_token(a)[1] == token_a  # made once, kept
+    _, token_b = store.ota_token(b)
+    assert len(token_a) == 32 and token_a != token_b
+    assert store.ota_token_ok(A, token_a) and store.ota_token_ok(B, token_b)
+    assert not store.ota_token_ok(A, token_b)  # another board's token
+    assert not store.ota_token_ok(A, "") and not store.ota_token_ok(A, token_a[:-1])
+    store.update_board(a, "failed", "done")
+    assert not store.ota_token_ok(A, token_a)  # its update is over
+
+
+def test_ota_start_records_settle_with_the_boards_outcome(
+    mongo_db: Any, firmware: FirmwareInfo
+) -> None:
+    rollout = create(mongo_db, firmware, relays=[A, B])
+    store, audit = RolloutStore(mongo_db), AuditTrail(mongo_db)
+    ids = [audit.record("tina", "ota_start", [r], {"bin": "x.bin"}, "sent") for r in (A, B)]
+    a, b = store.boards(rollout.id)
+    a = store.update_board(a, "command_sent", command_at=time.time(), ota_audit_id=ids[0])
+    b = store.update_board(b, "command_sent", command_at=time.time(), ota_audit_id=ids[1])
+    store.update_board(store.update_board(a, "downloaded"), "confirmed", "")
+    store.update_board(b, "not_started", "the rollout was cancelled")
+    outcomes = {r: audit.query(relay=r, kind="ota_start")["outcome"].iloc[0] for r in (A, B)}
+    assert outcomes == {A: "confirmed", B: "cancelled"}
