@@ -492,3 +492,13 @@ def test_a_card_masks_a_secret_field_the_protocol_does_not_know() -> None:
         "netApSSID": "smib-ap",
         "netApPass": "••••••",
     }
+
+
+def test_a_rollouts_ota_token_never_reaches_the_form_and_an_untouched_url_is_kept() -> None:
+    url = "http://10.0.0.5:8808/firmwares/e831cdfa8384/5f0c2a9be1d34c7781a0b2c3d4e5f601/"
+    values = form_values("ota", {"otaURL": url})
+    assert values["otaURL"] == "http://10.0.0.5:8808/firmwares/e831cdfa8384/••••••/"
+    assert prepare_change("ota", values, {"otaURL": url}) == []  # left as shown: unchanged
+    other = "http://10.0.0.5:8808/firmwares/"
+    [change] = prepare_change("ota", {"otaURL": other}, {"otaURL": url})
+    assert change.after == other and "5f0c2a9b" not in change.shown_before()

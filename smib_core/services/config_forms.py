@@ -180,8 +180,8 @@ def form_values(comp: str, current: Mapping[str, Any]) -> dict[str, Any]:
     }
     if comp == "net":
         values["netStaPwd"] = ""
-    if comp == "ota" and values.get("otaURL"):
-        values["otaURL"] = protocol.mask_uri(str(values["otaURL"]))  # user:password@
+    if comp == "ota" and current.get("otaURL"):  # user:password@ and a rollout's token
+        values["otaURL"] = _masked_ota_url(str(current["otaURL"]))
     if comp == "mqtt":
         parts = split_uri(str(current.get("mqttURI") or ""))
         del values["mqttURI"]
@@ -192,6 +192,11 @@ def form_values(comp: str, current: Mapping[str, Any]) -> dict[str, Any]:
             mqttPassword="",
         )
     return values
+
+
+def _masked_ota_url(url: str) -> str:
+    """The OTA URL as a form shows it: credentials and a rollout's token masked."""
+    return protocol.mask_uri(protocol.mask_ota_token(url))
 
 
 def _port(raw: object) -> int:
@@ -206,7 +211,8 @@ def _port(raw: object) -> int:
 def edited_fields(comp: str, form: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
     """The board fields a submitted form stands for (untyped; `prepare_change` checks).
 
-    A blank password keeps the board's current one.
+    A blank password keeps the board's current one; an OTA URL left as shown (its token
+    masked) keeps the board's URL.
     """
     protocol.check_component(comp)
     edited = {k: v for k, v in form.items() if k in {s.name for s in COMPONENTS[comp]}}
@@ -216,7 +222,7 @@ def edited_fields(comp: str, form: Mapping[str, Any], current: Mapping[str, Any]
             edited["netStaPwd"] = current["netStaPwd"]
     if comp == "ota" and current.get("otaURL"):
         kept = str(current["otaURL"])
-        if form.get("otaURL") == protocol.mask_uri(kept):  # unchanged behind the mask
+        if form.get("otaURL") == _masked_ota_url(kept):  # unchanged behind the mask
             edited["otaURL"] = kept
     if comp == "mqtt":
         old = split_uri(str(current.get("mqttURI") or ""))
