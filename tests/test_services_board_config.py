@@ -37,6 +37,7 @@ from smib_core.services.config_forms import (
     shown,
     split_uri,
 )
+from smib_core.services.readback import ReadBackTimings, await_back
 from smib_core.store.audit import AuditTrail, mask_detail
 
 RELAY = "e831cdfa8384"
@@ -453,11 +454,12 @@ def test_a_restart_is_confirmed_when_the_board_answers_again() -> None:
         actions, bus, audit = gateway(silent=silent)
         bus.config["app"] = {"firmware": "cloudy", "version": "v1.0.0"}
         sent = care.restart(actions, RELAY)
-        back = care.confirm_restart(
-            actions, RELAY, sent, 100.0, timeout_s=10, grace_s=2, clock=lambda: now[0], sleep=sleep
+        back = await_back(
+            actions, RELAY, 100.0, 10, ReadBackTimings(grace_s=2), clock=lambda: now[0], sleep=sleep
         )
+        care.settle_restart(actions, sent, back)
         asked.append(now[0])
-        assert back is (not silent)
+        assert back.confirmed is (not silent)
         assert audit.records[sent.audit_id]["outcome"] == outcome
         assert bus.published[1:2] == [{"typ": "cfg", "comp": "app"}], "asked after the grace"
         now[0] = 100.0

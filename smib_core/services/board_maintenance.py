@@ -95,9 +95,14 @@ def confirm_restart(
     """The second half of `restart_and_confirm`, for a page that sends `rst` itself (so a
     refusal shows at once) and follows the board on a thread."""
     back = await_back(actions, relay, sent_at, timeout, timings)
-    detail = {} if back.confirmed else {"reason": back.reason}
-    actions.settle(sent.audit_id, back.outcome, detail)
+    settle_restart(actions, sent, back)
     return RestartOutcome(relay, sent.audit_id, back)
+
+
+def settle_restart(actions: BoardActions, sent: SendResult, back: ReadBack) -> None:
+    """The restart's audit record takes the read-back's outcome (confirmed / timed_out)."""
+    detail = {"detail": back.reason or f"answered cfg app ({back.answers} answer(s))"}
+    actions.settle(sent.audit_id, back.outcome, detail)
 
 
 def countdown(started_at: float, now: float, total_s: float = RESTART_COUNTDOWN_S) -> float:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from smib_core import protocol
-from smib_core.errors import RequestTimeout
+from smib_core.errors import BusError, RequestTimeout
 from smib_core.protocol import Command, ConfigReply, DeviceMessage
 from smib_core.services.config_forms import same_value
 
@@ -97,7 +97,8 @@ def read_back(
             reply = actions.request(
                 relay, protocol.config_read(comp), min(timings.ask_timeout_s, left)
             )
-        except RequestTimeout:
+        except (RequestTimeout, BusError):  # not answered (or the broker is away a moment)
+            sleep(min(timings.gap_s, max(0.0, deadline - clock())))
             continue
         answers += 1
         last = dict(reply.fields) if isinstance(reply, ConfigReply) else {}
@@ -133,7 +134,7 @@ def await_back(
     left = sent_at + timeout - clock()
     if left <= 0:
         return ReadBack("timed_out", {}, 0, f"the board did not come back within {timeout:g} s")
-    back = read_back(actions, relay, "app", lambda _: True, left, timings, sleep=sleep)
+    back = read_back(actions, relay, "app", lambda _: True, left, timings, clock=clock, sleep=sleep)
     if back.confirmed:
         return back
     return ReadBack("timed_out", {}, 0, f"the board did not come back within {timeout:g} s")
