@@ -236,7 +236,7 @@ def test_cli_restart(cli: Rig, variant: str, capsys: pytest.CaptureFixture[str])
     relay = cli.board(variant)
     code, out, err = run(capsys, "restart", relay, "--yes", "--timeout", str(SLOW_REBOOT_S + 10))
     assert code == 0, out + err
-    assert f"{relay}: back" in out
+    assert f"{relay}: restart sent; back (answers cfg app)" in out
     assert cli.outcomes(relay, "restart")[0] == "confirmed"
 
 
