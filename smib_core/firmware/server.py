@@ -231,6 +231,12 @@ class FirmwareServer:
             daemon=True,
         )
         self._thread.start()
+        if self.board_token is None:
+            log.warning(
+                "firmware server without an OTA token check: it refuses every per-board "
+                "URL, so rollouts cannot download (build it with services.rollout."
+                "firmware_server)"
+            )
         if self.bind in _UNSPECIFIED_HOSTS and not self._base_url:
             log.warning("firmware server listens on all addresses; set FIRMWARE_BASE_URL")
         log.info(

@@ -43,6 +43,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,6 +69,7 @@ from smib_core.store.rollouts import IN_FLIGHT, BoardState, Rollout, RolloutStor
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "rollout-runner"
+WATCHERS = 8  # boards of a rollout whose versions are asked at the same time
 UPDATED = ("confirmed", "failed", "timed_out")  # the boards the success share counts
 
 
@@ -235,9 +237,13 @@ class RolloutRunner:
     def _drive(self, rollout: Rollout) -> None:
         actions = BoardActions(self._bus, self._audit, rollout.principal)
         boards = self._note_downloads(rollout, self.store.boards(rollout.id))
-        for board in boards:
-            if board.state in IN_FLIGHT:
-                self._watch(rollout, actions, board)
+        in_flight = [b for b in boards if b.state in IN_FLIGHT]
+        if len(in_flight) > 1:  # a rebooting board leaves a question unanswered: not in turn
+            workers = min(WATCHERS, len(in_flight))
+            with ThreadPoolExecutor(workers, thread_name_prefix="rollout-watch") as pool:
+                list(pool.map(lambda board: self._watch(rollout, actions, board), in_flight))
+        elif in_flight:
+            self._watch(rollout, actions, in_flight[0])
         if rollout.state == "pending":
             self.store.set_state(rollout.id, ("pending",), "running", started_at=time.time())
         current = self.store.get(rollout.id)
