@@ -168,3 +168,22 @@ def screenshot(page: Any, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def ask_boards(app: ServedApp, relays: list[str]) -> None:
+    """Publish `cfg app` to each board as a console would: their answers are what the
+    served app hears (the simulated boards are strict: they announce nothing)."""
+    import paho.mqtt.client as mqtt
+
+    from smib_core.settings import BrokerAddress
+
+    address = BrokerAddress.parse(app.broker_uri)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, f"ask-{uuid.uuid4().hex[:6]}")
+    client.connect(address.host, address.port)
+    client.loop_start()
+    try:
+        for relay in relays:
+            client.publish(f"sas/relay/{relay}", b'{"typ":"cfg","comp":"app"}').wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()

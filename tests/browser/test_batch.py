@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from smib_core.store.registry import Registry
 from smib_core.store.templates import TemplateStore
-from tests.browser.conftest import ServedApp, screenshot, sign_in
+from tests.browser.conftest import ServedApp, ask_boards, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -31,9 +31,7 @@ def test_restart_a_location_and_see_each_outcome(served_app: ServedApp, page: An
     sign_in(page, served_app, "tech")
     page.get_by_test_id("stSidebarNavItems").get_by_role("link", name="Batch work").click()
     page.get_by_role("heading", name="Batch work").wait_for()
-    for relay in relays:  # heard just now: the served app counts silent boards as offline
-        served_app.fleet.set_online(relay, False)
-        served_app.fleet.set_online(relay, True)
+    ask_boards(served_app, relays)  # heard just now: the app counts silent boards as offline
     page.get_by_test_id("stSelectbox").filter(has_text="Location").click()
     page.get_by_role("option", name=place.name).click()
     page.get_by_text("3 boards: every cabinet at this location").wait_for()

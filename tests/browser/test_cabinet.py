@@ -17,7 +17,7 @@ from smib_core.settings import BrokerAddress
 from smib_core.sim.board import Firmware
 from smib_core.store.audit import AuditTrail
 from smib_core.store.registry import Registry
-from tests.browser.conftest import ServedApp, screenshot, sign_in
+from tests.browser.conftest import ServedApp, ask_boards, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -70,8 +70,7 @@ def board(served_app: ServedApp) -> Iterator[str]:
         registry.adopt(relay, "Cabinet 042", place.id, "0.25", actor="test-setup")
     sim = served_app.fleet.board(relay)
     saved = {comp: dict(fields) for comp, fields in sim.config.items()}
-    served_app.fleet.set_online(relay, False)  # power-cycled: heard just now
-    served_app.fleet.set_online(relay, True)
+    ask_boards(served_app, [relay])  # heard just now
     yield relay
     with served_app.fleet.lock:
         for comp, fields in saved.items():

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from smib_core.store.registry import Registry
-from tests.browser.conftest import ServedApp, screenshot, sign_in
+from tests.browser.conftest import ServedApp, ask_boards, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -35,9 +35,7 @@ def test_adopt_a_board_and_watch_it_drop_off_and_return(served_app: ServedApp, p
     if claimed is not None:  # another test adopted it: free it for this one
         registry.retire_cabinet(claimed.id, actor="test-setup")
     _open(page, served_app, "fleet", "Fleet")
-    for board in served_app.relays:  # power-cycled: each board announces itself now
-        served_app.fleet.set_online(board, False)
-        served_app.fleet.set_online(board, True)
+    ask_boards(served_app, served_app.relays)  # each answers: heard now (none announces)
     for board in served_app.relays:
         expect(_row(page, board)).to_have_count(1, timeout=15_000)
     expect(_row(page, relay)).to_contain_text("unassigned")
@@ -60,7 +58,7 @@ def test_adopt_a_board_and_watch_it_drop_off_and_return(served_app: ServedApp, p
     try:
         served_app.fleet.set_online(relay, False)
         expect(_row(page, relay)).to_contain_text("offline", timeout=25_000)
-        served_app.fleet.set_online(relay, True)  # it announces itself on its way back
+        served_app.fleet.set_online(relay, True)  # back: it answers the next heartbeat
         expect(_row(page, relay)).to_contain_text("online", timeout=10_000)
         expect(_row(page, relay)).not_to_contain_text("offline")
     finally:

@@ -14,24 +14,11 @@ from smib_core.settings import BrokerAddress
 from smib_core.sim.board import Firmware
 from smib_core.store.audit import AuditTrail
 from smib_core.store.rollouts import RolloutStore
-from tests.browser.conftest import ROOT, ServedApp, screenshot, sign_in
+from tests.browser.conftest import ROOT, ServedApp, ask_boards, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 
 NOISY = Firmware(ack_writes=True, announce_on_boot=True, duplicate_rate=1.0, reorder_rate=0.5)
-
-
-def ask_app(broker_uri: str, relay: str) -> None:
-    """Publish `cfg app` to a board as any console would: its answer is what the app hears."""
-    address = BrokerAddress.parse(broker_uri)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, f"ask-{uuid.uuid4().hex[:6]}")
-    client.connect(address.host, address.port)
-    client.loop_start()
-    try:
-        client.publish(f"sas/relay/{relay}", b'{"typ":"cfg","comp":"app"}').wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 VERSION = "v3.1.0"
@@ -81,8 +68,7 @@ def test_upload_then_roll_out_to_two_boards(
         start.get_by_text("Start a rollout").click()
     page.get_by_test_id("stSelectbox").filter(has_text="Firmware").click()
     page.get_by_role("option", name=f"cloudy {VERSION}").click()
-    for relay in two_boards:  # the app lists the boards it has heard: make them answer
-        ask_app(served_app.broker_uri, relay)
+    ask_boards(served_app, two_boards)  # the app lists the boards it has heard
     page.get_by_text("Boards one by one", exact=True).click()
     boards = page.get_by_test_id("stMultiSelect").filter(has_text="Boards")
     for relay in two_boards:
