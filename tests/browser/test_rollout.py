@@ -3,14 +3,11 @@ the simulated fleet and watches them come back confirmed on the new version."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from smib_core.settings import BrokerAddress
 from smib_core.sim.board import Firmware
 from smib_core.store.audit import AuditTrail
 from smib_core.store.rollouts import RolloutStore
