@@ -55,7 +55,7 @@ from smib_core.sim.scheduler import Scheduler
 log = logging.getLogger(__name__)
 
 MAX_FIRMWARE_BYTES = 16 * 1024 * 1024
-ANNOUNCE_SPREAD_S = 1.0  # boards powering on announce themselves within this long,
+ANNOUNCE_SPREAD_S = 1.0  # `announce_on_boot` boards powering on announce within this long,
 ANNOUNCE_GAP_S = 0.001  # one after the other at most this far apart
 
 
