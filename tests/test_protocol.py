@@ -796,3 +796,15 @@ def test_fields_not_on_the_known_list_are_masked_when_their_name_looks_secret() 
     assert p.mask_secrets({"otaURL": f"http://fw:{SECRET}@h/firmwares/"}) == {
         "otaURL": "http://fw:••••••@h/firmwares/"
     }
+
+
+def test_a_rollouts_ota_token_is_masked_wherever_a_url_is_shown() -> None:
+    token = "5f0c2a9be1d34c7781a0b2c3d4e5f601"
+    url = f"http://fw:8808/firmwares/e831cdfa8384/{token}/"
+    assert p.mask_ota_token(url) == "http://fw:8808/firmwares/e831cdfa8384/••••••/"
+    assert p.mask_ota_token(url + "cloudy_v2.bin").endswith("/••••••/cloudy_v2.bin")
+    assert p.mask_ota_token("http://fw:8808/firmwares/") == "http://fw:8808/firmwares/"
+    masked = p.set_ota_url(url).masked()
+    assert token not in str(masked) and masked["otaURL"].endswith("/e831cdfa8384/••••••/")
+    shown = p.mask_secrets({"otaURL": f"http://u:s3cr3t@fw/firmwares/e831cdfa8384/{token}/"})
+    assert token not in str(shown) and "s3cr3t" not in str(shown)
