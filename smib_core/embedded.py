@@ -4,11 +4,12 @@ With no MQTT_URI (MONGO_URI) the app, the `smib` CLI and the simulator, each its
 process, share one embedded broker (database) for the data folder. Each server runs
 detached from whichever process started it first, so it outlives that process.
 
-Per server, the data folder holds a lock file, a state file `{"port", "pid", "started_at"}`
-and a log. `ensure_*` takes the lock (fcntl.flock, so threads and processes alike wait
-their turn), reuses the recorded server if its process is alive and its port answers,
-and otherwise starts one on a free loopback port and records it. So two processes never
-open the same SQLite files through two servers.
+Per server, the data folder holds a lock file, a state file `{"port", "pid",
+"started_at", "username", "password"}` and a log. `ensure_*` takes the lock
+(fcntl.flock, so threads and processes alike wait their turn), reuses the recorded
+server if its process is alive and its port answers, and otherwise starts one on a free
+loopback port and records it. So two processes never open the same SQLite files
+through two servers.
 
 A server that dies is started again on the port it had (another free one only when
 something else took that port), so clients made before keep working: `ensure_*` does
@@ -17,16 +18,18 @@ the folder's servers every 2 s and restarts a dead one. The lock keeps restarts 
 when several processes supervise one folder.
 
 Run as `python -m smib_core.embedded broker --port P --data-dir D`, this module is the
-broker process itself (amqtt on 127.0.0.1 only, no $SYS topics).
+broker process itself (amqtt on 127.0.0.1 only, no $SYS topics); the database process is
+`python -m smib_core.embedded_db` (nx-27017 behind a SCRAM-SHA-256 gate, 127.0.0.1 only).
 
-Security (`_secure_folder`, `_broker_credentials`): the data folder is 0700 and every
-file in it 0600 (the database's files hold password hashes); the servers run with umask
-077 so what they create stays private. The broker accepts only the user and password
-generated at its first start: kept in its state file (0600), handed to every client by
-`broker_uri`, and given to amqtt as an argon2 hash in `embedded-broker.passwd`.
-nx-27017 (the database) implements no authentication at all (no `saslStart`, no
-`authenticate` command; a client that sends credentials fails its handshake), so it is
-protected by the folder's permissions and by listening on 127.0.0.1 only.
+Security (`_secure_folder`, `_credentials`): the data folder is 0700 and every file in
+it 0600 (the database's files hold password hashes); the servers run with umask 077 so
+what they create stays private. Each server accepts only the user (`smib`) and random
+password generated at its first start: kept in its state file (0600), kept across
+restarts (`revive`, so clients made before keep working), and handed to every client
+by `broker_uri` / `mongo_uri`. The servers get no password, only what checks one: the
+broker an argon2 hash in `embedded-broker.passwd`, the database SCRAM-SHA-256's salt
+and keys in `embedded-mongo.scram`. A server an older version started without
+credentials is replaced by the next `ensure_*`.
 """
 
 from __future__ import annotations
@@ -78,16 +81,27 @@ class _Kind:
     title: str  # as users read it
     stem: str  # names the lock, state and log files in the data folder
     scheme: str
-    marker: str  # appears in the server's command line: tells our process from a reused pid
+    # Modules our server processes run (`-m`, or imported by `-c` code of an older
+    # version): tells our process from a reused pid.
+    programs: tuple[str, ...]
     start_timeout_s: float
     command: Callable[[Path, int], list[str]]
     answers: Callable[[int], bool]  # is the server on this loopback port up?
+    # Writes what the server checks the password against (never the password itself).
+    write_verifier: Callable[[Path, str, str], None]
+    path_part: str  # after host:port in the URI
+    auth_options: str  # URI options naming how the credentials are checked
 
     def path(self, data_dir: Path, suffix: str) -> Path:
         return data_dir / f"{self.stem}{suffix}"
 
-    def uri(self, port: int) -> str:
-        return f"{self.scheme}://127.0.0.1:{port}" + ("/" if self.scheme == "mongodb" else "")
+    def runs(self, args: Sequence[str]) -> bool:
+        """The command line `args` runs one of this server's programs."""
+        return any(
+            arg == program or f"from {program} import" in arg
+            for arg in args
+            for program in self.programs
+        )
 
 
 def broker_command(data_dir: Path, port: int) -> list[str]:
@@ -103,35 +117,20 @@ def broker_command(data_dir: Path, port: int) -> list[str]:
     ]
 
 
-# nx-27017's main() logs every request at INFO, to stderr and to its --log-file. A root
-# handler installed first makes its basicConfig a no-op and keeps the level at WARNING;
-# that handler writes to stderr (our log file too) only until nx adds its file handler.
-_NX_MAIN = (
-    "import logging, sys; console = logging.StreamHandler(sys.stderr)"
-    "; console.addFilter(lambda record: len(logging.root.handlers) == 1)"
-    "; logging.basicConfig(handlers=[console], level=logging.WARNING,"
-    " format='%(asctime)s %(levelname)s %(name)s: %(message)s')"
-    "; from nx_27017.nx_27017 import main; main()"
-)
-
-
 def _database_command(data_dir: Path, port: int) -> list[str]:
-    # nx-27017 defaults to a global pid file and refuses to start while it exists, so
-    # its pid and log files always live in the data folder.
+    # Its pid file lives in the data folder and names the process as this folder's.
     return [
         sys.executable,
-        "-c",
-        _NX_MAIN,
+        "-m",
+        "smib_core.embedded_db",
         "--data-dir",
         str(data_dir / "mongo"),
-        "--host",
-        "127.0.0.1",
-        "-p",
+        "--port",
         str(port),
         "--pid-file",
         str(_DATABASE.path(data_dir, ".pid")),
-        "--log-file",
-        str(_DATABASE.path(data_dir, ".log")),
+        "--credentials-file",
+        str(_DATABASE.path(data_dir, ".scram")),
     ]
 
 
@@ -162,17 +161,44 @@ def _mqtt_answers(port: int) -> bool:
     return connack[:2] == b"\x20\x02"
 
 
+def _write_broker_passwd(data_dir: Path, username: str, password: str) -> None:
+    from argon2 import PasswordHasher
+
+    # A random 32-character password needs no costly hash; every CONNECT verifies it.
+    hashed = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(password)
+    _write_private(_password_file(data_dir), f"{username}:{hashed}\n")
+
+
+def _write_database_verifier(data_dir: Path, username: str, password: str) -> None:
+    from smib_core.embedded_db import write_verifier
+
+    write_verifier(_DATABASE.path(data_dir, ".scram"), username, password)
+
+
 _BROKER = _Kind(
-    "MQTT broker",
-    "embedded-broker",
-    "mqtt",
-    "smib_core.embedded",
-    15.0,
-    broker_command,
-    _mqtt_answers,
+    title="MQTT broker",
+    stem="embedded-broker",
+    scheme="mqtt",
+    programs=("smib_core.embedded",),
+    start_timeout_s=15.0,
+    command=broker_command,
+    answers=_mqtt_answers,
+    write_verifier=_write_broker_passwd,
+    path_part="",
+    auth_options="",
 )
 _DATABASE = _Kind(
-    "database", "embedded-mongo", "mongodb", "nx_27017", 30.0, _database_command, port_answers
+    title="database",
+    stem="embedded-mongo",
+    scheme="mongodb",
+    # nx_27017.nx_27017: a database an older version started, with no authentication.
+    programs=("smib_core.embedded_db", "nx_27017.nx_27017"),
+    start_timeout_s=30.0,
+    command=_database_command,
+    answers=port_answers,
+    write_verifier=_write_database_verifier,
+    path_part="/",
+    auth_options="?authSource=admin&authMechanism=SCRAM-SHA-256",
 )
 _KINDS = {"broker": _BROKER, "database": _DATABASE}
 
@@ -182,17 +208,16 @@ class _State:
     port: int
     pid: int
     started_at: str
-    username: str = ""  # the broker's generated credentials (none for the database)
+    username: str = ""  # the generated credentials (none in an older version's state)
     password: str = dataclasses.field(default="", repr=False)
 
 
 def _uri(kind: _Kind, state: _State) -> str:
     """The server's URI, with its credentials when it has some."""
-    uri = kind.uri(state.port)
+    address = f"127.0.0.1:{state.port}{kind.path_part}"
     if not state.username:
-        return uri
-    scheme, _, rest = uri.partition("://")
-    return f"{scheme}://{state.username}:{state.password}@{rest}"
+        return f"{kind.scheme}://{address}"
+    return f"{kind.scheme}://{state.username}:{state.password}@{address}{kind.auth_options}"
 
 
 # ---- public API ----------------------------------------------------------------------
@@ -209,12 +234,14 @@ def mongo_uri(settings: Settings) -> str:
 
 
 def ensure_broker(data_dir: Path) -> str:
-    """`mqtt://127.0.0.1:PORT` of the folder's embedded broker, started if none runs."""
+    """`mqtt://smib:PASSWORD@127.0.0.1:PORT` of the folder's embedded broker, started if
+    none runs."""
     return _ensure(_BROKER, data_dir)
 
 
 def ensure_database(data_dir: Path) -> str:
-    """`mongodb://127.0.0.1:PORT/` of the folder's embedded database, started if none runs."""
+    """`mongodb://smib:PASSWORD@127.0.0.1:PORT/?authSource=admin&authMechanism=SCRAM-SHA-256`
+    of the folder's embedded database, started if none runs."""
     return _ensure(_DATABASE, data_dir)
 
 
@@ -263,9 +290,11 @@ def _ensure(kind: _Kind, data_dir: Path) -> str:
     with _locked(kind.path(data_dir, ".lock")):
         state = _read_state(kind, data_dir)
         if state is not None:
-            if _is_ours(state.pid, kind, data_dir) and kind.answers(state.port):
+            live = _is_ours(state.pid, kind, data_dir) and kind.answers(state.port)
+            if live and state.username:
                 return _uri(kind, state)
-            _terminate(state.pid, kind, data_dir)  # alive but deaf: replace it
+            # Alive but deaf, or an older version's server without credentials: replace it.
+            _terminate(state.pid, kind, data_dir)
         _terminate_leftovers(kind, data_dir)
         state = _start_with_credentials(kind, data_dir, state)
         _write_state(kind, data_dir, state)
@@ -319,9 +348,9 @@ def _start(kind: _Kind, data_dir: Path, port_before: int | None = None) -> _Stat
 
 
 def _start_with_credentials(kind: _Kind, data_dir: Path, before: _State | None) -> _State:
-    """Start a server on the port it had (`before`), keeping the broker's credentials so
-    clients that know them keep working."""
-    username, password = _broker_credentials(kind, data_dir, before)
+    """Start a server on the port it had (`before`), keeping its credentials so clients
+    that know them keep working."""
+    username, password = _credentials(kind, data_dir, before)
     started = _start(kind, data_dir, before.port if before is not None else None)
     return dataclasses.replace(started, username=username, password=password)
 
@@ -442,7 +471,7 @@ def _is_ours(pid: int, kind: _Kind, data_dir: Path) -> bool:
         return False
     # The broker names the folder (--data-dir); the database its pid file in the folder.
     names_folder = str(data_dir) in args or str(kind.path(data_dir, ".pid")) in args
-    return names_folder and any(kind.marker in arg for arg in args)
+    return names_folder and kind.runs(args)
 
 
 def _terminate(pid: int, kind: _Kind, data_dir: Path, timeout: float = 5.0) -> bool:
@@ -479,7 +508,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 
 def _terminate_leftovers(kind: _Kind, data_dir: Path) -> None:
-    """A database its state file forgot still holds nx-27017's pid file: end it first."""
+    """A database its state file forgot still holds its pid file: end it first."""
     pid_file = kind.path(data_dir, ".pid")
     with contextlib.suppress(OSError, ValueError):
         _terminate(int(pid_file.read_text().strip()), kind, data_dir)
@@ -488,7 +517,7 @@ def _terminate_leftovers(kind: _Kind, data_dir: Path) -> None:
 
 # ---- permissions and credentials -------------------------------------------------------
 
-BROKER_USER = "smib"
+SERVER_USER = "smib"  # the one user of each embedded server
 
 
 def _secure_folder(data_dir: Path) -> None:
@@ -517,21 +546,14 @@ def _password_file(data_dir: Path) -> Path:
     return data_dir / "embedded-broker.passwd"
 
 
-def _broker_credentials(kind: _Kind, data_dir: Path, old: _State | None) -> tuple[str, str]:
-    """For the broker: the user and password of its earlier start (so clients that know
-    them keep working), else new ones; its password file is written for amqtt. The
-    database gets none: nx-27017 cannot check them (see the module's docstring)."""
-    if kind is not _BROKER:
-        return "", ""
-    from argon2 import PasswordHasher
-
+def _credentials(kind: _Kind, data_dir: Path, old: _State | None) -> tuple[str, str]:
+    """The user and password of the server's earlier start (so clients that know them
+    keep working), else new ones; what checks them is written for the server."""
     if old is not None and old.username and old.password:
         username, password = old.username, old.password
     else:
-        username, password = BROKER_USER, secrets.token_urlsafe(24)
-    # A random 32-character password needs no costly hash; every CONNECT verifies it.
-    hashed = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(password)
-    _write_private(_password_file(data_dir), f"{username}:{hashed}\n")
+        username, password = SERVER_USER, secrets.token_urlsafe(24)
+    kind.write_verifier(data_dir, username, password)
     return username, password
 
 

@@ -12,12 +12,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import gridfs
 import paho.mqtt.client as mqtt
 import psutil
 import pytest
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.uri_parser import parse_uri
 
 from smib_core import embedded
 from smib_core.settings import BrokerAddress, Settings
@@ -27,6 +30,7 @@ from tests.servers import free_port
 pytestmark = pytest.mark.integration
 
 Ensure = Callable[[Path], str]
+DATABASE = "smib_core.embedded_db"  # in the database server's command line
 
 
 @pytest.fixture
@@ -37,7 +41,9 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def port_of(uri: str) -> int:
-    return int(uri.rstrip("/").rsplit(":", 1)[1])
+    port = urlsplit(uri).port
+    assert port is not None
+    return port
 
 
 def state(folder: Path, stem: str) -> dict[str, object]:
@@ -71,7 +77,7 @@ def test_database_is_shared_within_and_across_processes(data_dir: Path) -> None:
 
     assert other.stdout.strip() == first
     assert state(data_dir, "embedded-mongo")["pid"] == pid
-    assert servers_for(data_dir, "nx_27017") == [pid]
+    assert servers_for(data_dir, DATABASE) == [pid]
 
 
 def test_racing_threads_start_one_database(data_dir: Path) -> None:
@@ -89,7 +95,7 @@ def test_racing_threads_start_one_database(data_dir: Path) -> None:
         thread.join(30)
 
     assert len(uris) == 4 and len(set(uris)) == 1
-    assert servers_for(data_dir, "nx_27017") == [state(data_dir, "embedded-mongo")["pid"]]
+    assert servers_for(data_dir, DATABASE) == [state(data_dir, "embedded-mongo")["pid"]]
 
 
 def dead_pid() -> int:
@@ -105,7 +111,7 @@ def dead_pid() -> int:
 @pytest.mark.parametrize(
     ("ensure", "stem", "marker"),
     [
-        (embedded.ensure_database, "embedded-mongo", "nx_27017"),
+        (embedded.ensure_database, "embedded-mongo", DATABASE),
         (embedded.ensure_broker, "embedded-broker", "smib_core.embedded"),
     ],
     ids=["database", "broker"],
@@ -200,7 +206,7 @@ def test_a_server_that_cannot_start_is_a_clear_error(data_dir: Path) -> None:
 
     with pytest.raises(embedded.EmbeddedServerError, match="could not start"):
         embedded.ensure_database(data_dir)
-    assert servers_for(data_dir, "nx_27017") == []
+    assert servers_for(data_dir, DATABASE) == []
 
 
 def test_cli_shows_and_stops_the_servers(
@@ -289,6 +295,7 @@ def test_the_supervisor_restarts_a_killed_database_on_its_port(data_dir: Path) -
     from smib_core.store.db import client_for
 
     uri = embedded.ensure_database(data_dir)
+    credentials = {k: state(data_dir, "embedded-mongo")[k] for k in ("username", "password")}
     ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
     assert port_of(uri) < int(ephemeral[0]), "no outgoing connection can take its port"
     client = client_for(uri)
@@ -319,6 +326,9 @@ def test_the_supervisor_restarts_a_killed_database_on_its_port(data_dir: Path) -
         recorded = state(data_dir, "embedded-mongo")
         assert recorded["port"] == port_of(uri) and recorded["pid"] != pid
         assert supervisor.restarts == 1
+        # The same credentials, kept by the restart: the client above still uses them.
+        assert {k: recorded[k] for k in credentials} == credentials
+        assert embedded.ensure_database(data_dir) == uri
     finally:
         supervisor.stop()
         client.close()
@@ -358,7 +368,7 @@ def test_the_supervisor_leaves_configured_servers_and_stopped_ones_alone(data_di
     embedded.stop(data_dir)  # stopped on purpose: no state file, nothing to restart
     supervisor = embedded.EmbeddedSupervisor(Settings(data_dir=data_dir))
     supervisor.check()
-    assert servers_for(data_dir, "nx_27017") == [] and supervisor.restarts == 0
+    assert servers_for(data_dir, DATABASE) == [] and supervisor.restarts == 0
 
 
 def test_the_supervisor_restarts_a_killed_broker_on_its_port(data_dir: Path) -> None:
@@ -379,3 +389,117 @@ def test_the_supervisor_restarts_a_killed_broker_on_its_port(data_dir: Path) -> 
         assert not (data_dir / "embedded-mongo.json").exists(), "MONGO_URI is set: no database"
     finally:
         supervisor.stop()
+
+
+def _refused(client: Any, code: int) -> None:
+    with pytest.raises(OperationFailure) as refused:
+        client.smib_test.things.find_one()
+    assert refused.value.code == code
+
+
+def test_the_database_accepts_only_its_generated_credentials(data_dir: Path) -> None:
+    from smib_core.store.db import client_for
+
+    uri = embedded.mongo_uri(Settings(data_dir=data_dir))
+    parsed = parse_uri(uri)
+    password = str(parsed["password"])
+    assert parsed["username"] == "smib" and len(password) >= 32
+    assert parsed["options"]["authSource"] == "admin"
+    assert parsed["options"]["authMechanism"] == "SCRAM-SHA-256"
+    saved = state(data_dir, "embedded-mongo")
+    assert (saved["username"], saved["password"]) == ("smib", password)
+    assert stat.S_IMODE((data_dir / "embedded-mongo.json").stat().st_mode) == 0o600
+    verifier = data_dir / "embedded-mongo.scram"
+    assert stat.S_IMODE(verifier.stat().st_mode) == 0o600
+    assert password not in verifier.read_text()  # the server holds no password
+
+    port = port_of(uri)
+    owner = client_for(uri)
+    anonymous = client_for(f"mongodb://127.0.0.1:{port}/")
+    wrong = client_for(uri.replace(password, "not-the-password"))
+    stranger = client_for(uri.replace("smib:", "root:"))
+    try:
+        assert anonymous.admin.command("ping")["ok"] == 1  # the handshake is open
+        _refused(anonymous, 13)
+        with pytest.raises(OperationFailure) as refused:
+            anonymous.smib_test.things.insert_one({"_id": "anonymous"})
+        assert refused.value.code == 13
+        with pytest.raises(OperationFailure):
+            anonymous.list_database_names()
+        _refused(wrong, 18)
+        _refused(stranger, 18)
+
+        things = owner.smib_test.things
+        things.insert_one({"_id": "a", "n": 1})
+        things.update_one({"_id": "a"}, {"$inc": {"n": 1}})
+        things.insert_one({"_id": "b"})
+        things.delete_one({"_id": "b"})
+        assert list(things.find()) == [{"_id": "a", "n": 2}]  # no anonymous insert
+        firmware = bytes(range(256)) * 1200
+        file_id = gridfs.GridFS(owner.smib_test).put(firmware, filename="fw.bin")
+        assert gridfs.GridFS(owner.smib_test).get(file_id).read() == firmware
+    finally:
+        for client in (owner, anonymous, wrong, stranger):
+            client.close()
+    # Found again by the next process: the same URI, from the state file.
+    assert embedded.mongo_uri(Settings(data_dir=data_dir)) == uri
+
+
+def test_cli_status_masks_the_database_password(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from smib_core.cli import main
+
+    monkeypatch.setenv("SMIB_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("MONGO_URI", raising=False)
+    password = str(parse_uri(embedded.ensure_database(data_dir))["password"])
+
+    assert main(["embedded", "status", "--json"]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)["database"]
+    assert shown["running"] and shown["uri"].startswith("mongodb://smib:••••••@127.0.0.1:")
+    assert main(["embedded", "status"]) == 0
+    out += capsys.readouterr().out
+    assert password not in out
+
+
+def test_a_database_an_older_version_left_without_credentials_is_replaced(
+    data_dir: Path,
+) -> None:
+    """An upgrade: the folder's database runs as before (nx-27017 itself, anonymous)."""
+    data_dir.mkdir(mode=0o700)
+    port = free_port()
+    old_main = "from nx_27017.nx_27017 import main; main()"
+    pid_file = data_dir / "embedded-mongo.pid"
+    args = ["--data-dir", str(data_dir / "mongo"), "-p", str(port), "--pid-file", str(pid_file)]
+    args += ["--log-file", str(data_dir / "embedded-mongo.log")]
+    old = subprocess.Popen(
+        [sys.executable, "-c", old_main, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not embedded.port_answers(port):
+            assert time.monotonic() < deadline and old.poll() is None
+            time.sleep(0.05)
+        (data_dir / "embedded-mongo.json").write_text(
+            json.dumps({"port": port, "pid": old.pid, "started_at": "2026-01-01T00:00:00+00:00"})
+        )
+
+        uri = embedded.ensure_database(data_dir)
+
+        assert old.wait(10) is not None  # ended, not left beside the new one
+        assert port_of(uri) == port and parse_uri(uri)["username"] == "smib"
+        assert servers_for(data_dir, DATABASE) == [state(data_dir, "embedded-mongo")["pid"]]
+        from smib_core.store.db import client_for
+
+        anonymous = client_for(f"mongodb://127.0.0.1:{port}/")
+        try:
+            _refused(anonymous, 13)
+        finally:
+            anonymous.close()
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait(10)
