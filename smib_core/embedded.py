@@ -170,9 +170,10 @@ def _write_broker_passwd(data_dir: Path, username: str, password: str) -> None:
 
 
 def _write_database_verifier(data_dir: Path, username: str, password: str) -> None:
-    from smib_core.embedded_db import write_verifier
+    from smib_core.embedded_db import Verifier
 
-    write_verifier(_DATABASE.path(data_dir, ".scram"), username, password)
+    verifier = Verifier.for_password(username, password)
+    _write_private(_DATABASE.path(data_dir, ".scram"), verifier.to_json())
 
 
 _BROKER = _Kind(

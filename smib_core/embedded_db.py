@@ -11,7 +11,7 @@ as the one user of the credentials file before anything but the handshake
 a wrong password AuthenticationFailed (code 18). A driver's `speculativeAuthenticate`
 in hello is answered, so pymongo authenticates in one round trip less. The credentials
 file holds what SCRAM checks a password against (salt, stored and server keys), never
-the password; `write_verifier` makes it.
+the password (`Verifier`).
 
 The seam (nx-27017 0.8; tests/test_embedded_db.py fails when it moves): `_serve` runs
 nx-27017's connection loop, `nx_27017.server.handle_client(reader, writer, handler)`,
@@ -119,14 +119,6 @@ class Verifier:
             base64.b64decode(raw["server_key"]),
             int(raw["iterations"]),
         )
-
-
-def write_verifier(path: Path, username: str, password: str) -> None:
-    """Write the verifier of `username`/`password` to a file only this user may read."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        os.fchmod(file.fileno(), 0o600)
-        file.write(Verifier.for_password(username, password).to_json())
 
 
 # ---- replies ---------------------------------------------------------------------------
@@ -370,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, required=True, help="one SQLite file per database")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pid-file", type=Path, required=True)
-    parser.add_argument("--credentials-file", type=Path, required=True, help="see write_verifier")
+    parser.add_argument("--credentials-file", type=Path, required=True, help="a Verifier, as JSON")
     args = parser.parse_args(argv)
     # WARNING, not nx-27017's INFO: it would log every request.
     logging.basicConfig(

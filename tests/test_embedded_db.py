@@ -273,13 +273,10 @@ def test_legacy_op_query_is_gated_too(handler: AuthenticatingHandler) -> None:
     assert query("owner", "things", {}) == [{"_id": "secret"}]
 
 
-def test_the_verifier_file_holds_no_password(tmp_path: Path) -> None:
-    from smib_core.embedded_db import write_verifier
-
-    path = tmp_path / "db.scram"
-    write_verifier(path, "smib", PASSWORD)
-    text = path.read_text()
-    assert PASSWORD not in text and path.stat().st_mode & 0o777 == 0o600
+def test_the_verifier_holds_no_password() -> None:
+    text = Verifier.for_password("smib", PASSWORD).to_json()
+    assert PASSWORD not in text
     loaded = Verifier.from_json(text)
     assert loaded.username == "smib" and loaded.iterations >= 4096
     assert loaded.auth_info("someone-else") is None
+    assert loaded.auth_info("smib") is not None
