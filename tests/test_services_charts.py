@@ -67,3 +67,26 @@ def test_empty_frames_make_empty_charts() -> None:
     assert len(charts.over_time_figure(days([], []), False).data) == 2
     assert len(charts.top_bottom_figure(empty, empty).data[0].y) == 0
     assert len(charts.hold_figure(empty, None).layout.annotations) == 0
+
+
+def test_names_reach_plotly_as_text_not_html() -> None:
+    # Plotly renders a subset of HTML in labels and hover texts: a cabinet named with a
+    # link or a style would become one on every manager's dashboard.
+    hostile = '<a href="http://evil.example/x">Lucky</a><b>7</b>'
+    rows = cabinets((hostile, 5.0), ("Plain & simple", -2.0))
+    rows.loc[0, "location"] = "<span style='color:red'>VIP</span>"
+    shown = [
+        *charts.top_bottom_figure(rows.iloc[:1], rows.iloc[1:]).data[0].y,
+        *charts.hold_figure(rows, 1.0).data[0].x,
+        *charts.location_figure(
+            rows.rename(columns={"cabinet": "unused"}).assign(location=rows["location"])
+        )
+        .data[0]
+        .y,
+    ]
+    hover_locations = [c[0] for c in charts.hold_figure(rows, 1.0).data[0].customdata]
+    for text in [*shown, *hover_locations]:
+        assert "<" not in text and ">" not in text
+    assert '&lt;a href="http://evil.example/x"&gt;Lucky&lt;/a&gt;&lt;b&gt;7&lt;/b&gt;' in shown
+    assert "Plain &amp; simple" in shown
+    assert "&lt;span style='color:red'&gt;VIP&lt;/span&gt;" in hover_locations

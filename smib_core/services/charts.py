@@ -7,6 +7,8 @@ chart (coin in blue, net win green, a loss red, hold purple).
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -31,6 +33,13 @@ def _layout(figure: go.Figure, title: str, height: int = 340) -> go.Figure:
         hoverlabel={"bgcolor": "white"},
     )
     return figure
+
+
+def plain(names: pd.Series) -> list[str]:
+    """Names (of cabinets, locations: typed by people) as plotly shows them literally:
+    its labels and hover texts read a subset of HTML (`<a href>`, `<b>`, `<span style>`),
+    so `<`, `>` and `&` go in as entities, which it shows as the characters."""
+    return [html.escape(str(name), quote=False) for name in names]
 
 
 def _signed(values: pd.Series) -> list[str]:
@@ -94,7 +103,7 @@ def location_figure(by_location: pd.DataFrame) -> go.Figure:
     figure = go.Figure(
         go.Bar(
             x=rows["net_win"],
-            y=rows["location"],
+            y=plain(rows["location"]),
             orientation="h",
             marker_color=_signed(rows["net_win"]),
             text=[f"${v:,.0f}" for v in rows["net_win"]],
@@ -120,10 +129,10 @@ def top_bottom_figure(top: pd.DataFrame, bottom: pd.DataFrame) -> go.Figure:
     figure = go.Figure(
         go.Bar(
             x=ranked["net_win"],
-            y=ranked["cabinet"],
+            y=plain(ranked["cabinet"]),
             orientation="h",
             marker_color=_signed(ranked["net_win"]),
-            customdata=ranked[["location", "coin_in"]],
+            customdata=list(zip(plain(ranked["location"]), ranked["coin_in"], strict=True)),
             hovertemplate="%{y} (%{customdata[0]})<br>Net win $%{x:,.2f}"
             "<br>Coin in $%{customdata[1]:,.2f}<extra></extra>",
         )
@@ -144,10 +153,12 @@ def hold_figure(hold: pd.DataFrame, fleet_hold_pct: float | None) -> go.Figure:
     rows = hold.dropna(subset=["hold_pct"])
     figure = go.Figure(
         go.Bar(
-            x=rows["cabinet"],
+            x=plain(rows["cabinet"]),
             y=rows["hold_pct"],
             marker_color=[HOLD if v >= 0 else LOSS for v in rows["hold_pct"]],
-            customdata=rows[["location", "coin_in", "net_win"]],
+            customdata=list(
+                zip(plain(rows["location"]), rows["coin_in"], rows["net_win"], strict=True)
+            ),
             hovertemplate="%{x} (%{customdata[0]})<br>Hold %{y:.2f}%<br>Coin in "
             "$%{customdata[1]:,.2f}<br>Net win $%{customdata[2]:,.2f}<extra></extra>",
         )
