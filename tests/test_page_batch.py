@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from smib_core.auth import Principal, Role
 from smib_core.errors import RequestTimeout
-from smib_core.protocol import Command, DeviceMessage
+from smib_core.protocol import Command, ConfigReply, DeviceMessage
 from smib_core.services.batch import BatchTimings, BatchWorker
 from smib_core.settings import Settings
 from smib_core.store.audit import AuditTrail
@@ -36,7 +36,8 @@ FAST = BatchTimings(offline_after_s=60, restart_grace_s=0.2, probe_every_s=0.1, 
 
 @dataclass
 class FakeBus:
-    """Boards that are always heard and come back at once after a restart."""
+    """Boards that are always heard and come back at once after a restart: a `cfg` read
+    is answered (no reply to a write or `rst`, as a strict board)."""
 
     heard: set[str] = field(default_factory=set)
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -54,8 +55,14 @@ class FakeBus:
     def send(self, relay: str, command: Command) -> None:
         self.sent.append((relay, dict(command.payload)))
 
+    def answers(self, relay: str) -> bool:
+        return relay in self.heard
+
     def request(self, relay: str, command: Command, timeout: float = 5.0) -> DeviceMessage:
-        raise RequestTimeout(f"board {relay} did not answer")
+        if command.reply_typ != "cfg" or not self.answers(relay):
+            raise RequestTimeout(f"board {relay} did not answer")
+        fields = {"firmware": "cloudy", "version": "v1"}
+        return ConfigReply(relay, "cfg", "smib/config", str(command.reply_comp), fields)
 
 
 def run_worker(mongo_db: Any, bus: FakeBus) -> BatchWorker:
@@ -165,7 +172,8 @@ def test_location_restart_after_confirmation(
 
 @dataclass
 class SlowBus(FakeBus):
-    """Boards that are quiet for `back_after_s` after their restart was sent."""
+    """Boards that are quiet (answer nothing) for `back_after_s` after their restart was
+    sent."""
 
     back_after_s: float = 5.0  # time for the test to click Cancel, even on a busy machine
     restarted: dict[str, float] = field(default_factory=dict)
@@ -175,6 +183,12 @@ class SlowBus(FakeBus):
         if sent is not None and time.time() < sent + self.back_after_s:
             return sent
         return super().last_seen(relay)
+
+    def answers(self, relay: str) -> bool:
+        sent = self.restarted.get(relay)
+        if sent is not None and time.time() < sent + self.back_after_s:
+            return False
+        return super().answers(relay)
 
     def send(self, relay: str, command: Command) -> None:
         super().send(relay, command)

@@ -298,6 +298,45 @@ def test_a_board_left_waiting_is_confirmed_by_reading_back(
 
 
 @pytest.mark.integration
+def test_a_worker_stopped_during_a_read_back_leaves_the_board_in_flight(
+    boards: StrictBoards, bus: DeviceBus, mongo_db: Any
+) -> None:
+    """Stopping is not a verdict: the board stays `waiting` and its audit record open,
+    and the next worker judges it by reading back (nothing written again)."""
+    audit, store = AuditTrail(mongo_db), BatchStore(mongo_db)
+    relay = RELAYS[0]
+    boards.stubborn.add(relay)  # keeps its old value: the read-back goes on
+    timings = BatchTimings(**{**asdict(FAST), "config_timeout_s": 30.0})
+    batch = submit_batch(BatchJob("config", (relay,), "net", {"netStaChan": 7}), TECH, store, audit)
+    worker = run_worker(mongo_db, bus, timings)
+    try:
+        wait_for(lambda: waiting(store, batch.id) == 1, 10, "the write to go out")
+        time.sleep(1.0)  # a question or two read back the old value
+    finally:
+        started = time.monotonic()
+        worker.stop()
+    assert time.monotonic() - started < 5, "a stop does not wait for the read-back's end"
+    [board] = store.boards(batch.id)
+    assert board.state == "waiting" and board.audit_id
+    [write] = [r for r in audit.open_records() if r["kind"] == "config_write"]
+    assert str(write["id"]) == board.audit_id, "the write's record is left open"
+
+    boards.stubborn.discard(relay)
+    boards.config[relay]["net"]["netStaChan"] = 7  # the write took after all
+    worker = run_worker(mongo_db, bus, timings)
+    try:
+        wait_for(finished(store, batch.id), 20, "the batch to finish")
+    finally:
+        worker.stop()
+    [board] = store.boards(batch.id)
+    assert board.state == "confirmed" and board.detail == "net read back with the new values"
+    assert boards.kinds(relay).count("cfg") > 2 and audit.open_records() == []
+    writes = [c for r, c, _ in boards.received if r == relay and "netStaChan" in c]
+    assert len(writes) == 1, "the write was not sent again"
+    assert list(audit.query(kind="config_write")["outcome"]) == ["confirmed"]
+
+
+@pytest.mark.integration
 def test_a_board_left_sending_is_never_sent_a_second_rst(
     boards: StrictBoards, bus: DeviceBus, mongo_db: Any
 ) -> None:

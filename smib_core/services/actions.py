@@ -232,6 +232,14 @@ class BoardActions:
         return current
 
 
+def compared_fields(command: Command) -> dict[str, Any]:
+    """What reading a config write back compares: the written fields, secrets left out."""
+    secrets = protocol.secret_fields()
+    return {
+        k: v for k, v in command.payload.items() if k not in ("typ", "comp") and k not in secrets
+    }
+
+
 def judge_reply(command: Command, reply: DeviceMessage) -> tuple[str, dict[str, Any]]:
     """The audit outcome a reply gives its command, with details worth keeping."""
     if isinstance(reply, MeterReply) and reply.failure is not None:
@@ -239,12 +247,7 @@ def judge_reply(command: Command, reply: DeviceMessage) -> tuple[str, dict[str, 
     if isinstance(reply, NvsReply) and not reply.ok:
         return "not_confirmed", {"reply": reply.pyd[:64]}
     if isinstance(reply, ConfigReply) and command.kind in ("config_write", "ota_url"):
-        secrets = protocol.secret_fields()
-        written = {
-            k: v
-            for k, v in command.payload.items()
-            if k not in ("typ", "comp") and k not in secrets
-        }
+        written = compared_fields(command)
         differ = sorted(
             k for k, v in written.items() if k not in reply.fields or str(reply.fields[k]) != str(v)
         )

@@ -9,15 +9,19 @@ are strict (PROTOCOL.md): no reply to a config write or `rst`, no announcement o
 - online: heard within `offline_after_s`, or it answers a `cfg app` read; else `offline`
   and nothing is sent.
 - config: `sending` (persisted) -> the write is published -> `waiting` (send time and
-  audit id kept) -> the component is read back, a few times until `config_timeout_s`:
-  the written values (secrets not compared) -> confirmed; other values or no answer ->
-  not_confirmed. Resumed: read back and judge (writing the same values twice is harmless,
-  but it is not needed to judge).
+  audit id kept) -> the component is read back (`services.readback.read_back`) until
+  `config_timeout_s`: the written values (secrets not compared) -> confirmed; other
+  values or no answer -> not_confirmed. Resumed: read back and judge (writing the same
+  values twice is harmless, but it is not needed to judge).
 - restart: `sending` (persisted) -> `rst` -> `waiting` with the send time. Confirmed when
-  the board answers a `cfg app` read (or is heard) after send time + `restart_grace_s`,
-  asked every `probe_every_s` until `restart_timeout_s`; not_confirmed otherwise. A board
-  found `sending` may or may not have had its `rst`: it is never sent another; it is
-  asked for `app`, and the detail says what is known.
+  the board answers a `cfg app` read after send time + `restart_grace_s`
+  (`services.readback.await_back`), asked every `probe_every_s` until
+  `restart_timeout_s`; not_confirmed otherwise. A board found `sending` may or may not
+  have had its `rst`: it is never sent another; it is asked for `app`, and the detail
+  says what is known.
+
+The read-back rule's timings are `BatchTimings.readback`; `stopping` set means a read-back
+ends unjudged and the board stays in flight for the next worker.
 
 The board's own audit record (its `config_write` / `restart`) gets the outcome; when a
 worker stopped before keeping its id, the open record is found by the batch id the
@@ -35,9 +39,17 @@ from typing import Any, Protocol
 
 from smib_core import protocol
 from smib_core.errors import BusError, PermissionDenied, RequestTimeout, SmibError
-from smib_core.protocol import ConfigReply
-from smib_core.services.actions import BoardActions, CommandBus, judge_reply
+from smib_core.services.actions import BoardActions, CommandBus, compared_fields
 from smib_core.services.live import ago
+from smib_core.services.readback import (
+    ReadBack,
+    ReadBackTimings,
+    any_answer,
+    await_back,
+    differing,
+    read_back,
+    reports,
+)
 from smib_core.store.audit import AuditTrail
 from smib_core.store.batches import Batch, BatchBoard, BatchStore
 
@@ -64,6 +76,16 @@ class BatchTimings:
     probe_every_s: float = 1.0  # between two `cfg app` questions to a restarting board
     poll_s: float = 0.5  # between two passes of the worker
     lease_ttl_s: float = 9.0
+
+    @property
+    def readback(self) -> ReadBackTimings:
+        """These timings as the read-back rule's (`services.readback`)."""
+        return ReadBackTimings(
+            ask_timeout_s=self.read_timeout_s,
+            gap_s=self.probe_every_s,
+            disagreements=None,  # other values end a config read-back only at its timeout
+            grace_s=self.restart_grace_s,
+        )
 
 
 class BoardWork:
@@ -182,28 +204,40 @@ class BoardWork:
         self, batch: Batch, actions: BoardActions, board: BatchBoard, audit_id: str
     ) -> None:
         """The last worker stopped after recording `sending` and before recording the
-        send: the rst may or may not have gone out. Never send another; ask `app`."""
+        send: the rst may or may not have gone out. Never send another; ask `app`: an
+        answer at once says nothing; silence, then an answer, says it restarted."""
+        relay, limit = board.relay, self.timings.restart_timeout_s
         since = board.started_at or board.updated_at or time.time()
-        deadline = since + self.timings.restart_timeout_s
-        silent = False
-        while not self.stopping.is_set():
-            if self._answers_app(actions, board.relay):
-                if silent:
-                    why = "the last worker stopped while sending rst; the board went quiet "
-                    why += "and answers cfg app again: it restarted"
-                    self._end(batch, board.relay, "confirmed", why, audit_id, "confirmed")
-                else:
-                    why = "the last worker stopped while sending rst: unknown whether it went "
-                    why += "out; the board answers cfg app (no second rst is sent)"
-                    self._end(batch, board.relay, "not_confirmed", why, audit_id, "not_confirmed")
-                return
-            silent = True
-            if time.time() >= deadline:
-                why = "the last worker stopped while sending rst, and the board did not "
-                why += f"answer cfg app within {self.timings.restart_timeout_s:g} s"
-                self._end(batch, board.relay, "not_confirmed", why, audit_id, "timed_out")
-                return
-            self.stopping.wait(self.timings.probe_every_s)
+        now = self._read_back(actions, relay, "app", any_answer, self.timings.read_timeout_s)
+        if now.confirmed:  # up at once: that says nothing of the rst
+            why = "the last worker stopped while sending rst: unknown whether it went "
+            why += "out; the board answers cfg app (no second rst is sent)"
+            self._end(batch, relay, "not_confirmed", why, audit_id, "not_confirmed")
+            return
+        left = since + limit - time.time()
+        back = now if now.stopped else self._read_back(actions, relay, "app", any_answer, left)
+        if back.stopped:
+            return  # left in flight: the next worker asks again
+        if back.confirmed:
+            why = "the last worker stopped while sending rst; the board went quiet "
+            why += "and answers cfg app again: it restarted"
+            self._end(batch, relay, "confirmed", why, audit_id, "confirmed")
+        else:
+            why = "the last worker stopped while sending rst, and the board did not "
+            why += f"answer cfg app within {limit:g} s"
+            self._end(batch, relay, "not_confirmed", why, audit_id, "timed_out")
+
+    def _read_back(
+        self,
+        actions: BoardActions,
+        relay: str,
+        comp: str,
+        matches: Callable[[Mapping[str, Any]], bool],
+        timeout: float,
+    ) -> ReadBack:
+        """`readback.read_back` with this batch's timings, ended early by `stopping`."""
+        timings = self.timings.readback
+        return read_back(actions, relay, comp, matches, timeout, timings, stopping=self.stopping)
 
     # --- confirming ---------------------------------------------------------------------
 
@@ -211,65 +245,38 @@ class BoardWork:
         self, batch: Batch, actions: BoardActions, relay: str, sent_at: float, audit_id: str
     ) -> None:
         """Ask `cfg app` after send time + grace until it answers or the time is up."""
-        after = sent_at + self.timings.restart_grace_s
-        deadline = sent_at + self.timings.restart_timeout_s
-        if self.stopping.wait(max(0.0, after - time.time())):
-            return
-        while not self.stopping.is_set():
-            seen = self.bus.last_seen(relay)
-            if (seen is not None and seen > after) or self._answers_app(actions, relay):
-                back = f"back: answered cfg app {time.time() - sent_at:.1f} s after the rst"
-                self._end(batch, relay, "confirmed", back, audit_id, "confirmed")
-                return
-            if time.time() >= deadline:
-                limit = self.timings.restart_timeout_s
-                why = f"did not answer cfg app within {limit:g} s of the rst"
-                self._end(batch, relay, "not_confirmed", why, audit_id, "timed_out")
-                return
-            self.stopping.wait(self.timings.probe_every_s)
-
-    def _answers_app(self, actions: BoardActions, relay: str) -> bool:
-        try:
-            actions.request(relay, protocol.config_read("app"), self.timings.read_timeout_s)
-        except (RequestTimeout, BusError):
-            return False
-        return True
+        limit = self.timings.restart_timeout_s
+        timings = self.timings.readback
+        back = await_back(actions, relay, sent_at, limit, timings, stopping=self.stopping)
+        if back.stopped:
+            return  # left in flight: the next worker asks again
+        if back.confirmed:
+            why = f"back: answered cfg app {time.time() - sent_at:.1f} s after the rst"
+            self._end(batch, relay, "confirmed", why, audit_id, "confirmed")
+        else:
+            why = f"did not answer cfg app within {limit:g} s of the rst"
+            self._end(batch, relay, "not_confirmed", why, audit_id, "timed_out")
 
     def _confirm_config(
         self, batch: Batch, actions: BoardActions, relay: str, audit_id: str, note: str
     ) -> None:
         """Read the component back until it holds the written values or time is up."""
-        write = protocol.config_write(batch.comp, batch.fields)
-        deadline = time.time() + self.timings.config_timeout_s
-        differ: list[str] | None = None  # None: no answer yet
-        while not self.stopping.is_set():
-            left = deadline - time.time()
-            try:
-                reply = actions.request(
-                    relay, protocol.config_read(batch.comp), max(0.1, min(left, 2.0))
-                )
-            except (RequestTimeout, BusError):
-                reply = None
-            if isinstance(reply, ConfigReply):
-                outcome, extra = judge_reply(write, reply)
-                if outcome == "confirmed":
-                    why = f"{note}{batch.comp} read back with the new values"
-                    self._end(batch, relay, "confirmed", why, audit_id, "confirmed")
-                    return
-                differ = list(extra.get("differ", []))
-            if time.time() >= deadline:
-                break
-            self.stopping.wait(min(self.timings.probe_every_s, max(0.0, deadline - time.time())))
-        if self.stopping.is_set():
+        expected = compared_fields(protocol.config_write(batch.comp, batch.fields))
+        limit = self.timings.config_timeout_s
+        back = self._read_back(actions, relay, batch.comp, reports(expected), limit)
+        if back.stopped:
             return  # left in flight: the next worker reads it back
-        if differ is None:
-            why = f"{note}no answer to the read-back of {batch.comp} "
-            why += f"within {self.timings.config_timeout_s:g} s"
+        if back.confirmed:
+            why = f"{note}{batch.comp} read back with the new values"
+            self._end(batch, relay, "confirmed", why, audit_id, "confirmed")
+        elif not back.answered:
+            why = f"{note}no answer to the read-back of {batch.comp} within {limit:g} s"
             self._end(batch, relay, "not_confirmed", why, audit_id, "timed_out")
         else:
+            differ = differing(expected, back.fields)
             why = f"{note}the board reports other values for {', '.join(differ)}"
-            extra_ = {"differ": differ}
-            self._end(batch, relay, "not_confirmed", why, audit_id, "not_confirmed", extra_)
+            extra = {"differ": differ}
+            self._end(batch, relay, "not_confirmed", why, audit_id, "not_confirmed", extra)
 
     # --- outcomes -----------------------------------------------------------------------
 
