@@ -72,6 +72,7 @@ class FakeBoardBus:
     stubborn: bool = False
     silent: bool = False
     nvs_ok: bool = True
+    hides_secrets: bool = False  # reads leave the WiFi password out, as some firmware does
 
     def send(self, relay: str, command: Command) -> None:
         payload = dict(command.payload)
@@ -89,7 +90,10 @@ class FakeBoardBus:
                 relay, "srsp", "sas/gy/server", "E10101" if self.nvs_ok else "E10100", self.nvs_ok
             )
         comp = command.reply_comp
-        return ConfigReply(relay, "cfg", "smib/config", comp, dict(self.config[comp]))
+        fields = dict(self.config[comp])
+        if self.hides_secrets:
+            fields.pop("netStaPwd", None)
+        return ConfigReply(relay, "cfg", "smib/config", comp, fields)
 
 
 class FakeAudit:
@@ -357,6 +361,21 @@ def test_secrets_in_a_write_are_masked_in_the_audit_record() -> None:
     for secret in ("wifi-pass-1", "wifi-pass-2", "s3cret-pw", "other-pw"):
         assert secret not in stored
     assert bus.config["net"]["netStaPwd"] == "wifi-pass-2"
+
+
+def test_a_board_that_hides_its_password_still_confirms_the_write() -> None:
+    actions, _bus, audit = gateway(hides_secrets=True)
+    changes = [
+        FieldChange("netStaChan", 6, 11),
+        FieldChange("netStaPwd", "wifi-pass-1", "pass-2-ok"),
+    ]
+    result = write_and_confirm(actions, RELAY, "net", changes, 1)
+    assert result.outcome == "confirmed", result.message
+    assert [c.confirmed for c in result.checks] == [True, True]
+    assert audit.records[result.audit_id]["outcome"] == "confirmed"
+    # The channel is still compared: a board that kept the old one is not confirmed.
+    actions, _bus, audit = gateway(hides_secrets=True, stubborn=True)
+    assert write_and_confirm(actions, RELAY, "net", changes, 0.5).outcome == "not_confirmed"
 
 
 def test_invalid_or_unpermitted_writes_publish_nothing() -> None:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from smib_core import protocol
 from smib_core.errors import RequestTimeout, SmibError
-from smib_core.services.actions import BoardActions
+from smib_core.services.actions import BoardActions, compared_fields
 from smib_core.services.config_forms import (
     FieldChange,
     diff,
@@ -245,9 +245,10 @@ def write_and_confirm(
         "after": {c.field: c.shown_after() for c in changed},
     }
     sent = actions.send_command([relay], command, context)
-    written = {c.field: c.after for c in changed}
+    # A board may hide or leave out a secret it was given: only the rest is compared.
+    compared = compared_fields(command)
     try:
-        back = read_back(actions, relay, comp, reports(written), timeout, timings)
+        back = read_back(actions, relay, comp, reports(compared), timeout, timings)
     except SmibError as exc:
         back = ReadBack("not_confirmed", {}, 0, f"the read-back failed: {exc}")
     reported = back.fields
@@ -257,7 +258,9 @@ def write_and_confirm(
             c.shown_before(),
             c.shown_after(),
             shown(c.field, reported[c.field]) if c.field in reported else "",
-            c.field in reported and same_value(reported[c.field], c.after),
+            back.confirmed
+            if c.field not in compared
+            else c.field in reported and same_value(reported[c.field], c.after),
         )
         for c in changed
     )
