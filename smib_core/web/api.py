@@ -336,7 +336,6 @@ def meter_history(
         MeterStore(ctx.db),
         request,
         cabinets=cabinets,
-        net_win_subtracts_jackpot=ctx.settings.net_win_subtracts_jackpot,
     )
     detail = {**request.detail(), "format": format, "via": "api"}
     ctx.audit.record(principal.name, "export", [], detail, "ok")

@@ -16,7 +16,6 @@ beside it.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from typing import Any
 import anyio
 from starlette.routing import BaseRoute, Mount
 
+from smib_core.services.worker import Worker
 from smib_core.settings import Settings
 from smib_core.web import ops
 from smib_core.web.context import close_process_context, process_context
@@ -39,10 +39,9 @@ def routes() -> list[BaseRoute]:
     return [Mount("/api/v1", app=build_api()), *ops.ROUTES]
 
 
-def start_worker(settings: Settings) -> Any:
-    """A started `services.worker.Worker` for this deployment."""
-    worker_cls = importlib.import_module("smib_core.services.worker").Worker
-    worker = worker_cls(settings)
+def start_worker(settings: Settings) -> Worker:
+    """A started `services.worker.Worker` for this deployment (as `smib worker` runs)."""
+    worker = Worker(settings)
     worker.start()
     return worker
 
