@@ -432,3 +432,45 @@ def test_two_stream_clients_one_disconnects_the_other_keeps_receiving(
     assert [(e["relay"], e["component"]) for e in short] == [(relays[0], "app")]
     assert [(e["relay"], e["component"]) for e in long] == [(relays[0], "app"), (relays[0], "net")]
     assert all(e["event"] == "config" for e in long)
+
+
+# --- the session cookie's routes ---------------------------------------------------------
+
+
+def test_the_session_cookie_is_set_only_by_a_same_origin_request_with_a_live_code(
+    served: Served,
+) -> None:
+    from smib_core.auth import Principal, Role
+    from smib_core.store.sessions import SessionStore
+
+    db = served.db()
+    _, code = SessionStore(db).start(Principal("manager", Role.MANAGER, "local"))
+    db.client.close()
+    host = served.url.removeprefix("http://")
+    with served.client() as http:
+        no_header = http.post("/session/claim", json={"code": code})
+        cross_site = http.post(
+            "/session/claim",
+            json={"code": code},
+            headers={"X-SMIB-CSRF": "1", "Origin": "https://evil.example"},
+        )
+        wrong_code = http.post(
+            "/session/claim", json={"code": "nope"}, headers={"X-SMIB-CSRF": "1"}
+        )
+        good = http.post(
+            "/session/claim",
+            json={"code": code},
+            headers={"X-SMIB-CSRF": "1", "Origin": f"http://{host}"},
+        )
+        again = http.post("/session/claim", json={"code": code}, headers={"X-SMIB-CSRF": "1"})
+        cleared = http.post("/session/end", headers={"X-SMIB-CSRF": "1"})
+    assert (no_header.status_code, cross_site.status_code) == (403, 403)
+    assert wrong_code.status_code == 400 and "set-cookie" not in wrong_code.headers
+    assert good.status_code == 204
+    cookie = good.headers["set-cookie"].lower()
+    assert cookie.startswith("smib_session=")
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert "secure" not in cookie  # plain http here; behind https it is Secure
+    assert again.status_code == 400  # a code is good once
+    assert "smib_session=" in cleared.headers["set-cookie"]
+    assert "max-age=0" in cleared.headers["set-cookie"].lower()

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Mount
 
 from smib_core.services.worker import Worker
 from smib_core.settings import Settings
-from smib_core.web import ops
+from smib_core.web import ops, sessions
 from smib_core.web.context import close_process_context, process_context
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def routes() -> list[BaseRoute]:
     """The routes served beside Streamlit's: the API under /api/v1 and the operations."""
     from smib_core.web.api import build_api
 
-    return [Mount("/api/v1", app=build_api()), *ops.ROUTES]
+    return [Mount("/api/v1", app=build_api()), *ops.ROUTES, *sessions.ROUTES]
 
 
 def start_worker(settings: Settings) -> Worker:
