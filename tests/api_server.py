@@ -72,13 +72,15 @@ def create_accounts(mongo_uri: str, db_name: str) -> None:
     client.close()
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], timeout: float = 90.0, path: str = "/readyz"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -94,6 +96,7 @@ def serve(
     data_dir: Path,
     env: Mapping[str, str] | None = None,
     accounts: bool = True,
+    ready_path: str = "/readyz",
 ) -> Iterator[Served]:
     """Run `command` (a {port} placeholder in it is filled) with a fresh database."""
     db_name = f"api_{uuid.uuid4().hex[:8]}"
@@ -114,7 +117,7 @@ def serve(
     process = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=log, stderr=log)
     served = Served(f"http://127.0.0.1:{port}", mongo_uri, db_name, data_dir, process)
     try:
-        wait_ready(served.url, process)
+        wait_ready(served.url, process, path=ready_path)
         yield served
     finally:
         process.terminate()

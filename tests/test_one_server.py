@@ -44,3 +44,24 @@ def test_the_lifespan_runs_a_worker_only_when_asked(
             # stopped leases are given back at once: nobody holds one any more
             assert served.process.pid not in _holders(db)
         db.client.close()
+
+
+@pytest.mark.parametrize("down", ["broker", "database"])
+def test_readyz_is_503_while_the_broker_or_the_database_is_unreachable(
+    down: str, mosquitto: Mosquitto, embedded_mongo: EmbeddedMongo, tmp_path: Any
+) -> None:
+    import httpx
+
+    from tests.servers import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    broker = f"mqtt://{dead}" if down == "broker" else mosquitto.uri
+    mongo = f"mongodb://{dead}/" if down == "database" else embedded_mongo.uri
+    with serve(UVICORN, mongo, broker, tmp_path, accounts=False, ready_path="/healthz") as served:
+        ready = httpx.get(f"{served.url}/readyz", timeout=15)
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["status"] == "not ready" and body[down] is False
+        if down == "broker":
+            assert body["database"] is True
+        assert httpx.get(f"{served.url}/healthz", timeout=5).json() == {"status": "ok"}

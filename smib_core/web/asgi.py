@@ -22,8 +22,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+from pymongo.errors import PyMongoError
 from starlette.routing import BaseRoute, Mount
 
+from smib_core.errors import SmibError
 from smib_core.services.worker import Worker
 from smib_core.settings import Settings
 from smib_core.web import ops, sessions
@@ -49,7 +51,10 @@ def start_worker(settings: Settings) -> Worker:
 @asynccontextmanager
 async def lifespan(_app: object) -> AsyncIterator[dict[str, Any]]:
     settings = Settings.from_env()
-    await anyio.to_thread.run_sync(process_context, settings)
+    try:
+        await anyio.to_thread.run_sync(process_context, settings)
+    except (PyMongoError, SmibError) as exc:  # built on the next request; /readyz says 503
+        log.warning("the database is not reachable yet (%s); serving anyway", exc)
     worker = None
     if settings.worker_mode == "inprocess":
         worker = await anyio.to_thread.run_sync(start_worker, settings)

@@ -58,7 +58,13 @@ def process_context(settings: Settings | None = None) -> WebContext:
             settings = settings or Settings.from_env()
             bus = bus_for(settings, "smib-console")
             bus.start()
-            _context = WebContext(settings, connect(settings), bus)
+            db = connect(settings)
+            try:
+                _context = WebContext(settings, db, bus)  # the stores' indexes: a round trip
+            except BaseException:
+                bus.stop()
+                db.client.close()
+                raise
             from smib_core.web.metrics import REPLY_LATENCY
 
             bus.observe_latency(REPLY_LATENCY.observe)

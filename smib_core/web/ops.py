@@ -32,8 +32,17 @@ def _database_ok(ctx: WebContext) -> bool:
     return True
 
 
+def _context_within(seconds: float) -> WebContext:
+    with pymongo.timeout(seconds):
+        return process_context()
+
+
 async def readyz(_request: Request) -> JSONResponse:
-    ctx = await anyio.to_thread.run_sync(process_context)
+    try:
+        ctx = await anyio.to_thread.run_sync(_context_within, 2.0)
+    except Exception:  # the database did not answer while the context was built
+        body = {"status": "not ready", "broker": False, "database": False}
+        return JSONResponse(body, status_code=503)
     broker = ctx.bus.connected
     database = await anyio.to_thread.run_sync(_database_ok, ctx)
     ready = broker and database
