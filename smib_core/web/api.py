@@ -12,7 +12,6 @@ the role and audit themselves). Errors map to statuses once, here: PermissionDen
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -28,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from smib_core import protocol
 from smib_core.auth import Permission, Principal, require
+from smib_core.csvsafe import write_csv
 from smib_core.errors import BusError, InvalidInput, PermissionDenied, RequestTimeout, StoreError
 from smib_core.protocol import ConfigReply, MeterReply
 from smib_core.services.actions import BoardActions
@@ -246,26 +246,14 @@ def restart_board(
 # --- meter history -----------------------------------------------------------------------
 
 
-def _neutralise(value: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula, made plain text (OWASP)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 def _csv_chunks(chunks: Iterator[pd.DataFrame], headers: list[str]) -> Iterator[bytes]:
+    """The CSV export as the Export page writes it (`csvsafe`: formulas neutralised)."""
     buffer = io.StringIO()
-    csv.writer(buffer).writerow(headers)
+    write_csv(pd.DataFrame(columns=headers), buffer)
     yield buffer.getvalue().encode()
     for frame in chunks:
         buffer = io.StringIO()
-        safe = frame.copy()
-        for column in safe.columns:
-            if not pd.api.types.is_numeric_dtype(safe[column]) and not (
-                pd.api.types.is_datetime64_any_dtype(safe[column])
-            ):
-                safe[column] = safe[column].map(_neutralise, na_action="ignore")
-        safe.to_csv(buffer, header=False, index=False, date_format="%Y-%m-%d %H:%M:%S")
+        write_csv(frame, buffer, header=False, date_format="%Y-%m-%d %H:%M:%S")
         yield buffer.getvalue().encode()
 
 
