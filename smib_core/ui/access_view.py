@@ -9,13 +9,22 @@ import pandas as pd
 import streamlit as st
 from pymongo.database import Database
 
+from smib_core.services.local_time import local_times
 from smib_core.store.documents import utc_now
 from smib_core.store.sessions import SessionStore
 from smib_core.store.tokens import TokenStore
+from smib_core.ui.resources import time_column, time_zone
 from smib_core.ui.stores import audit_for
 
 Act = Callable[[Callable[[str], object], str], None]
 _NEW_TOKEN = "accounts_new_token"
+
+
+def _times_table(table: pd.DataFrame, times: tuple[str, ...]) -> None:
+    """The table with its times in the casino's zone, the zone named in the headers."""
+    table = local_times(table, time_zone(), *times)
+    config = {c: time_column(c, table[c]) for c in times}
+    st.dataframe(table, hide_index=True, width="stretch", column_config=config)
 
 
 def sessions_tab(db: Database[Any], idle_min: float, act: Act) -> None:
@@ -25,23 +34,20 @@ def sessions_tab(db: Database[Any], idle_min: float, act: Act) -> None:
     )
     store = SessionStore(db, audit_for(db))
     active = store.active(idle_min)
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "session": s.public_id,
-                    "account": s.name,
-                    "via": s.source,
-                    "started": s.started_at,
-                    "last active": s.last_seen_at,
-                }
-                for s in active
-            ],
-            columns=["session", "account", "via", "started", "last active"],
-        ),
-        hide_index=True,
-        width="stretch",
+    table = pd.DataFrame(
+        [
+            {
+                "session": s.public_id,
+                "account": s.name,
+                "via": s.source,
+                "started": s.started_at,
+                "last active": s.last_seen_at,
+            }
+            for s in active
+        ],
+        columns=["session", "account", "via", "started", "last active"],
     )
+    _times_table(table, ("started", "last active"))
     labels = {
         s.public_id: f"{s.name} · {s.public_id} · since {s.started_at:%Y-%m-%d %H:%M}"
         for s in active
@@ -62,25 +68,22 @@ def tokens_tab(db: Database[Any], names: list[str], act: Act) -> None:
         st.code(token, language=None)
     now = utc_now()
     tokens = store.list()
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "id": t.id,
-                    "label": t.label,
-                    "account": t.account,
-                    "state": t.state(now),
-                    "expires": t.expires_at,
-                    "last used": t.last_used_at,
-                    "created by": t.created_by,
-                }
-                for t in tokens
-            ],
-            columns=["id", "label", "account", "state", "expires", "last used", "created by"],
-        ),
-        hide_index=True,
-        width="stretch",
+    table = pd.DataFrame(
+        [
+            {
+                "id": t.id,
+                "label": t.label,
+                "account": t.account,
+                "state": t.state(now),
+                "expires": t.expires_at,
+                "last used": t.last_used_at,
+                "created by": t.created_by,
+            }
+            for t in tokens
+        ],
+        columns=["id", "label", "account", "state", "expires", "last used", "created by"],
     )
+    _times_table(table, ("expires", "last used"))
     with st.form("create_token", clear_on_submit=True):
         label = st.text_input("Label", help="what the token is for, e.g. 'nightly export'")
         account = st.selectbox("Acts as the account", names, key="token_account")

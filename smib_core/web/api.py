@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import pandas as pd
@@ -292,6 +292,15 @@ def _take(sink: io.BytesIO) -> bytes:
     return data
 
 
+def _instant(value: datetime, tz: str) -> pd.Timestamp:
+    """A time given with an offset as it is; without one, the casino's wall time
+    (SMIB_TIMEZONE, as `smib export` reads it; a repeated wall time is its first one)."""
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        return stamp
+    return stamp.tz_localize(tz, ambiguous=True, nonexistent="shift_forward")
+
+
 MEDIA = {
     "json": "application/json",
     "csv": "text/csv; charset=utf-8",
@@ -303,8 +312,8 @@ MEDIA = {
 def meter_history(
     principal: Caller,
     ctx: Context,
-    start: Annotated[datetime, Query(description="UTC start, included")],
-    end: Annotated[datetime, Query(description="UTC end, excluded")],
+    start: Annotated[datetime, Query(description="start, included (no offset: SMIB_TIMEZONE)")],
+    end: Annotated[datetime, Query(description="end, excluded (no offset: SMIB_TIMEZONE)")],
     location: Annotated[str | None, Query(description="a location id")] = None,
     granularity: Literal["raw", "hour", "day"] = "day",
     format: Literal["json", "csv", "parquet"] = "json",
@@ -312,12 +321,15 @@ def meter_history(
     """Meter history for a period (raw readings or hourly/daily movement), streamed chunk
     by chunk: JSON (an array of rows), CSV (formulas neutralised) or Parquet."""
     require(principal, Permission.EXPORT)
+    tz = ctx.settings.timezone
     request = ExportRequest(
-        pd.Timestamp(start),
-        pd.Timestamp(end),
+        _instant(start, tz),
+        _instant(end, tz),
         granularity,
         "parquet" if format == "parquet" else "csv",
         Scope.of(location_ids=[location] if location else None),
+        tz=tz,
+        gaming_day_start_hour=ctx.settings.gaming_day_start_hour,
     )
     cabinets = max(1, len(ctx.registry.cabinets(location)))
     chunks = export_chunks(
@@ -355,14 +367,16 @@ def events(
     kind: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> JSONResponse:
-    """Machine events, newest first."""
+    """Machine events, newest first (the last 24 hours unless `since` says)."""
     require(principal, Permission.VIEW_EVENTS)
-    since = since or datetime.now(UTC) - timedelta(hours=24)
+    tz = ctx.settings.timezone
+    first = _instant(since, tz) if since else pd.Timestamp.now(UTC) - pd.Timedelta(hours=24)
+    last = _instant(until, tz) if until else None
     frame = EventStore(ctx.db).query(
         relays=[_relay(r) for r in relay or []],
         kinds=kind or [],
-        since=since,
-        until=until,
+        since=first.to_pydatetime(),
+        until=last.to_pydatetime() if last is not None else None,
         limit=limit,
     )
     return JSONResponse(json.loads(frame.to_json(orient="records", date_format="iso")))
