@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -204,13 +204,14 @@ class MetersOut(BaseModel):
 
 @router.post("/boards/{relay}/meters", response_model=MetersOut, tags=["boards"])
 def meters_now(relay: str, principal: Caller, ctx: Context) -> MetersOut:
-    """Read the machine's SAS meters now, decoded (504 when the board does not answer)."""
+    """Read the machine's SAS meters now, decoded (504 when the board does not answer,
+    502 when its reply holds no meters: a frame that failed a check, the board's -1)."""
     relay = _relay(relay)
     actions = _actions(ctx, principal)
     reply = actions.request(relay, protocol.read_meters(), READ_TIMEOUT_S)
     if not isinstance(reply, MeterReply) or reply.reading is None:
         why = reply.failure if isinstance(reply, MeterReply) else "not a meter reply"
-        raise BusError(f"board {relay} answered without meters: {why}")
+        raise HTTPException(502, f"board {relay} answered without meters: {why}")
     return MetersOut(
         relay=relay,
         read_at=datetime.now(UTC),

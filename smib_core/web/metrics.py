@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -28,6 +28,12 @@ REPLY_LATENCY = Histogram(
     "Time from a request's publish to the board's matching reply",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
     registry=REGISTRY,
+)
+STREAM_CLIENTS = Gauge(
+    "smib_stream_clients", "Clients connected to /api/v1/stream now", registry=REGISTRY
+)
+STREAM_CUT_OFF = Counter(
+    "smib_stream_cut_off", "Stream clients cut off for not keeping up", registry=REGISTRY
 )
 DB_CACHE_S = 15.0
 

@@ -26,6 +26,7 @@ from smib_core.auth import Permission, Principal, require
 from smib_core.bus import Subscription
 from smib_core.errors import InvalidInput
 from smib_core.protocol import ConfigReply, DeviceMessage, EventMessage, MeterReply, NvsReply
+from smib_core.web import metrics
 from smib_core.web.access import caller, context
 from smib_core.web.context import WebContext
 
@@ -83,6 +84,7 @@ async def event_stream(
     """The SSE body of one subscription; closes it however the stream ends (Starlette
     cancels the body of a client that went away: `finally` runs then too)."""
     sent = 0
+    metrics.STREAM_CLIENTS.inc()
     try:
         yield b": connected\n\n"
         while True:
@@ -90,6 +92,7 @@ async def event_stream(
                 sent += 1
                 yield sse(message_type(message), message_data(message, at), sent)
             if subscription.cut_off:
+                metrics.STREAM_CUT_OFF.inc()
                 yield sse("cut_off", {"reason": "the client did not keep up"})
                 return
             try:
@@ -99,6 +102,7 @@ async def event_stream(
             ready.clear()
     finally:
         subscription.close()
+        metrics.STREAM_CLIENTS.dec()
 
 
 router = APIRouter()
