@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import pymongo
 from pymongo.errors import PyMongoError
 from starlette.routing import BaseRoute, Mount
 
@@ -29,7 +30,7 @@ from smib_core.errors import SmibError
 from smib_core.services.worker import Worker
 from smib_core.settings import Settings
 from smib_core.web import ops, sessions
-from smib_core.web.context import close_process_context, process_context
+from smib_core.web.context import WebContext, close_process_context, process_context
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,18 @@ def start_worker(settings: Settings) -> Worker:
     return worker
 
 
+def _prepare(ctx: WebContext) -> None:
+    with pymongo.timeout(5.0):
+        ctx.prepare()
+
+
 @asynccontextmanager
 async def lifespan(_app: object) -> AsyncIterator[dict[str, Any]]:
     settings = Settings.from_env()
+    ctx = process_context(settings)
     try:
-        await anyio.to_thread.run_sync(process_context, settings)
-    except (PyMongoError, SmibError) as exc:  # built on the next request; /readyz says 503
+        await anyio.to_thread.run_sync(_prepare, ctx)
+    except (PyMongoError, SmibError) as exc:  # built on first use; /readyz says 503
         log.warning("the database is not reachable yet (%s); serving anyway", exc)
     worker = None
     if settings.worker_mode == "inprocess":

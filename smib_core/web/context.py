@@ -9,7 +9,7 @@ closes the database client. Nothing here imports Streamlit or FastAPI.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pymongo.database import Database
@@ -23,26 +23,56 @@ from smib_core.store.registry import Registry
 from smib_core.store.tokens import TokenStore
 
 
-@dataclass
 class WebContext:
-    """What every request of this process shares; stores are built once (indexes)."""
+    """What every request of this process shares. Settings and the database handle are
+    made at once (no I/O yet); the bus is started on first use, each store built once on
+    first use (their constructors make indexes: a round trip)."""
 
-    settings: Settings
-    db: Database[Any]
-    bus: DeviceBus
-    audit: AuditTrail = field(init=False)
-    accounts: AccountStore = field(init=False)
-    tokens: TokenStore = field(init=False)
-    registry: Registry = field(init=False)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db: Database[Any] = connect(settings)
+        self._bus: DeviceBus | None = None
+        self._lock = threading.Lock()
 
-    def __post_init__(self) -> None:
-        self.audit = AuditTrail(self.db)
-        self.accounts = AccountStore(self.db, self.audit)
-        self.tokens = TokenStore(self.db, self.audit)
-        self.registry = Registry(self.db, self.audit)
+    @property
+    def bus(self) -> DeviceBus:
+        with self._lock:
+            if self._bus is None:
+                from smib_core.web.metrics import REPLY_LATENCY
+
+                bus = bus_for(self.settings, "smib-console")
+                bus.observe_latency(REPLY_LATENCY.observe)
+                bus.start()
+                self._bus = bus
+            return self._bus
+
+    @cached_property
+    def audit(self) -> AuditTrail:
+        return AuditTrail(self.db)
+
+    @cached_property
+    def accounts(self) -> AccountStore:
+        return AccountStore(self.db, self.audit)
+
+    @cached_property
+    def tokens(self) -> TokenStore:
+        return TokenStore(self.db, self.audit)
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry(self.db, self.audit)
+
+    def prepare(self) -> None:
+        """Start the bus and build the stores now (a server's startup)."""
+        _ = self.bus
+        for name in ("audit", "accounts", "tokens", "registry"):
+            getattr(self, name)
 
     def close(self) -> None:
-        self.bus.stop()
+        with self._lock:
+            bus, self._bus = self._bus, None
+        if bus is not None:
+            bus.stop()
         self.db.client.close()
 
 
@@ -51,23 +81,11 @@ _context: WebContext | None = None
 
 
 def process_context(settings: Settings | None = None) -> WebContext:
-    """This process's context, built (and its bus started) on the first call."""
+    """This process's context, made on the first call (see `WebContext`)."""
     global _context
     with _lock:
         if _context is None:
-            settings = settings or Settings.from_env()
-            bus = bus_for(settings, "smib-console")
-            bus.start()
-            db = connect(settings)
-            try:
-                _context = WebContext(settings, db, bus)  # the stores' indexes: a round trip
-            except BaseException:
-                bus.stop()
-                db.client.close()
-                raise
-            from smib_core.web.metrics import REPLY_LATENCY
-
-            bus.observe_latency(REPLY_LATENCY.observe)
+            _context = WebContext(settings or Settings.from_env())
         return _context
 
 
