@@ -32,7 +32,7 @@ from smib_core.errors import BusError, InvalidInput, PermissionDenied, RequestTi
 from smib_core.protocol import ConfigReply, MeterReply
 from smib_core.services.actions import BoardActions
 from smib_core.services.board_config import write_and_confirm
-from smib_core.services.board_maintenance import confirm_restart, restart
+from smib_core.services.board_maintenance import restart_and_confirm
 from smib_core.services.config_forms import diff
 from smib_core.services.export import ExportRequest, column_spec, export_chunks
 from smib_core.services.meter_report import Scope
@@ -226,6 +226,7 @@ class RestartOut(BaseModel):
     relay: str
     audit_id: str
     confirmed: bool = Field(description="the board answered `cfg app` again after the rst")
+    message: str
 
 
 @router.post("/boards/{relay}/restart", response_model=RestartOut, tags=["boards"])
@@ -236,12 +237,13 @@ def restart_board(
     timeout_s: Annotated[float, Query(gt=0, le=300)] = 60.0,
 ) -> RestartOut:
     """Send `rst`, then wait (at most `timeout_s`) for the board to answer again."""
-    relay = _relay(relay)
-    actions = _actions(ctx, principal)
-    sent_at = time.time()
-    sent = restart(actions, relay)
-    back = confirm_restart(actions, relay, sent, sent_at, timeout_s=timeout_s)
-    return RestartOut(relay=relay, audit_id=sent.audit_id, confirmed=back)
+    outcome = restart_and_confirm(_actions(ctx, principal), _relay(relay), timeout_s)
+    return RestartOut(
+        relay=outcome.relay,
+        audit_id=outcome.audit_id,
+        confirmed=outcome.ok,
+        message=outcome.message,
+    )
 
 
 # --- meter history -----------------------------------------------------------------------
