@@ -1,29 +1,11 @@
-"""SMIB Console: page config, the sign-in gate and the navigation built for the person's role."""
+"""SMIB Console as one ASGI server: the pages (console.py), the HTTP API under /api/v1
+and /healthz, /readyz, /metrics. `streamlit run app.py`, `uvicorn app:app` and
+`smib serve` all serve this object (see smib_core/web/asgi.py)."""
 
-from __future__ import annotations
+from pathlib import Path
 
 import streamlit as st
 
-from smib_core.ui.navigation import navigation, signed_out_pages
-from smib_core.ui.plain import escape_markdown
-from smib_core.ui.resources import get_db, get_settings
-from smib_core.ui.session import current_principal, sign_out_button
+from smib_core.web.asgi import lifespan, routes
 
-st.set_page_config(page_title="SMIB Console", page_icon=":material/casino:", layout="wide")
-
-
-def signed_out() -> None:
-    """The only page of a signed-out session (the gate has drawn its form already)."""
-
-
-principal = current_principal(get_db(), get_settings())
-if principal is None:
-    # Always call st.navigation: otherwise Streamlit falls back to listing pages/.
-    st.navigation(signed_out_pages(signed_out), position="hidden").run()
-    st.stop()
-
-with st.sidebar:
-    st.markdown(f"**{escape_markdown(principal.name)}** · {principal.role.value}")
-    sign_out_button(get_db())
-
-st.navigation(navigation(principal), expanded=True).run()
+app = st.App(Path(__file__).with_name("console.py"), routes=routes(), lifespan=lifespan)

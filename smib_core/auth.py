@@ -85,7 +85,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ANALYST: frozenset({Permission.VIEW_DASHBOARD, Permission.EXPORT}),
 }
 
-Source = Literal["local", "oidc", "cli"]
+Source = Literal["local", "oidc", "cli", "token"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -31,7 +32,7 @@ from smib_core.protocol import Command, DeviceMessage, Parsed, Topics, normalize
 from smib_core.routing import BusStats, Listener, RecentRejection, Router
 from smib_core.settings import BrokerAddress, Settings
 
-__all__ = ["BusStats", "DeviceBus", "InboxEntry", "Listener", "RecentRejection"]
+__all__ = ["BusStats", "DeviceBus", "InboxEntry", "Listener", "RecentRejection", "Subscription"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,63 @@ class _AfterDisconnect(logging.Filter):
 
 _PAHO_LOG = logging.getLogger(f"{__name__}.paho")
 _PAHO_LOG.addFilter(_AfterDisconnect())
+
+
+class Subscription:
+    """One consumer's bounded queue of device messages (a live stream's client).
+
+    `offer` runs on paho's thread and never blocks on the consumer: it appends under a
+    short lock, or, when `maxsize` messages are already waiting, cuts the subscription
+    off (the slow consumer is told by `cut_off` and must go; nothing more is queued, so
+    memory never grows). `wake` (if given) is called after each append and on the cut,
+    e.g. to set an asyncio event with `loop.call_soon_threadsafe`. Each subscription
+    is its own listener: closing one never touches another.
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 1000,
+        accept: Callable[[DeviceMessage], bool] | None = None,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
+        if maxsize < 1:
+            raise InvalidInput("a subscription holds at least one message")
+        self.maxsize = maxsize
+        self._accept = accept
+        self._wake = wake
+        self._queue: deque[tuple[float, DeviceMessage]] = deque()
+        self._lock = threading.Lock()
+        self._remove: Callable[[], None] | None = None
+        self.cut_off = False
+        self.closed = False
+
+    def offer(self, message: DeviceMessage) -> None:
+        if self.closed or (self._accept is not None and not self._accept(message)):
+            return
+        with self._lock:
+            if len(self._queue) >= self.maxsize:
+                self.cut_off = True
+                self._queue.clear()
+            else:
+                self._queue.append((time.time(), message))
+        if self.cut_off:
+            self.close()
+        if self._wake is not None:
+            self._wake()
+
+    def drain(self) -> list[tuple[float, DeviceMessage]]:
+        """Every waiting (time heard, message), oldest first; the queue is left empty."""
+        with self._lock:
+            items = list(self._queue)
+            self._queue.clear()
+        return items
+
+    def close(self) -> None:
+        """Stop receiving (idempotent); the bus forgets this subscription."""
+        self.closed = True
+        remove, self._remove = self._remove, None
+        if remove is not None:
+            remove()
 
 
 def _label(command: Command) -> str:
@@ -102,6 +160,7 @@ class DeviceBus:
         self._connected = threading.Event()
         self._subscribe_mid: int | None = None
         self._warn_connect = WarnThrottle()
+        self._latency_observers: tuple[Callable[[float], None], ...] = ()
         self._client = self._make_client(client_id_prefix, tls_context)
         self._client.reconnect_delay_set(reconnect_min_delay, reconnect_max_delay)
 
@@ -194,7 +253,10 @@ class DeviceBus:
             raise RequestTimeout(
                 f"board {relay} did not answer '{_label(command)}' within {timeout:.1f} s"
             )
-        self.router.latency.add((pending.replied_at - started) * 1000)
+        seconds = pending.replied_at - started
+        self.router.latency.add(seconds * 1000)
+        for observe in self._latency_observers:
+            observe(seconds)
         return reply
 
     def _publish(self, relay: str, command: Command) -> None:
@@ -225,6 +287,24 @@ class DeviceBus:
         counted (`listener_errors`) and logged.
         """
         return self.router.add_listener(fn)
+
+    def observe_latency(self, fn: Callable[[float], None]) -> None:
+        """Call `fn(seconds)` with every answered request's reply latency (e.g. a
+        Prometheus histogram's `observe`); on the requesting thread, so keep it quick."""
+        with self._lock:
+            self._latency_observers = (*self._latency_observers, fn)
+
+    def subscribe(
+        self,
+        maxsize: int = 1000,
+        accept: Callable[[DeviceMessage], bool] | None = None,
+        wake: Callable[[], None] | None = None,
+    ) -> Subscription:
+        """A new bounded subscription to every routed device message `accept` keeps
+        (see `Subscription`); `close()` it when done."""
+        subscription = Subscription(maxsize, accept, wake)
+        subscription._remove = self.add_listener(subscription.offer)
+        return subscription
 
     def handle_payload(self, topic: str, payload: bytes) -> Parsed:
         """What the MQTT callback does with one message (also for replaying traffic)."""

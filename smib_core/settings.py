@@ -72,6 +72,8 @@ class Settings:
     alert_offline_s: float = 0.0  # 0: twice offline_after_s
     batch_restart_timeout_s: float = 60.0  # a restarted board must answer again within this
     audit_settle_after_s: float = 300.0  # a `sent` audit record older than this is settled
+    worker_mode: str = "off"  # SMIB_WORKER: "inprocess" runs a Worker in the web server
+    api_rate_per_min: float = 120.0  # API requests a token may make per minute
 
     def mqtt_tls_context(self) -> ssl.SSLContext | None:
         """How an `mqtts://` broker's certificate is checked: against `MQTT_CA_FILE` (a
@@ -116,6 +118,8 @@ class Settings:
             alert_offline_s=_number(env, "SMIB_ALERT_OFFLINE_S", 0.0),
             batch_restart_timeout_s=_number(env, "SMIB_BATCH_RESTART_TIMEOUT_S", 60.0),
             audit_settle_after_s=_number(env, "SMIB_AUDIT_SETTLE_AFTER_S", 300.0),
+            worker_mode=_choice(env, "SMIB_WORKER", ("off", "inprocess")),
+            api_rate_per_min=_number(env, "SMIB_API_RATE_PER_MIN", 120.0),
         )
 
 
@@ -148,3 +152,21 @@ def _zone(env: Mapping[str, str], name: str) -> str:
             f"{name} must be an IANA time zone such as America/Los_Angeles, got {raw!r}"
         ) from None
     return raw
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first when unset or empty); InvalidInput otherwise."""
+    raw = env.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise InvalidInput(f"{name} must be one of {', '.join(choices)}, got {raw[:32]!r}")
+    return raw
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A yes/no setting: 1/true/yes/on (any case) is yes; unset or empty is no."""
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise InvalidInput(f"{name} must be true or false, got {raw!r}")

@@ -17,7 +17,7 @@ from smib_core.ui import navigation, resources
 
 pytestmark = pytest.mark.integration
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "console.py")
 PASSWORD = "correct-horse-battery"
 
 
@@ -175,6 +175,8 @@ def test_mapped_identity_gets_its_role_unmapped_is_refused(app: AppTest, mongo_d
     app.run()
     assert not app.exception
     assert app.session_state["principal"] == Principal("mona@casino.example", Role.MANAGER, "oidc")
+    session = mongo_db["sessions"].find_one({"name": "mona@casino.example"})
+    assert session is not None and session["source"] == "oidc" and session["ended_at"] is None
 
     other = AppTest.from_file(APP, default_timeout=30)
     other.secrets.update(AUTH)
@@ -182,3 +184,21 @@ def test_mapped_identity_gets_its_role_unmapped_is_refused(app: AppTest, mongo_d
     other.run()
     assert "principal" not in other.session_state
     assert "ask an administrator" in other.warning[0].value
+
+
+def test_a_session_ended_elsewhere_signs_this_tab_out(app: AppTest, mongo_db: Any) -> None:
+    from smib_core.store.sessions import SessionStore
+
+    _accounts(mongo_db).create("tina", Role.TECHNICIAN, PASSWORD, actor="test")
+    app.run()
+    app.text_input[0].input("tina")
+    app.text_input[1].input(PASSWORD)
+    app.button[0].click().run()
+    assert app.session_state["principal"] == Principal("tina", Role.TECHNICIAN, "local")
+    public_id = app.session_state["server_session"]
+    assert mongo_db["sessions"].find_one({"_id": public_id})["ended_at"] is None
+    SessionStore(mongo_db).end(public_id, "signed out")  # another tab signed out
+    app.run()
+    assert "principal" not in app.session_state
+    assert [t.value for t in app.title] == ["Sign in"]
+    assert "signed out" in app.info[0].value

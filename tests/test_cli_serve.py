@@ -55,7 +55,7 @@ def _children_when_up(serve: subprocess.Popen[bytes], port: int) -> list[psutil.
     while True:
         children = psutil.Process(serve.pid).children(recursive=True)
         names = " ".join(" ".join(child.cmdline()) for child in children)
-        kinds = ("smib_core sim", "smib_core worker", "smib_core.ui.launch")
+        kinds = ("smib_core sim", "smib_core worker", "streamlit run")
         if all(kind in names for kind in kinds) or time.monotonic() > deadline:
             assert all(kind in names for kind in kinds), names
             return children

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     web = [
         sys.executable,
         "-m",
-        "smib_core.ui.launch",
+        "streamlit",
         "run",
         str(APP),
         "--server.port",

@@ -45,6 +45,9 @@ ACCOUNT_KINDS = (
     "account_enable",
     "identity_map",
     "identity_unmap",
+    "token_create",
+    "token_revoke",
+    "session_end",
 )
 KNOWN_KINDS = (*COMMAND_KINDS, *ACCOUNT_KINDS)
 OUTCOMES = (

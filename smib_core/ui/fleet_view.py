@@ -31,7 +31,7 @@ from smib_core.ui import resources
 from smib_core.ui.feedback import act
 from smib_core.ui.navigation import ROOT
 
-CABINET_PAGE = "pages/cabinet.py"
+CABINET_PAGE = "views/cabinet.py"
 NEW_LOCATION = "__new__"
 PICKED_KEY = "adopt_relay"
 OFFLINE_AFTER_KEY = "fleet_offline_after"

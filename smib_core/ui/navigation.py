@@ -27,48 +27,48 @@ class PageSpec:
 
 
 PAGES: tuple[PageSpec, ...] = (
-    PageSpec("pages/home.py", "Home", ":material/home:", None, "Console"),
-    PageSpec("pages/fleet.py", "Fleet", ":material/lan:", Permission.VIEW_FLEET, "Boards"),
-    PageSpec("pages/cabinet.py", "Cabinet", ":material/casino:", Permission.VIEW_FLEET, "Boards"),
+    PageSpec("views/home.py", "Home", ":material/home:", None, "Console"),
+    PageSpec("views/fleet.py", "Fleet", ":material/lan:", Permission.VIEW_FLEET, "Boards"),
+    PageSpec("views/cabinet.py", "Cabinet", ":material/casino:", Permission.VIEW_FLEET, "Boards"),
     PageSpec(
-        "pages/registry.py", "Registry", ":material/inventory_2:", Permission.VIEW_FLEET, "Boards"
+        "views/registry.py", "Registry", ":material/inventory_2:", Permission.VIEW_FLEET, "Boards"
     ),
     PageSpec(
-        "pages/batch.py",
+        "views/batch.py",
         "Batch work",
         ":material/dynamic_feed:",
         Permission.CONFIGURE_BOARD,
         "Boards",
     ),
     PageSpec(
-        "pages/status.py", "Bus status", ":material/sensors:", Permission.VIEW_FLEET, "Boards"
+        "views/status.py", "Bus status", ":material/sensors:", Permission.VIEW_FLEET, "Boards"
     ),
     PageSpec(
-        "pages/dashboard.py",
+        "views/dashboard.py",
         "Dashboard",
         ":material/monitoring:",
         Permission.VIEW_DASHBOARD,
         "Meters",
     ),
-    PageSpec("pages/export.py", "Export", ":material/download:", Permission.EXPORT, "Meters"),
-    PageSpec("pages/events.py", "Events", ":material/bolt:", Permission.VIEW_EVENTS, "Machines"),
+    PageSpec("views/export.py", "Export", ":material/download:", Permission.EXPORT, "Meters"),
+    PageSpec("views/events.py", "Events", ":material/bolt:", Permission.VIEW_EVENTS, "Machines"),
     PageSpec(
-        "pages/alerts.py", "Alerts", ":material/notifications:", Permission.VIEW_EVENTS, "Machines"
+        "views/alerts.py", "Alerts", ":material/notifications:", Permission.VIEW_EVENTS, "Machines"
     ),
     PageSpec(
-        "pages/firmware.py",
+        "views/firmware.py",
         "Firmware library",
         ":material/memory:",
         Permission.MANAGE_FIRMWARE,
         "Firmware",
     ),
     PageSpec(
-        "pages/rollouts.py", "Rollouts", ":material/system_update_alt:", Permission.OTA, "Firmware"
+        "views/rollouts.py", "Rollouts", ":material/system_update_alt:", Permission.OTA, "Firmware"
     ),
     PageSpec(
-        "pages/accounts.py", "Accounts", ":material/group:", Permission.MANAGE_ACCOUNTS, "Admin"
+        "views/accounts.py", "Accounts", ":material/group:", Permission.MANAGE_ACCOUNTS, "Admin"
     ),
-    PageSpec("pages/audit.py", "Audit trail", ":material/history:", Permission.VIEW_AUDIT, "Admin"),
+    PageSpec("views/audit.py", "Audit trail", ":material/history:", Permission.VIEW_AUDIT, "Admin"),
 )
 
 
@@ -100,7 +100,7 @@ def navigation(principal: Principal) -> dict[str, list[st.Page]]:
             str(ROOT / spec.file),
             title=spec.title,
             icon=spec.icon,
-            default=spec.file == "pages/home.py",
+            default=spec.file == "views/home.py",
         )
         sections.setdefault(spec.section, []).append(page)
     return sections

@@ -19,7 +19,7 @@ import streamlit as st
 from pymongo.database import Database
 
 from smib_core.auth import Principal
-from smib_core.bus import DeviceBus, bus_for
+from smib_core.bus import DeviceBus
 from smib_core.services.actions import BoardActions
 from smib_core.services.export_jobs import ExportJobs
 from smib_core.services.local_time import column_label
@@ -27,16 +27,17 @@ from smib_core.settings import Settings
 from smib_core.store.alerts import AlertStore
 from smib_core.store.audit import AuditTrail
 from smib_core.store.batches import BatchStore
-from smib_core.store.db import connect
 from smib_core.store.events import EventStore
 from smib_core.store.meters import MeterStore
 from smib_core.store.registry import Registry
 from smib_core.ui.stores import accounts_for, audit_for, database_key
+from smib_core.web.context import process_context
 
 
+# The server process's settings, database and bus: the same objects the HTTP API uses.
 @st.cache_resource
 def get_settings() -> Settings:
-    return Settings.from_env()
+    return process_context().settings
 
 
 def time_zone() -> str:
@@ -56,14 +57,12 @@ def time_column(
 
 @st.cache_resource
 def get_db() -> Database:  # type: ignore[type-arg]
-    return connect(get_settings())
+    return process_context().db
 
 
 @st.cache_resource
 def get_bus() -> DeviceBus:
-    bus = bus_for(get_settings(), "smib-console")
-    bus.start()
-    return bus
+    return process_context().bus
 
 
 def board_actions(principal: Principal | None) -> BoardActions:

@@ -5,7 +5,10 @@ returns the signed-in `Principal`, refreshed from the database each time (a disa
 account or a changed role takes effect on the next click), or renders a form and
 returns None: with no account at all, only "Create the first administrator"; otherwise
 the sign-in form, plus identity-provider buttons when `.streamlit/secrets.toml` has an
-`[auth]` section. A session idle for `settings.session_idle_min` minutes ends. Pages
+`[auth]` section. A session idle for `settings.session_idle_min` minutes ends. A
+sign-in also starts a server-side session (`ui.persistent`): a reload or a new tab
+restores it from its cookie, and every check (the gate, live sections) ends this tab's
+sign-in once the session was ended elsewhere. Pages
 read the principal from `st.session_state["principal"]` through `page_principal`,
 which checks the page's permission; every action re-checks with `auth.require`.
 """
@@ -32,7 +35,7 @@ from smib_core.errors import PermissionDenied, SmibError
 from smib_core.settings import Settings
 from smib_core.store.accounts import AccountStore
 from smib_core.store.audit import utc_now
-from smib_core.ui import resources
+from smib_core.ui import persistent, resources
 from smib_core.ui.plain import escape_markdown
 from smib_core.ui.stores import accounts_for, audit_for
 
@@ -45,6 +48,11 @@ def current_principal(db: Database[Any], settings: Settings) -> Principal | None
     """The signed-in principal, or None after rendering the form to sign in."""
     accounts = accounts_for(db)
     now = utc_now()
+    persistent.pending_scripts()
+    if not isinstance(st.session_state.get(PRINCIPAL_KEY), Principal):
+        restored = persistent.restore(settings, resources.account_check())
+        if restored is not None:  # a reload or a new tab of a live server session
+            _start(restored, now)
     principal = _session_principal(accounts, settings, now)
     if principal is not None:
         return principal
@@ -121,6 +129,7 @@ def sign_out(db: Database[Any], reason: str = "signed out") -> None:
     """End this tab's session (and the identity-provider session for OIDC)."""
     principal = st.session_state.pop(PRINCIPAL_KEY, None)
     st.session_state.pop(LAST_ACTIVITY_KEY, None)
+    persistent.end(reason)
     if isinstance(principal, Principal):
         audit_for(db).record(principal.name, "sign_out", [], {"reason": reason}, "ok")
         if principal.source == "oidc":
@@ -165,6 +174,10 @@ def _still_valid(principal: Principal, settings: Settings, now: datetime) -> Pri
             "account disabled or role removed",
             "Your account was disabled or its role removed: ask an administrator.",
         )
+    elif not persistent.live(settings, resources.account_check()):
+        notice = "You were signed out (in another tab, or by an administrator): sign in again."
+        _end(principal, "session ended elsewhere", notice, session_reason=None)
+        return None
     return refreshed
 
 
@@ -173,7 +186,13 @@ def _start(principal: Principal, now: datetime) -> None:
     st.session_state[LAST_ACTIVITY_KEY] = now
 
 
-def _end(principal: Principal, reason: str, notice: str) -> None:
+def _end(principal: Principal, reason: str, notice: str, session_reason: str | None = "") -> None:
+    """End this tab's sign-in; the server session too unless `session_reason` is None
+    (it ended already)."""
+    if session_reason is None:
+        st.session_state.pop(persistent.SESSION_KEY, None)
+    else:
+        persistent.end(session_reason or reason)
     st.session_state.pop(PRINCIPAL_KEY, None)
     st.session_state.pop(LAST_ACTIVITY_KEY, None)
     st.session_state[_NOTICE_KEY] = notice
@@ -204,6 +223,7 @@ def _first_admin_form(accounts: AccountStore) -> None:
         st.error(escape_markdown(str(exc)))
         return
     _start(principal, utc_now())
+    persistent.begin(principal)
     st.rerun()
 
 
@@ -224,6 +244,7 @@ def _sign_in_form(accounts: AccountStore, now: datetime) -> None:
         st.error("Wrong account name or password, or the account is disabled.")
         return
     _start(principal, now)
+    persistent.begin(principal)
     st.rerun()
 
 
@@ -277,4 +298,5 @@ def _oidc_principal(accounts: AccountStore, now: datetime) -> Principal | None:
     principal = Principal(identity.strip().lower(), role, "oidc")
     accounts.audit.record(principal.name, "sign_in", [], {"source": "oidc"}, "ok")
     _start(principal, now)
+    persistent.begin(principal)
     return principal

@@ -79,7 +79,7 @@ def served_app(
     cmd = [
         sys.executable,
         "-m",
-        "smib_core.ui.launch",
+        "streamlit",
         "run",
         str(ROOT / "app.py"),
         "--server.port",

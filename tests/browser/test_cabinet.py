@@ -83,10 +83,6 @@ def test_live_cards_a_confirmed_change_a_refused_port_meters_and_restart(
     relay, sim = board, served_app.fleet.board(board)
     channel = sim.config["net"]["netStaChan"]
     new_channel = 13 if channel != 13 else 3
-    # A fresh server's first request must be the app's root: until app.py has called
-    # st.navigation once, Streamlit serves a deep link from pages/ directly (MPA v1).
-    page.goto(served_app.url)
-    page.get_by_label("Account name").wait_for()
     sign_in(page, served_app, "tech", f"cabinet?relay={relay}")
 
     page.get_by_role("heading", name="Cabinet 042").wait_for()

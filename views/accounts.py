@@ -11,8 +11,9 @@ from smib_core.auth import Permission, Role, require
 from smib_core.errors import SmibError
 from smib_core.services.local_time import local_times
 from smib_core.store.accounts import AccountStore
+from smib_core.ui.access_view import sessions_tab, tokens_tab
 from smib_core.ui.plain import escape_markdown
-from smib_core.ui.resources import get_db, time_column, time_zone
+from smib_core.ui.resources import get_db, get_settings, time_column, time_zone
 from smib_core.ui.session import PRINCIPAL_KEY, page_principal
 
 ROLES = [r.value for r in Role]
@@ -62,8 +63,16 @@ st.dataframe(
 )
 names = [a.name for a in rows]
 
-add, role, password, status, identities = st.tabs(
-    ["Add", "Change role", "Reset password", "Disable or enable", "Identity provider"]
+add, role, password, status, identities, sessions, tokens = st.tabs(
+    [
+        "Add",
+        "Change role",
+        "Reset password",
+        "Disable or enable",
+        "Identity provider",
+        "Sessions",
+        "API tokens",
+    ]
 )
 with add, st.form("add_account", clear_on_submit=True):
     new_name = st.text_input("Account name", help="2 to 32 characters: a-z 0-9 . _ -")
@@ -139,3 +148,9 @@ with identities:
     gone = st.selectbox("Remove a mapping", [m.identity for m in mapped], index=None) or ""
     if st.button("Remove the mapping", disabled=not gone):
         act(lambda actor: accounts.unmap_identity(gone, actor), f"{gone} has no role any more.")
+
+with sessions:
+    sessions_tab(get_db(), get_settings().session_idle_min, act)
+
+with tokens:
+    tokens_tab(get_db(), names, act)
