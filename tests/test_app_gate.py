@@ -17,7 +17,7 @@ from smib_core.ui import navigation, resources
 
 pytestmark = pytest.mark.integration
 
-APP = str(Path(__file__).resolve().parents[1] / "console.py")
+APP = str(Path(__file__).resolve().parents[1] / "pages" / "console.py")
 PASSWORD = "correct-horse-battery"
 
 

@@ -18,7 +18,7 @@ from smib_core.ui import resources
 
 pytestmark = pytest.mark.integration
 
-PAGE = str(Path(__file__).resolve().parents[1] / "views" / "accounts.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "accounts.py")
 ADMIN = Principal("root", Role.ADMIN)
 
 

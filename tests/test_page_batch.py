@@ -26,7 +26,7 @@ from smib_core.ui.plain import escape_markdown
 
 pytestmark = pytest.mark.integration
 
-PAGE = str(Path(__file__).resolve().parents[1] / "views" / "batch.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "batch.py")
 TECH = Principal("tina", Role.TECHNICIAN)
 R1, R2 = "e831cd000001", "e831cd000002"
 

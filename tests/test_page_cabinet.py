@@ -16,7 +16,7 @@ from smib_core.store.audit import AUDIT_COLUMNS
 from smib_core.store.registry import Cabinet, Location
 from smib_core.ui import resources
 
-PAGE = str(Path(__file__).resolve().parents[1] / "views" / "cabinet.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "cabinet.py")
 TECH = Principal("tina", Role.TECHNICIAN)
 
 

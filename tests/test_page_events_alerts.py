@@ -24,7 +24,7 @@ from smib_core.ui import resources
 
 pytestmark = pytest.mark.integration
 
-PAGES = Path(__file__).resolve().parents[1] / "views"
+PAGES = Path(__file__).resolve().parents[1] / "pages"
 TECH = Principal("tina", Role.TECHNICIAN)
 MANAGER = Principal("mona", Role.MANAGER)
 R1 = "e831cdfa8384"

@@ -15,7 +15,7 @@ from smib_core.ui import resources
 
 pytestmark = pytest.mark.integration
 
-PAGE = str(Path(__file__).resolve().parents[1] / "views" / "firmware.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "firmware.py")
 TECH = Principal("tina", Role.TECHNICIAN)
 
 

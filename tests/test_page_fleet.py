@@ -20,7 +20,7 @@ from smib_core.ui import resources
 
 pytestmark = pytest.mark.integration
 
-PAGE = str(Path(__file__).resolve().parents[1] / "views" / "fleet.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "fleet.py")
 TECH = Principal("tina", Role.TECHNICIAN)
 MANAGER = Principal("max", Role.MANAGER)
 RELAY = "e831cdfa8384"

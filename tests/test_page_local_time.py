@@ -40,7 +40,7 @@ from tests.test_page_rollouts import FakeBus as RolloutBus
 
 pytestmark = pytest.mark.integration
 
-PAGES = Path(__file__).resolve().parents[1] / "views"
+PAGES = Path(__file__).resolve().parents[1] / "pages"
 NY = "America/New_York"
 SUMMER = datetime(2025, 7, 1, 12, 0, 5, tzinfo=UTC)  # 08:00:05 EDT
 WINTER = datetime(2025, 1, 15, 12, 0, 5, tzinfo=UTC)  # 07:00:05 EST

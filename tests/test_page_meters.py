@@ -45,7 +45,7 @@ def served(mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def open_page(name: str, who: Principal) -> AppTest:
-    app = AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=30)
+    app = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=30)
     app.session_state["principal"] = who
     return app.run()
 

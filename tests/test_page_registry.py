@@ -18,7 +18,7 @@ from tests.test_page_fleet import QuietBus
 
 pytestmark = pytest.mark.integration
 
-PAGE = str(Path(__file__).resolve().parents[1] / "views" / "registry.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "registry.py")
 TECH = Principal("tina", Role.TECHNICIAN)
 MANAGER = Principal("max", Role.MANAGER)
 

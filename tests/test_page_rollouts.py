@@ -21,7 +21,7 @@ from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
-PAGE = str(Path(__file__).resolve().parents[1] / "views" / "rollouts.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "rollouts.py")
 TECH = Principal("tina", Role.TECHNICIAN)
 RELAYS = ["e831cd000001", "e831cd000002", "e831cd000003"]
 

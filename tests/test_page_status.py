@@ -23,7 +23,7 @@ from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
-PAGE = str(Path(__file__).resolve().parents[1] / "views" / "status.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "status.py")
 
 
 def page(mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> AppTest:

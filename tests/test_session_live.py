@@ -24,7 +24,7 @@ from smib_core.ui import resources
 
 TECH = Principal("tina", Role.TECHNICIAN)
 R1 = "e831cdfa8384"
-CABINET = str(Path(__file__).resolve().parents[1] / "views" / "cabinet.py")
+CABINET = str(Path(__file__).resolve().parents[1] / "pages" / "cabinet.py")
 
 
 class Audit:

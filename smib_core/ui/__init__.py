@@ -1,1 +1,1 @@
-"""The Streamlit layer: the only package (with console.py and views/) that imports streamlit."""
+"""The Streamlit layer: the only package (with pages/) that imports streamlit."""

@@ -15,7 +15,7 @@ from smib_core.ui import resources
 from smib_core.ui.plain import escape_markdown
 from smib_core.ui.session import live_section
 
-ALERTS_PAGE = "views/alerts.py"
+ALERTS_PAGE = "alerts.py"
 
 
 def alert_line(alert: Alert) -> str:

@@ -29,9 +29,9 @@ from smib_core.services.fleet import (
 from smib_core.services.local_time import CLOCK, local_text
 from smib_core.ui import resources
 from smib_core.ui.feedback import act
-from smib_core.ui.navigation import ROOT
+from smib_core.ui.navigation import PAGES_DIR
 
-CABINET_PAGE = "views/cabinet.py"
+CABINET_PAGE = "cabinet.py"
 NEW_LOCATION = "__new__"
 PICKED_KEY = "adopt_relay"
 OFFLINE_AFTER_KEY = "fleet_offline_after"
@@ -171,7 +171,7 @@ def _grid(shown: pd.DataFrame) -> None:
 
 
 def open_cabinet(row: pd.Series) -> None:
-    if not (ROOT / CABINET_PAGE).exists():
+    if not (PAGES_DIR / CABINET_PAGE).exists():
         st.warning("The cabinet page is not available in this build.")
         return
     query = {"relay": row["relay"]} if row["relay"] else {"cabinet": row["cabinet_id"]}

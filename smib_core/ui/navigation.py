@@ -14,7 +14,7 @@ import streamlit as st
 
 from smib_core.auth import Permission, Principal
 
-ROOT = Path(__file__).resolve().parents[2]
+PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"  # the Streamlit script and its pages
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,48 +27,38 @@ class PageSpec:
 
 
 PAGES: tuple[PageSpec, ...] = (
-    PageSpec("views/home.py", "Home", ":material/home:", None, "Console"),
-    PageSpec("views/fleet.py", "Fleet", ":material/lan:", Permission.VIEW_FLEET, "Boards"),
-    PageSpec("views/cabinet.py", "Cabinet", ":material/casino:", Permission.VIEW_FLEET, "Boards"),
+    PageSpec("home.py", "Home", ":material/home:", None, "Console"),
+    PageSpec("fleet.py", "Fleet", ":material/lan:", Permission.VIEW_FLEET, "Boards"),
+    PageSpec("cabinet.py", "Cabinet", ":material/casino:", Permission.VIEW_FLEET, "Boards"),
+    PageSpec("registry.py", "Registry", ":material/inventory_2:", Permission.VIEW_FLEET, "Boards"),
     PageSpec(
-        "views/registry.py", "Registry", ":material/inventory_2:", Permission.VIEW_FLEET, "Boards"
-    ),
-    PageSpec(
-        "views/batch.py",
+        "batch.py",
         "Batch work",
         ":material/dynamic_feed:",
         Permission.CONFIGURE_BOARD,
         "Boards",
     ),
+    PageSpec("status.py", "Bus status", ":material/sensors:", Permission.VIEW_FLEET, "Boards"),
     PageSpec(
-        "views/status.py", "Bus status", ":material/sensors:", Permission.VIEW_FLEET, "Boards"
-    ),
-    PageSpec(
-        "views/dashboard.py",
+        "dashboard.py",
         "Dashboard",
         ":material/monitoring:",
         Permission.VIEW_DASHBOARD,
         "Meters",
     ),
-    PageSpec("views/export.py", "Export", ":material/download:", Permission.EXPORT, "Meters"),
-    PageSpec("views/events.py", "Events", ":material/bolt:", Permission.VIEW_EVENTS, "Machines"),
+    PageSpec("export.py", "Export", ":material/download:", Permission.EXPORT, "Meters"),
+    PageSpec("events.py", "Events", ":material/bolt:", Permission.VIEW_EVENTS, "Machines"),
+    PageSpec("alerts.py", "Alerts", ":material/notifications:", Permission.VIEW_EVENTS, "Machines"),
     PageSpec(
-        "views/alerts.py", "Alerts", ":material/notifications:", Permission.VIEW_EVENTS, "Machines"
-    ),
-    PageSpec(
-        "views/firmware.py",
+        "firmware.py",
         "Firmware library",
         ":material/memory:",
         Permission.MANAGE_FIRMWARE,
         "Firmware",
     ),
-    PageSpec(
-        "views/rollouts.py", "Rollouts", ":material/system_update_alt:", Permission.OTA, "Firmware"
-    ),
-    PageSpec(
-        "views/accounts.py", "Accounts", ":material/group:", Permission.MANAGE_ACCOUNTS, "Admin"
-    ),
-    PageSpec("views/audit.py", "Audit trail", ":material/history:", Permission.VIEW_AUDIT, "Admin"),
+    PageSpec("rollouts.py", "Rollouts", ":material/system_update_alt:", Permission.OTA, "Firmware"),
+    PageSpec("accounts.py", "Accounts", ":material/group:", Permission.MANAGE_ACCOUNTS, "Admin"),
+    PageSpec("audit.py", "Audit trail", ":material/history:", Permission.VIEW_AUDIT, "Admin"),
 )
 
 
@@ -78,7 +68,7 @@ def visible_pages(principal: Principal) -> list[PageSpec]:
         spec
         for spec in PAGES
         if (spec.permission is None or principal.can(spec.permission))
-        and (ROOT / spec.file).exists()
+        and (PAGES_DIR / spec.file).exists()
     ]
 
 
@@ -97,10 +87,10 @@ def navigation(principal: Principal) -> dict[str, list[st.Page]]:
     sections: dict[str, list[st.Page]] = {}
     for spec in visible_pages(principal):
         page = st.Page(
-            str(ROOT / spec.file),
+            str(PAGES_DIR / spec.file),
             title=spec.title,
             icon=spec.icon,
-            default=spec.file == "views/home.py",
+            default=spec.file == "home.py",
         )
         sections.setdefault(spec.section, []).append(page)
     return sections

@@ -1,11 +1,12 @@
 """The one server: Streamlit's pages, the HTTP API and the operations endpoints on one
 port, as an ASGI application (`st.App`, built in app.py).
 
-`app.py` holds `app = st.App("console.py", routes=routes(), lifespan=lifespan)`:
+`app.py` holds `app = st.App("pages/console.py", routes=routes(), lifespan=lifespan)`:
 `streamlit run app.py` finds that object and serves it with uvicorn, `uvicorn app:app`
-serves it directly, and `smib serve` runs `streamlit run app.py`. The pages live in
-`views/`, a folder Streamlit does not take as automatic navigation, so the console's
-`st.navigation` (in console.py) is the only navigation from the very first request.
+serves it directly, and `smib serve` runs `streamlit run app.py`. The Streamlit script,
+`pages/console.py`, lives beside the pages it navigates: Streamlit takes a `pages/`
+folder next to the script as automatic navigation, and there is none next to this one,
+so the console's `st.navigation` is the only navigation from the very first request.
 
 The lifespan builds the process's `WebContext` (settings, database, bus) and, when
 `SMIB_WORKER=inprocess`, starts a `services.worker.Worker` in this process and stops it

@@ -1,5 +1,7 @@
 """SMIB Console's pages, the Streamlit script app.py serves: page config, the sign-in
-gate and the navigation built for the person's role (pages in views/)."""
+gate and the navigation built for the person's role (the pages are this folder's other
+files; no `pages/` folder lies beside this script, so Streamlit never navigates by
+folder)."""
 
 from __future__ import annotations
 

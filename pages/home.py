@@ -13,5 +13,5 @@ st.title("SMIB Console")
 st.markdown(f"Signed in as **{escape_markdown(principal.name)}** ({principal.role.value}).")
 st.caption("Slot Machine Interface Boards: live config, meters, dashboards, exports and OTA.")
 for spec in visible_pages(principal):
-    if spec.file != "views/home.py":
+    if spec.file != "home.py":
         st.page_link(spec.file, label=spec.title, icon=spec.icon)
