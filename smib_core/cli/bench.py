@@ -1,4 +1,4 @@
-"""`smib bench ingest` (and, as they land, other benchmarks): figures beside baselines."""
+"""`smib bench ingest|meters|fleet`: figures, each beside a baseline from the same run."""
 
 from __future__ import annotations
 
@@ -30,6 +30,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     meters.add_argument("--data-dir", type=Path, help="embedded database folder (default: temp)")
     meters.add_argument("--json", action="store_true")
     meters.set_defaults(func=run_meters)
+    fleet = bsub.add_parser(
+        "fleet", help="a worker collecting a simulated fleet: slots read, CPU, RSS, fleet table"
+    )
+    fleet.add_argument("--boards", type=int, default=5000, help="simulated boards (cabinets)")
+    fleet.add_argument("--period", type=float, default=300.0, metavar="S", help="collect period")
+    fleet.add_argument("--periods", type=int, default=2, metavar="N", help="periods measured")
+    fleet.add_argument("--processes", type=int, default=5, metavar="P", help="`smib sim` processes")
+    fleet.add_argument(
+        "--events-per-minute", type=float, default=1.0, metavar="R", help="events per board"
+    )
+    fleet.add_argument(
+        "--baseline", type=float, default=30.0, metavar="S", help="idle worker measured this long"
+    )
+    fleet.add_argument("--json", action="store_true")
+    fleet.set_defaults(func=run_fleet)
 
 
 def run_ingest(args: argparse.Namespace) -> int:
@@ -89,6 +104,27 @@ def run_meters(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         meters.print_report(report)
+    return 0
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    import sys
+
+    from smib_core.bench import fleet
+
+    plan = fleet.FleetPlan(
+        boards=args.boards,
+        period_s=args.period,
+        periods=args.periods,
+        processes=args.processes,
+        events_per_minute=args.events_per_minute,
+        baseline_s=args.baseline,
+    )
+    report = fleet.run(plan, progress=lambda text: print(text, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        fleet.print_report(report)
     return 0
 
 

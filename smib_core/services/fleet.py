@@ -6,7 +6,8 @@ heard that no cabinet claims (cabinet "unassigned"). Status is "online" when the
 was heard within `offline_after_s`, "offline" when it was heard before that, and "never
 heard" for a cabinet whose board the bus does not know (or that has no board yet).
 Pure pandas: the bus is read through a Protocol, so tests use a fake; the meter
-readings come in as a mapping (`MeterStore.last_reading_times()`).
+readings come in as a mapping (`MeterStore.last_reading_times()`). `live_table` is
+what the Fleet page builds every 2 seconds: the three reads and the join.
 """
 
 from __future__ import annotations
@@ -46,6 +47,27 @@ class FleetBus(LiveBus, Protocol):
     """What the fleet table reads from `smib_core.bus.DeviceBus`."""
 
     def inbox(self, relay: str) -> list[InboxEntry]: ...
+
+
+class CabinetFrames(Protocol):
+    """What the live table reads of `store.registry.Registry`."""
+
+    def frame(self, include_retired: bool = False) -> pd.DataFrame: ...
+
+
+class ReadingTimes(Protocol):
+    """What the live table reads of `store.meters.MeterStore`."""
+
+    def last_reading_times(self, ok_only: bool = True) -> dict[str, datetime]: ...
+
+
+def live_table(
+    registry: CabinetFrames, bus: FleetBus, meters: ReadingTimes, offline_after_s: float
+) -> pd.DataFrame:
+    """The Fleet page's table now: the registry, the bus's view and the newest good
+    meter reading of every board (`smib bench fleet` times it for a large fleet)."""
+    frame = registry.frame()
+    return fleet_table(frame, bus, meters.last_reading_times(), offline_after_s=offline_after_s)
 
 
 def fleet_table(

@@ -275,7 +275,9 @@ class Registry:
     def frame(self, include_retired: bool = False) -> pd.DataFrame:
         """Cabinets with their location's name, for tables and joins."""
         names = {loc.id: loc.name for loc in self.locations(include_retired=True)}
-        rows = [asdict(c) for c in self.cabinets(include_retired=include_retired)]
+        cabinets = self.cabinets(include_retired=include_retired)
+        # getattr, not asdict: asdict deep-copies every value (0.3 s for 5,000 cabinets)
+        rows = [{name: getattr(c, name) for name in CABINET_COLUMNS} for c in cabinets]
         frame = pd.DataFrame(rows, columns=CABINET_COLUMNS)
         frame.insert(3, "location", frame["location_id"].map(names).fillna(""))
         return frame

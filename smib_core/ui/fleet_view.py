@@ -22,7 +22,7 @@ from smib_core.services.fleet import (
     FILTERS,
     UNASSIGNED,
     filter_fleet,
-    fleet_table,
+    live_table,
     status_counts,
     unassigned_boards,
 )
@@ -107,11 +107,8 @@ def filters() -> Filters:
 
 
 def current_table(offline_after_s: float) -> pd.DataFrame:
-    registry = resources.get_registry()
-    bus = resources.get_bus()
-    frame = registry.frame()
-    readings = resources.get_meter_store().last_reading_times()
-    return fleet_table(frame, bus, readings, offline_after_s=offline_after_s)
+    registry, meters = resources.get_registry(), resources.get_meter_store()
+    return live_table(registry, resources.get_bus(), meters, offline_after_s)
 
 
 def metrics(table: pd.DataFrame) -> None:
