@@ -76,6 +76,7 @@ def test_a_tiny_run_reads_every_slot_and_leaves_no_process(
 ) -> None:
     argv = ["bench", "fleet", "--boards", "20", "--period", "3", "--periods", "2"]
     argv += ["--processes", "2", "--baseline", "2", "--events-per-minute", "0", "--json"]
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["plan"]["boards_per_process"] == [10, 10]
@@ -91,4 +92,5 @@ def test_a_tiny_run_reads_every_slot_and_leaves_no_process(
     assert table["rows"] == table["raw_rows"] == 20
     assert table["status"]["online"] == 20 and table["with_meter_reading"] == 20
     assert table["build_s"] > 0 and table["baseline_s"] > 0
-    assert not [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+    after = psutil.Process().children(recursive=True)
+    assert not [p for p in after if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]

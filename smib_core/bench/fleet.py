@@ -254,6 +254,7 @@ class SlotReport:
     absent: int  # slots with no snapshot at all
     duplicated: int  # slots with more than one snapshot (counted once each)
     failures: dict[str, int]  # failure_check -> slots
+    examples: tuple[tuple[str, int, int], ...] = ()  # (cabinet, slot, snapshots) gone wrong
 
     @property
     def read_share_pct(self) -> float:
@@ -275,7 +276,9 @@ def snapshot_slot(doc: Mapping[str, Any], period_s: float) -> int:
         return int(doc["slot"])
     at = doc["at"]
     moment = at.timestamp() if isinstance(at, datetime) else float(at)
-    return slot_of(str(doc["relay"]), moment, period_s)
+    # + 1 ms: times are stored to the millisecond, cut down, so a read that failed at
+    # once (no broker) may be stored a fraction of a millisecond before it was due
+    return slot_of(str(doc["relay"]), moment + 0.001, period_s)
 
 
 def slot_report(
@@ -330,7 +333,20 @@ def slot_report(
         absent=len(cabinets) * slots - len(outcome),
         duplicated=sum(1 for n in counts.values() if n > 1),
         failures=dict(failures),
+        examples=tuple(_wrong(cabinets, counts, first, last)[:20]),
     )
+
+
+def _wrong(
+    cabinets: Mapping[str, str], counts: Mapping[tuple[str, int], int], first: int, last: int
+) -> list[tuple[str, int, int]]:
+    """(cabinet, slot, snapshots) of the slots with none or more than one snapshot."""
+    return [
+        (cabinet, slot, counts.get((cabinet, slot), 0))
+        for cabinet in sorted(cabinets)
+        for slot in range(first, last + 1)
+        if counts.get((cabinet, slot), 0) != 1
+    ]
 
 
 # --- the fleet table ----------------------------------------------------------------------
