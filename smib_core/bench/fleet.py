@@ -270,15 +270,20 @@ def slot_of(relay: str, at: float, period_s: float) -> int:
     return math.floor((at - offset_s(relay, period_s)) / period_s)
 
 
-def snapshot_slot(doc: Mapping[str, Any], period_s: float) -> int:
-    """The slot a stored snapshot fills: its own `slot` if it has one."""
+def snapshot_slots(doc: Mapping[str, Any], period_s: float) -> range:
+    """The slots a stored snapshot accounts for: its own `slot` (or `slot_from`..
+    `slot_to`, a long gap recorded as one) when the collector marks them, else the slot
+    its reading time falls in."""
     if doc.get("slot") is not None:
-        return int(doc["slot"])
+        return range(
+            int(doc.get("slot_from", doc["slot"])), int(doc.get("slot_to", doc["slot"])) + 1
+        )
     at = doc["at"]
     moment = at.timestamp() if isinstance(at, datetime) else float(at)
     # + 1 ms: times are stored to the millisecond, cut down, so a read that failed at
     # once (no broker) may be stored a fraction of a millisecond before it was due
-    return slot_of(str(doc["relay"]), moment + 0.001, period_s)
+    slot = slot_of(str(doc["relay"]), moment + 0.001, period_s)
+    return range(slot, slot + 1)
 
 
 def slot_report(
@@ -295,10 +300,15 @@ def slot_report(
     snapshot with none (a reading made on demand) fills no slot."""
     start = datetime.fromtimestamp(first * period_s, UTC)
     end = datetime.fromtimestamp((last + 2) * period_s + grace_s, UTC)
-    query = {"at": {"$gte": start, "$lt": end}, "cabinet_id": {"$in": list(cabinets)}}
+    ids = {"cabinet_id": {"$in": list(cabinets)}}
     fields = {"relay": 1, "cabinet_id": 1, "at": 1, "ok": 1, "failure_check": 1, "slot": 1}
-    fields |= {"period_s": 1}
-    docs = list(db[SNAPSHOTS].find(query, fields))
+    fields |= {"period_s": 1, "slot_from": 1, "slot_to": 1}
+    found = {
+        d["_id"]: d for d in db[SNAPSHOTS].find(ids | {"at": {"$gte": start, "$lt": end}}, fields)
+    }
+    # a long gap recorded as one snapshot is dated by its first slot, maybe long before
+    found |= {d["_id"]: d for d in db[SNAPSHOTS].find(ids | {"slot_to": {"$gte": first}}, fields)}
+    docs = list(found.values())
     marked = any(doc.get("slot") is not None for doc in docs)
     counts: Counter[tuple[str, int]] = Counter()
     outcome: dict[tuple[str, int], tuple[bool, str | None]] = {}
@@ -307,10 +317,11 @@ def slot_report(
             continue  # read on demand: fills no slot
         if doc.get("period_s") is not None and float(doc["period_s"]) != float(period_s):
             continue
-        key = (str(doc["cabinet_id"]), snapshot_slot(doc, period_s))
-        if first <= key[1] <= last:
-            counts[key] += 1
-            outcome[key] = (bool(doc.get("ok")), doc.get("failure_check"))
+        for slot in snapshot_slots(doc, period_s):
+            key = (str(doc["cabinet_id"]), slot)
+            if first <= slot <= last:
+                counts[key] += 1
+                outcome[key] = (bool(doc.get("ok")), doc.get("failure_check"))
     slots = last - first + 1
     read_ok = read_failed = missed = 0
     failures: Counter[str] = Counter()
