@@ -13,6 +13,12 @@ from smib_core.errors import InvalidInput, StoreError
 
 T = TypeVar("T")
 
+# Documents per round trip when a whole registry-sized collection is read at once (the
+# Fleet page every 2 s): the default first batch is 101 documents, and on a busy
+# embedded database each further round trip waits behind the writes queued before it
+# (5,000 cabinets: 0.17 s in 50 round trips, 0.06 s in one, under a stream of inserts).
+READ_ALL_BATCH = 10_000
+
 
 def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """`items` in lists of at most `size`: bounded inserts, bulk writes and chunks."""

@@ -42,7 +42,13 @@ from pymongo.errors import BulkWriteError
 
 from smib_core.errors import InvalidInput
 from smib_core.slots import slot_id
-from smib_core.store.documents import batches, instant, match_any, period_filter
+from smib_core.store.documents import (
+    READ_ALL_BATCH,
+    batches,
+    instant,
+    match_any,
+    period_filter,
+)
 from smib_core.store.rollups import DEFAULT_CHUNK_ROWS, ID_COLUMNS, MAX_BATCH, RollupStore
 
 SNAPSHOTS = "meter_snapshots"
@@ -397,6 +403,6 @@ class MeterStore(RollupStore):
         """relay -> when its newest good reading (any attempt with `ok_only=False`) was taken."""
         field = "ok_at" if ok_only else "at"
         found: dict[str, datetime] = {}
-        for doc in self._last.find({field: {"$gt": 0}}):
+        for doc in self._last.find({field: {"$gt": 0}}).batch_size(READ_ALL_BATCH):
             found[str(doc["_id"])] = datetime.fromtimestamp(float(doc[field]), UTC)
         return found

@@ -24,7 +24,7 @@ from pymongo.database import Database
 from smib_core.errors import InvalidInput
 from smib_core.protocol import normalize_relay_id
 from smib_core.store.audit import AuditTrail
-from smib_core.store.documents import as_utc, replace_fields, utc_now
+from smib_core.store.documents import READ_ALL_BATCH, as_utc, replace_fields, utc_now
 
 MAX_DENOMINATION = 100.0
 _TEXT_FIELDS = {"name": 64, "serial": 64, "manufacturer": 64, "game": 64, "notes": 256}
@@ -193,7 +193,8 @@ class Registry:
         query: dict[str, Any] = {} if include_retired else {"retired": False}
         if location_id is not None:
             query["location_id"] = location_id
-        docs = sorted(self._cabinets.find(query), key=lambda d: d["name"].lower())
+        found = self._cabinets.find(query).batch_size(READ_ALL_BATCH)
+        docs = sorted(found, key=lambda d: d["name"].lower())
         return [_cabinet(d) for d in docs]
 
     def cabinet(self, cabinet_id: str) -> Cabinet:

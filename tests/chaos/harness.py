@@ -146,6 +146,7 @@ class Deployment:
     relays: list[str] = field(default_factory=list, init=False)
     cabinets: dict[str, str] = field(default_factory=dict, init=False)  # id -> relay
     db_port: int = field(default=0, init=False)
+    firmware_port: int = field(default_factory=free_port, init=False)  # one per deployment
     _client: MongoClient[dict[str, Any]] | None = field(default=None, init=False)
 
     # -- setup and teardown
@@ -173,6 +174,7 @@ class Deployment:
                 "SMIB_HEARTBEAT_S": "3",
                 "SMIB_OFFLINE_AFTER_S": "30",
                 "FIRMWARE_BIND": "127.0.0.1",
+                "FIRMWARE_PORT": str(self.firmware_port),
                 "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
             }
         )
@@ -211,11 +213,12 @@ class Deployment:
         )
 
     def start_worker(self, name: str) -> Proc:
-        """`smib worker` with its own firmware server port."""
+        """`smib worker` (again, if it died). Every worker has the deployment's firmware
+        port: the one holding the lease `firmware-server` serves it."""
         old = self.procs.get(name)
         if old is not None and old.alive:
             return old
-        return self.spawn(name, smib_command("worker"), FIRMWARE_PORT=str(free_port()))
+        return self.spawn(name, smib_command("worker"))
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
