@@ -159,9 +159,36 @@ class Deployment:
         (self.folder / "broker").mkdir(parents=True, exist_ok=True)
         self.broker = Mosquitto(self.folder / "broker")
         self.broker.start()
+        self._connect_database()
+
+    def _connect_database(self) -> None:
         uri = embedded.ensure_database(self.data_dir)
         self.db_port = int(uri.rsplit(":", 1)[1].strip("/"))
+        if self._client is not None:
+            self._client.close()
         self._client = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=3_000)
+
+    def restore(self, workers: Sequence[str]) -> list[str]:
+        """Make the deployment whole again after a test whose fault it did not survive
+        (so one failure does not fail the tests after it); returns what was repaired."""
+        repaired = []
+        if self.broker.process is None or self.broker.process.poll() is not None:
+            self.broker.stop()
+            self.broker.start()
+            repaired.append("broker restarted")
+        try:
+            wait_for("the database", self.database_answers, 10)
+        except ChaosError:
+            self._connect_database()
+            for name in workers:  # they knew the database's old address
+                if name in self.procs:
+                    self.procs[name].stop()
+            repaired.append(f"database started again (port {self.db_port}), workers restarted")
+        for name in workers:
+            if name not in self.procs or not self.procs[name].alive:
+                self.start_worker(name)
+                repaired.append(f"{name} started")
+        return repaired
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "MONGO_"))}
@@ -175,6 +202,10 @@ class Deployment:
                 "SMIB_OFFLINE_AFTER_S": "30",
                 "FIRMWARE_BIND": "127.0.0.1",
                 "FIRMWARE_PORT": str(self.firmware_port),
+                # a restarted board answers within a few seconds here; what a killed
+                # worker left `sent` is settled by the sweeper this long after
+                "SMIB_BATCH_RESTART_TIMEOUT_S": "20",
+                "SMIB_AUDIT_SETTLE_AFTER_S": "30",
                 "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
             }
         )
