@@ -11,9 +11,9 @@ from typing import Any
 import psutil
 import pytest
 
-from smib_core.bench.fleet import fleet_relays, slot_of, slot_report, split
+from smib_core.bench.fleet import fleet_relays, slot_report, split
 from smib_core.cli import main
-from smib_core.services.collector import offset_s
+from smib_core.slots import offset_s, slot_of
 from smib_core.store.meters import MeterStore
 
 pytestmark = pytest.mark.integration

@@ -47,8 +47,8 @@ import psutil
 from pymongo.database import Database
 
 from smib_core.errors import InvalidInput, SmibError
-from smib_core.services.collector import offset_s
 from smib_core.sim.board import make_boards
+from smib_core.slots import slot_of, slots_covered
 from smib_core.store.documents import READ_ALL_BATCH
 from smib_core.store.meters import SNAPSHOTS
 from smib_core.store.registry import Registry
@@ -267,24 +267,42 @@ class SlotReport:
         return self.absent
 
 
-def slot_of(relay: str, at: float, period_s: float) -> int:
-    return math.floor((at - offset_s(relay, period_s)) / period_s)
-
-
 def snapshot_slots(doc: Mapping[str, Any], period_s: float) -> range:
     """The slots a stored snapshot accounts for: its own `slot` (or `slot_from`..
     `slot_to`, a long gap recorded as one) when the collector marks them, else the slot
     its reading time falls in."""
     if doc.get("slot") is not None:
-        return range(
-            int(doc.get("slot_from", doc["slot"])), int(doc.get("slot_to", doc["slot"])) + 1
-        )
+        return slots_covered(doc)
     at = doc["at"]
     moment = at.timestamp() if isinstance(at, datetime) else float(at)
     # + 1 ms: times are stored to the millisecond, cut down, so a read that failed at
     # once (no broker) may be stored a fraction of a millisecond before it was due
     slot = slot_of(str(doc["relay"]), moment + 0.001, period_s)
     return range(slot, slot + 1)
+
+
+def window_snapshots(
+    db: Database[Any],
+    cabinets: Mapping[str, str],
+    period_s: float,
+    first: int,
+    last: int,
+    *,
+    grace_s: float = 30.0,
+) -> list[dict[str, Any]]:
+    """The snapshots of `cabinets` that may account for slots `first`..`last`: those
+    taken from the first slot's period to a period (and `grace_s`) after the last
+    one's, and any long gap recorded as one snapshot reaching into the window."""
+    start = datetime.fromtimestamp(first * period_s, UTC)
+    end = datetime.fromtimestamp((last + 2) * period_s + grace_s, UTC)
+    ids = {"cabinet_id": {"$in": list(cabinets)}}
+    fields = {"relay": 1, "cabinet_id": 1, "at": 1, "ok": 1, "failure_check": 1, "slot": 1}
+    fields |= {"period_s": 1, "slot_from": 1, "slot_to": 1}
+    taken = ids | {"at": {"$gte": start, "$lt": end}}
+    found = {d["_id"]: d for d in db[SNAPSHOTS].find(taken, fields).batch_size(READ_ALL_BATCH)}
+    # a long gap recorded as one snapshot is dated by its first slot, maybe long before
+    found |= {d["_id"]: d for d in db[SNAPSHOTS].find(ids | {"slot_to": {"$gte": first}}, fields)}
+    return list(found.values())
 
 
 def slot_report(
@@ -299,17 +317,7 @@ def slot_report(
     """Count the snapshots of each cabinet (`cabinets`: cabinet_id -> relay) per slot
     from `first` to `last`. Once the collector marks its snapshots with their slot, a
     snapshot with none (a reading made on demand) fills no slot."""
-    start = datetime.fromtimestamp(first * period_s, UTC)
-    end = datetime.fromtimestamp((last + 2) * period_s + grace_s, UTC)
-    ids = {"cabinet_id": {"$in": list(cabinets)}}
-    fields = {"relay": 1, "cabinet_id": 1, "at": 1, "ok": 1, "failure_check": 1, "slot": 1}
-    fields |= {"period_s": 1, "slot_from": 1, "slot_to": 1}
-    found = {
-        d["_id"]: d for d in db[SNAPSHOTS].find(ids | {"at": {"$gte": start, "$lt": end}}, fields)
-    }
-    # a long gap recorded as one snapshot is dated by its first slot, maybe long before
-    found |= {d["_id"]: d for d in db[SNAPSHOTS].find(ids | {"slot_to": {"$gte": first}}, fields)}
-    docs = list(found.values())
+    docs = window_snapshots(db, cabinets, period_s, first, last, grace_s=grace_s)
     marked = any(doc.get("slot") is not None for doc in docs)
     counts: Counter[tuple[str, int]] = Counter()
     outcome: dict[tuple[str, int], tuple[bool, str | None]] = {}

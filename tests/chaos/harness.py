@@ -39,10 +39,10 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from smib_core import embedded
-from smib_core.bench.fleet import SlotReport
+from smib_core.bench.fleet import SlotReport, window_snapshots
 from smib_core.bench.fleet import slot_report as count_slots
-from smib_core.services.collector import offset_s
 from smib_core.sim.board import make_boards
+from smib_core.slots import SlotAudit, audit_slots, offset_s
 from smib_core.store.registry import Registry
 from tests.servers import Mosquitto, free_port
 
@@ -358,6 +358,14 @@ class Deployment:
             timeout=60,
         )
         return report
+
+    def incomplete_slots(self, first: int, last: int) -> dict[str, SlotAudit]:
+        """The collector's own check (`smib_core.slots.audit_slots`) of the same window:
+        the cabinets with a slot missing or recorded twice."""
+        docs = window_snapshots(self.db, self.cabinets, self.period_s, first, last)
+        start, end = first * self.period_s, (last + 1) * self.period_s
+        audits = audit_slots(docs, self.period_s, start=start, end=end, cabinets=self.cabinets)
+        return {cabinet: audit for cabinet, audit in audits.items() if not audit.complete}
 
     def explain_slots(self, report: SlotReport) -> str:
         """The snapshots around each slot gone wrong: what a failed assertion shows."""

@@ -97,6 +97,7 @@ def check_window(
     assert report.expected == len(dep.cabinets) * (last - first + 1)
     assert report.lost == 0, f"{report}\n{dep.explain_slots(report)}\n{dep.logs()}"
     assert report.duplicated == 0, f"{report}\n{dep.explain_slots(report)}"
+    assert not dep.incomplete_slots(first, last)  # the collector's own check agrees
 
 
 def no_audit_open(dep: Deployment, timeout: float = 100.0) -> None:
