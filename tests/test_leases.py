@@ -57,6 +57,21 @@ def test_leases_are_independent_by_name(mongo_db: Any) -> None:
     assert not Lease(mongo_db, "rollouts", "b", 5).acquire()
 
 
+def test_an_expired_lease_is_taken_only_under_its_own_name(mongo_db: Any) -> None:
+    """A dead worker leaves every lease of its expired: each is taken by the service of
+    its name, never by another service's acquire (the embedded database ignored `_id`
+    beside `$or` in an update, so the batch runner's acquire took the collector lease)."""
+    clock = Clock()
+    dead = {name: Lease(mongo_db, name, f"dead-{name}", 5, clock=clock) for name in ("a", "b")}
+    assert all(lease.acquire() for lease in dead.values())
+    clock.now += 10  # the worker died: both expired
+    assert Lease(mongo_db, "b", "alive-b", 5, clock=clock).acquire()
+    owners = {doc["_id"]: doc["owner"] for doc in mongo_db["leases"].find()}
+    assert owners == {"a": "dead-a", "b": "alive-b"}
+    assert Lease(mongo_db, "a", "alive-a", 5, clock=clock).acquire()
+    assert not dead["a"].renew() and not dead["b"].renew()
+
+
 def test_bad_arguments_and_owner_names(mongo_db: Any) -> None:
     with pytest.raises(InvalidInput):
         Lease(mongo_db, "job", "a", 0)

@@ -88,11 +88,15 @@ class Lease:
         caller can tell "someone else holds it" from "nobody can tell")."""
         now = self._clock()
         fields = {"owner": self.owner, "expires_at": now + self.ttl_s, "acquired_at": now}
+        # Ours, or expired: two conditional updates, not one filter with `$or`: the
+        # embedded database (nx-27017 0.8.1) ignores `_id` beside `$or` in an update and
+        # changed the first expired lease of ANY name (a dead worker's collector lease
+        # taken by the batch runner's acquire, so the collector lost it again and again).
         try:
-            free_or_ours = {"$or": [{"owner": self.owner}, {"expires_at": {"$lt": now}}]}
-            taken = self._col.update_one({"_id": self.name, **free_or_ours}, {"$set": fields})
-            if taken.matched_count:
-                return True
+            for condition in ({"owner": self.owner}, {"expires_at": {"$lt": now}}):
+                taken = self._col.update_one({"_id": self.name, **condition}, {"$set": fields})
+                if taken.matched_count:
+                    return True
             self._col.insert_one({"_id": self.name, **fields})
         except DuplicateKeyError:
             return False  # someone else holds it
