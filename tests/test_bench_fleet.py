@@ -99,6 +99,7 @@ def test_a_tiny_run_reads_every_slot_and_leaves_no_process(
     assert slots["absent"] == 0 and slots["duplicated"] == 0
     assert slots["read_ok"] + slots["read_failed"] == 40
     assert slots["read_share_pct"] == 100.0
+    assert report["slots_a_period_later"] == slots  # nothing came late, nothing changed
     idle, busy = report["worker_usage"]["idle"], report["worker_usage"]["collecting"]
     assert idle["rss_mib"] > 0 and busy["rss_peak_mib"] >= busy["rss_mib"] > 0
     assert busy["seconds"] >= 5.5 and busy["cpu_pct"] >= 0

@@ -13,7 +13,8 @@ each carries all its boards). Timeline:
 3. from the next period boundary, `periods` whole periods are measured: the worker's
    CPU (% of one core) and RSS (sampled every second), and every cabinet's slots
    (`slot_report`): one snapshot per slot is a slot read (good or failed), none is a
-   slot missed, more than one a duplicate;
+   slot missed, more than one a duplicate; counted a few seconds after the window and
+   again a period later (readings a busy database stored late);
 4. the Fleet page's live table is built for the whole fleet (`services.fleet.live_table`,
    what the page calls every 2 s) beside the baseline of reading the same cabinet
    documents into a plain DataFrame.
@@ -521,6 +522,9 @@ def run(plan: FleetPlan, progress: Callable[[str], None] | None = None) -> dict[
                 slots = slot_report(db, cabinets, plan.period_s, first, last)
                 say("building the fleet table")
                 table = table_figures(db, bus, plan.table_runs, offline_after_s=2 * plan.period_s)
+                say("counting the window's slots again, a period later")
+                _sleep_until(window_end + plan.period_s + plan.timeout_s + 3.0, check)
+                late = slot_report(db, cabinets, plan.period_s, first, last)
             finally:
                 processes.stop_all()
                 bus.stop()
@@ -540,6 +544,7 @@ def run(plan: FleetPlan, progress: Callable[[str], None] | None = None) -> dict[
         },
         "register_s": round(register_s, 1),
         "slots": _slots_json(slots),
+        "slots_a_period_later": _slots_json(late),
         "worker_usage": {"idle": _usage_json(idle), "collecting": _usage_json(busy)},
         "table": table,
     }
@@ -571,9 +576,10 @@ def _slots_json(report: SlotReport) -> dict[str, Any]:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    plan, slots, usage, table = (
+    plan, slots, late, usage, table = (
         report["plan"],
         report["slots"],
+        report["slots_a_period_later"],
         report["worker_usage"],
         report["table"],
     )
@@ -598,6 +604,13 @@ def print_report(report: dict[str, Any]) -> None:
             f"{slots['absent']:,} with no record, {slots['recorded_missed']:,} recorded "
             f"missed, {slots['duplicated']:,} duplicated",
             "0",
+        ),
+        (
+            "the same slots a period later",
+            f"{late['read_ok'] + late['read_failed']:,} read, {late['recorded_missed']:,} "
+            f"recorded missed, {late['absent']:,} with no record, {late['duplicated']:,} "
+            "duplicated",
+            "(readings the database took late)",
         ),
         (
             "worker CPU (% of one core)",
