@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import psutil
 from pymongo import MongoClient
@@ -163,7 +164,7 @@ class Deployment:
 
     def _connect_database(self) -> None:
         uri = embedded.ensure_database(self.data_dir)
-        self.db_port = int(uri.rsplit(":", 1)[1].strip("/"))
+        self.db_port = int(urlsplit(uri).port or 0)  # the URI may hold credentials
         if self._client is not None:
             self._client.close()
         self._client = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=3_000)
