@@ -444,7 +444,8 @@ def test_two_stream_clients_one_disconnects_the_other_keeps_receiving(
     staying.start()
     _wait_for(lambda: _stream_clients(served) == before + 2)
     with served.client(token) as http:
-        http.get(f"/api/v1/boards/{relays[0]}/config/app")  # heard by both
+        answered = http.get(f"/api/v1/boards/{relays[0]}/config/app")  # heard by both
+        assert answered.status_code == 200, answered.text
         http.get(f"/api/v1/boards/{relays[1]}/config/app")  # filtered out by relay
         http.post(f"/api/v1/boards/{relays[0]}/meters")  # filtered out by type
         _wait_for(lambda: len(leaving.events) == 1 and len(staying.events) == 1)

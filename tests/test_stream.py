@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from smib_core.bus import DeviceBus
 from smib_core.protocol import Topics
@@ -70,7 +71,10 @@ def test_the_sse_body_sends_messages_keep_alives_and_a_cut_off() -> None:
         assert subscription.closed
         return chunks
 
-    chunks = asyncio.run(run())
+    # A loop of its own on a thread of its own: an earlier test (Playwright's sync API)
+    # may leave an event loop running on the main thread, where asyncio.run refuses.
+    with ThreadPoolExecutor(1) as runner:
+        chunks = runner.submit(asyncio.run, run()).result(timeout=30)
     assert chunks[0] == b": connected\n\n"
     assert chunks[1].startswith(b"event: config\nid: 1\ndata: ")
     assert json.loads(chunks[1].split(b"data: ", 1)[1])["relay"] == "aa0000000001"
