@@ -1,0 +1,238 @@
+"""What a meter reading counts as: the money rules, in one place.
+
+Pure (stdlib only), no I/O. The collector asks `judge` about every good meter reply
+before it stores it, and applies the verdict; the rollups (`movement.py`) and the
+alerts then only see readings this module let through.
+
+The protocol gives a reply no correlation id and no time (PROTOCOL.md, "What a board
+does NOT promise"): an old reply delivered late looks exactly like a fresh one, and the
+only clock is the server's. So the rules lean on the one promise a board does make:
+its meters only grow, except at a rollover or a RAM clear.
+
+Rules, in this order (`judge`), against the cabinet's `History` (its latest accepted
+reading and the meter sets of its recent ones):
+
+1. **clock behind**: stamped at or before the latest accepted reading. Refused
+   (stored as a failed reading): time only moves forward per cabinet, so a closed hour
+   or gaming day is never rewritten by a late stamp.
+2. **stale**: the meters equal those of a reply heard from the board at or before the
+   latest accepted reading was taken, *other than* the latest one: a replay of an
+   earlier reply. Dropped: it is not this request's answer. An exact repeat of the
+   latest reading moves nothing and is accepted (an idle machine reads the same twice;
+   a replay of the latest reply is harmless either way). Every meter reply the bus
+   hears from a board, answered or not, is `hear`d, so a replay is recognised even
+   when its original was never booked.
+3. A movement meter (`MOVEMENT_METERS`: counters, not 000C current credits) below the
+   latest reading:
+   - **rollover** when every meter that fell wrapped (it was in the top part of its
+     capacity, now in the bottom part; `movement.py`'s rule): accepted;
+   - **RAM clear** when it is the re-read of a *suspect* reading and reads low too,
+     no meter below the suspect's (play since the clear only grows), and both look
+     like a machine that restarted from 0: every counter (jackpots and total won
+     excepted: awards of any size) at most what the machine could play since the latest
+     reading at the movement maths' rates. Booked;
+   - else **suspect**: not booked; read the board again. A real RAM clear reads low
+     twice; a stale replay does not (the re-read answers with the true, higher meters,
+     which are then simply accepted).
+4. **accepted**, or **late** when the reply came after the request's timeout while no
+   newer request to the board was pending (stored with its real arrival time).
+
+`STORED` verdicts become good snapshots; the others are failed readings (or nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from smib_core.analytics.movement import (
+    AWARD_METERS,
+    COUNT_METERS,
+    DEFAULT_DIGITS,
+    MOVEMENT_METERS,
+    MovementPolicy,
+)
+
+COUNTERS: tuple[str, ...] = tuple(MOVEMENT_METERS.values())  # meters that only grow
+RECENT_READINGS = 32  # meter sets remembered per cabinet: a replay up to this many readings old
+POLICY = MovementPolicy()  # the movement maths' rollover and rate rules
+ROLLOVER_TOP = POLICY.rollover_top
+_AWARDS = frozenset(MOVEMENT_METERS[m] for m in AWARD_METERS)
+_COUNTS = frozenset(MOVEMENT_METERS[m] for m in COUNT_METERS)
+
+Meters = Mapping[str, int]
+MeterKey = tuple[tuple[str, int], ...]
+
+
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"
+    LATE = "late"
+    ROLLOVER = "rollover"
+    RAM_CLEAR = "ram clear"
+    STALE = "stale"
+    SUSPECT = "suspect"
+    CLOCK_BEHIND = "clock behind"
+
+
+STORED: frozenset[Verdict] = frozenset(
+    {Verdict.ACCEPTED, Verdict.LATE, Verdict.ROLLOVER, Verdict.RAM_CLEAR}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A good meter reply as the collector stamped it."""
+
+    at: datetime
+    meters: Meters
+    sizes: Mapping[str, int] = field(default_factory=dict)  # SAS size byte per code
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What the rules remember of a cabinet: its latest accepted reading, the meter sets
+    of the replies recently heard from its board with when each was first heard (oldest
+    first) and a suspect reading awaiting its re-read."""
+
+    latest: Reading | None = None
+    heard: tuple[tuple[MeterKey, datetime], ...] = ()
+    suspect: Reading | None = None
+
+    def heard_by(self, key: MeterKey, moment: datetime) -> bool:
+        """Were these meters heard at or before `moment`?"""
+        return any(k == key and at <= moment for k, at in self.heard)
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    verdict: Verdict
+    reason: str
+    fallen: tuple[str, ...] = ()  # codes below the latest reading (rollover, suspect, RAM clear)
+
+    @property
+    def stored(self) -> bool:
+        return self.verdict in STORED
+
+
+def meter_key(meters: Meters) -> MeterKey:
+    """A reading's counters as a comparable value (000C and unknown codes left out)."""
+    return tuple(sorted((c, int(v)) for c, v in meters.items() if c in COUNTERS))
+
+
+def capacity(code: str, sizes: Mapping[str, int]) -> int:
+    """10**digits of a meter: its SAS size byte x 2 when known and > 0, else 8 digits."""
+    size = int(sizes.get(code, 0))
+    return 10 ** min(size * 2, 18) if size > 0 else 10**DEFAULT_DIGITS
+
+
+def wrapped(before: int, after: int, cap: int) -> bool:
+    """A fall from the top part of the capacity into the bottom part: a rollover."""
+    return ROLLOVER_TOP * cap <= before < cap and after < (1 - ROLLOVER_TOP) * cap
+
+
+def fallen(latest: Reading, meters: Meters) -> tuple[str, ...]:
+    """The counters below the latest reading's."""
+    return tuple(
+        code
+        for code in COUNTERS
+        if code in meters and code in latest.meters and int(meters[code]) < int(latest.meters[code])
+    )
+
+
+def restarted(latest: Reading, reading: Reading) -> bool:
+    """Could `reading` be a machine's meters counted from 0 since `latest` was taken?
+    Every counter but the awards at most its rate times the time since (at least
+    `min_seconds`)."""
+    seconds = max((reading.at - latest.at).total_seconds(), POLICY.min_seconds)
+    credits = POLICY.max_credits_per_second * seconds
+    games = POLICY.max_games_per_second * seconds
+    return all(
+        int(value) <= (games if code in _COUNTS else credits)
+        for code, value in reading.meters.items()
+        if code in COUNTERS and code not in _AWARDS
+    )
+
+
+def _confirms_clear(
+    latest: Reading, suspect: Reading, reading: Reading, codes: Iterable[str]
+) -> bool:
+    """The re-read of a suspect reading reads low too, no counter below the suspect's,
+    and both look restarted from 0."""
+    if not (restarted(latest, suspect) and restarted(latest, reading)):
+        return False
+    same_fall = all(code in suspect.meters for code in codes)
+    grew = all(
+        int(reading.meters[c]) >= int(suspect.meters[c])
+        for c in COUNTERS
+        if c in reading.meters and c in suspect.meters
+    )
+    return same_fall and grew
+
+
+def judge(history: History, reading: Reading) -> Judgement:
+    """The verdict on `reading` given the cabinet's `history` (module docstring)."""
+    latest = history.latest
+    if latest is None:
+        return _fresh(reading, "the cabinet's first reading")
+    if reading.at <= latest.at:
+        skew = (latest.at - reading.at).total_seconds()
+        return Judgement(
+            Verdict.CLOCK_BEHIND,
+            f"clock behind: stamped {skew:.3f} s at or before the cabinet's latest reading",
+        )
+    key = meter_key(reading.meters)
+    if key != meter_key(latest.meters) and history.heard_by(key, latest.at):
+        return Judgement(Verdict.STALE, "stale: the meters of an earlier reading (a replay)")
+    codes = fallen(latest, reading.meters)
+    if not codes:
+        return _fresh(reading, "meters at or above the latest reading")
+    sizes = {**latest.sizes, **reading.sizes}
+    if all(
+        wrapped(int(latest.meters[c]), int(reading.meters[c]), capacity(c, sizes)) for c in codes
+    ):
+        return Judgement(Verdict.ROLLOVER, f"rollover of {', '.join(codes)}", codes)
+    if history.suspect is not None and _confirms_clear(latest, history.suspect, reading, codes):
+        return Judgement(Verdict.RAM_CLEAR, "RAM clear: the meters read low twice", codes)
+    return Judgement(
+        Verdict.SUSPECT,
+        f"suspect: {', '.join(codes)} below the latest reading; read again",
+        codes,
+    )
+
+
+def _fresh(reading: Reading, reason: str) -> Judgement:
+    if reading.late:
+        return Judgement(Verdict.LATE, f"late: {reason}, the reply came after the timeout")
+    return Judgement(Verdict.ACCEPTED, reason)
+
+
+def hear(history: History, meters: Meters, at: datetime) -> History:
+    """Remember that the board said `meters` at `at` (any meter reply, answered or not);
+    a set already remembered keeps the time it was first heard."""
+    key = meter_key(meters)
+    if any(k == key for k, _ in history.heard):
+        return history
+    heard = (*history.heard, (key, at))[-RECENT_READINGS:]
+    return History(history.latest, heard, history.suspect)
+
+
+def remember(history: History, reading: Reading, judgement: Judgement) -> History:
+    """The cabinet's history after `reading` got `judgement` (heard, in any case)."""
+    history = hear(history, reading.meters, reading.at)
+    if judgement.stored:
+        return History(latest=reading, heard=history.heard, suspect=None)
+    if judgement.verdict is Verdict.SUSPECT:
+        return History(history.latest, history.heard, suspect=reading)
+    return history
+
+
+def history_of(readings: Iterable[Reading]) -> History:
+    """The history of a cabinet's stored good readings, oldest first (e.g. from the
+    database on start): each one taken as accepted."""
+    history = History()
+    for reading in readings:
+        history = remember(history, reading, Judgement(Verdict.ACCEPTED, "stored"))
+    return history
