@@ -29,7 +29,7 @@ from smib_core.embedded import broker_uri
 from smib_core.errors import BusError, InvalidInput, RequestTimeout
 from smib_core.inbox import InboxEntry, WarnThrottle
 from smib_core.protocol import Command, DeviceMessage, Parsed, Topics, normalize_relay_id
-from smib_core.routing import BusStats, Listener, RecentRejection, Router
+from smib_core.routing import BusStats, LateListener, Listener, RecentRejection, Router
 from smib_core.settings import BrokerAddress, Settings
 
 __all__ = ["BusStats", "DeviceBus", "InboxEntry", "Listener", "RecentRejection", "Subscription"]
@@ -235,18 +235,26 @@ class DeviceBus:
         """Publish a command to one board; InvalidInput for a bad id, BusError offline."""
         self._publish(normalize_relay_id(relay), command)
 
-    def request(self, relay: str, command: Command, timeout: float = 5.0) -> DeviceMessage:
+    def request(
+        self, relay: str, command: Command, timeout: float = 5.0, *, late_s: float = 0.0
+    ) -> DeviceMessage:
         """Publish a command and return the board's reply (relay + typ + comp match).
 
-        A meter reply whose frame failed a check is still the reply: look at its
+        Only a message that arrives after the command was published can be its reply
+        (the protocol has no correlation id; an older reply delivered late is not this
+        one's). A meter reply whose frame failed a check is still the reply: look at its
         `failure`. Concurrent requests expecting the same reply all get the first one.
-        Raises RequestTimeout when nothing matching arrives within `timeout` seconds.
+        Raises RequestTimeout when nothing matching arrives within `timeout` seconds;
+        with `late_s` > 0 a reply that comes within `late_s` after that, no newer
+        request to the board pending, goes to the late listeners (`add_late_listener`).
         """
         relay = normalize_relay_id(relay)
         if command.reply_typ is None:
             raise InvalidInput(f"a board does not answer '{command.kind}': send it instead")
-        with self.router.expect(relay, command.reply_typ, command.reply_comp) as pending:
+        key = (relay, command.reply_typ, command.reply_comp)
+        with self.router.expect(*key, armed=False, late_s=late_s) as pending:
             started = time.perf_counter()
+            self.router.arm(pending)
             self._publish(relay, command)
             reply = pending.wait(timeout)
         if reply is None:
@@ -305,6 +313,11 @@ class DeviceBus:
         subscription = Subscription(maxsize, accept, wake)
         subscription._remove = self.add_listener(subscription.offer)
         return subscription
+
+    def add_late_listener(self, fn: LateListener) -> Callable[[], None]:
+        """Call `fn(late)` for each reply that came after its request's timeout (see
+        `request`'s `late_s`); returns its remover. Runs on the MQTT thread."""
+        return self.router.add_late_listener(fn)
 
     def handle_payload(self, topic: str, payload: bytes) -> Parsed:
         """What the MQTT callback does with one message (also for replaying traffic)."""

@@ -36,6 +36,17 @@ Listener = Callable[[DeviceMessage], None]
 _ReplyKey = tuple[str, str, str]  # relay, typ, comp
 
 
+class LateReply(NamedTuple):
+    """A reply that came after its request's timeout, no newer request for it pending."""
+
+    message: DeviceMessage
+    published_at: float  # time.time() when the request was handed to the broker client
+    arrived_at: float  # time.time() when the reply was routed
+
+
+LateListener = Callable[[LateReply], None]
+
+
 class RecentRejection(NamedTuple):
     at: float  # time.time()
     reason: str
@@ -73,6 +84,8 @@ class PendingReply:
     reply: DeviceMessage | None = None
     replied_at: float = 0.0  # time.perf_counter() when the reply was routed
     error: BusError | None = None
+    published_at: float | None = None  # time.time() when armed; None: not published yet
+    late_s: float = 0.0  # how long after a timeout a reply is still taken as late
 
     def wait(self, timeout: float) -> DeviceMessage | None:
         """The reply, or None on timeout; raises the error the bus failed it with."""
@@ -101,6 +114,9 @@ class Router:
         self._lock = threading.Lock()
         self._message_arrived = threading.Condition(self._lock)
         self._pending: dict[_ReplyKey, list[PendingReply]] = {}
+        self._expired: dict[_ReplyKey, tuple[float, float]] = {}  # published_at, late until
+        self._late_listeners: tuple[LateListener, ...] = ()
+        self._late_replies = 0
         self._closed: BusError | None = None
         self._listeners: tuple[Listener, ...] = ()
         self._rejections: Counter[str] = Counter()
@@ -199,13 +215,21 @@ class Router:
     # --- requests waiting for replies ---------------------------------------------------
 
     @contextmanager
-    def expect(self, relay: str, typ: str, comp: str = "") -> Iterator[PendingReply]:
+    def expect(
+        self, relay: str, typ: str, comp: str = "", *, armed: bool = True, late_s: float = 0.0
+    ) -> Iterator[PendingReply]:
         """Register a wait for the reply (relay, typ, comp); removed again in `finally`.
 
-        Enter it before publishing the command, so a quick reply cannot be missed.
-        Every request waiting for the same key is resolved by the first such reply.
+        Enter it before publishing the command, so a quick reply cannot be missed. With
+        `armed=False` it takes no reply until `arm` (call it just before the publish):
+        a message routed before the request was published cannot be its answer (it is
+        an older reply, delivered late). Every armed request waiting for the same key is
+        resolved by the first such reply. A request that ends unanswered with `late_s`
+        > 0 leaves its key expecting a late reply for that long (`add_late_listener`).
         """
-        pending = PendingReply((relay, typ, comp))
+        pending = PendingReply((relay, typ, comp), late_s=late_s)
+        if armed:
+            pending.published_at = time.time()
         with self._lock:
             if self._closed is not None:
                 raise self._closed
@@ -219,16 +243,64 @@ class Router:
                     waiting.remove(pending)
                     if not waiting:
                         del self._pending[pending.key]
+                if pending.reply is None and pending.published_at is not None and late_s > 0:
+                    self._expired[pending.key] = (pending.published_at, time.time() + late_s)
+
+    def arm(self, pending: PendingReply) -> None:
+        """From now on `pending` takes its reply (call just before publishing its
+        request); a late reply still expected for its key is no longer wanted."""
+        with self._lock:
+            pending.published_at = time.time()
+            self._expired.pop(pending.key, None)
 
     def _resolve(self, message: DeviceMessage) -> None:
-        if not self._pending:  # the common case; a waiter registers before its publish
+        if not self._pending and not self._expired:  # the common case
             return
+        key = (message.relay, message.typ, message.comp)
+        late: tuple[float, float] | None = None
         with self._lock:
-            waiting = self._pending.pop((message.relay, message.typ, message.comp), None)
-        for pending in waiting or ():
+            waiting = self._pending.get(key, [])
+            armed = [p for p in waiting if p.published_at is not None]
+            if armed:
+                rest = [p for p in waiting if p.published_at is None]
+                if rest:
+                    self._pending[key] = rest
+                else:
+                    del self._pending[key]
+            elif not waiting and key in self._expired:
+                late = self._expired.pop(key)
+                self._late_replies += 1
+            listeners = self._late_listeners
+        for pending in armed:
             pending.reply = message
             pending.replied_at = time.perf_counter()
             pending.event.set()
+        now = time.time()
+        if late is not None and now <= late[1]:
+            self._tell_late(listeners, LateReply(message, late[0], now))
+
+    def _tell_late(self, listeners: tuple[LateListener, ...], late: LateReply) -> None:
+        for fn in listeners:
+            try:
+                fn(late)
+            except Exception:
+                with self._lock:
+                    self._listener_errors += 1
+                if self._warn_listener.ready():
+                    log.exception("a late-reply listener failed (%s)", getattr(fn, "__name__", fn))
+
+    def add_late_listener(self, fn: LateListener) -> Callable[[], None]:
+        """Call `fn(late)` for each reply that comes after its request's timeout (within
+        the request's `late_s`) while no newer request for the same reply is pending
+        or published; returns its remover. Runs on the MQTT thread: be quick."""
+        with self._lock:
+            self._late_listeners = (*self._late_listeners, fn)
+
+        def remove() -> None:
+            with self._lock:
+                self._late_listeners = tuple(f for f in self._late_listeners if f is not fn)
+
+        return remove
 
     def close(self, error: BusError) -> None:
         """Fail every waiting request with `error` and refuse new ones."""

@@ -93,6 +93,51 @@ def test_requests_waiting_for_the_same_reply_all_get_it() -> None:
     assert one is two and isinstance(one, MeterReply) and one.failure_check == "device_error"
 
 
+def meter_payload(coin_in: int) -> bytes:
+    frame = sas.encode_meter_reply([sas.Meter("0000", 5, coin_in)]).hex().upper()
+    return payload(rly=R1, typ="rsp", sta="", pyd=frame)
+
+
+def test_a_reply_routed_before_the_request_was_published_is_not_its_answer() -> None:
+    router = Router(TOPICS)
+    with router.expect(R1, "rsp", armed=False) as pending:
+        router.handle_payload(TOPICS.sub, meter_payload(100))  # an old reply, late
+        assert pending.wait(0) is None
+        assert router.stats(connected=True, broker="b", reconnects=0).pending_requests == 1
+        router.arm(pending)
+        router.handle_payload(TOPICS.sub, meter_payload(150))
+        reply = pending.wait(0)
+    assert isinstance(reply, MeterReply) and reply.reading is not None
+    assert reply.reading.values()["0000"] == 150
+    assert len(router.relays.inbox(R1)) == 2  # both still routed and shown
+
+
+def test_a_reply_after_the_timeout_is_late_only_while_no_newer_request_is_out() -> None:
+    router = Router(TOPICS)
+    late: list[object] = []
+    router.add_late_listener(late.append)
+    with router.expect(R1, "rsp", late_s=30) as first:
+        assert first.wait(0) is None  # timed out
+    router.handle_payload(TOPICS.sub, meter_payload(100))
+    [one] = late
+    assert one.message.reading.values()["0000"] == 100  # type: ignore[attr-defined]
+    assert one.published_at <= one.arrived_at  # type: ignore[attr-defined]
+    router.handle_payload(TOPICS.sub, meter_payload(100))  # a duplicate: not late again
+    assert len(late) == 1
+    with router.expect(R1, "rsp", late_s=30) as second:
+        assert second.wait(0) is None
+    with router.expect(R1, "rsp", armed=False) as third:
+        router.arm(third)  # a newer request is out: the second one's reply is not wanted
+        router.handle_payload(TOPICS.sub, meter_payload(120))
+        assert third.wait(0) is not None
+    assert len(late) == 1
+    with router.expect(R1, "rsp", late_s=0.01) as fourth:
+        assert fourth.wait(0) is None
+    threading.Event().wait(0.05)
+    router.handle_payload(TOPICS.sub, meter_payload(130))  # after late_s: nobody's reply
+    assert len(late) == 1
+
+
 def test_close_fails_waiting_requests_and_refuses_new_ones() -> None:
     router = Router(TOPICS)
     results: list[BaseException] = []
