@@ -57,10 +57,12 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from smib_core import protocol
+from smib_core.analytics.verdicts import Judgement, Verdict
 from smib_core.errors import InvalidInput, RequestTimeout, SmibError
 from smib_core.protocol import Command, DeviceMessage, MeterReply
 from smib_core.sas import MeterReading
 from smib_core.services.reading_keeper import ReadingKeeper, Target, utc_ms
+from smib_core.services.reading_verdicts import CLOCK_BEHIND_ALERT_AFTER, VerdictBook, reading_of
 from smib_core.settings import Settings
 from smib_core.slots import offset_s, slot_due, slot_of
 from smib_core.store.leases import Lease, process_owner
@@ -198,6 +200,7 @@ class Collector:
         self._writer: threading.Thread | None = None
         self._wake = threading.Event()  # the writer has something to do
         self._recompute_due = False
+        self.verdicts = VerdictBook(self.store)
         self.keeper = ReadingKeeper(
             db,
             self.store,
@@ -239,8 +242,28 @@ class Collector:
     # --- reading ---------------------------------------------------------------------
 
     def read(self, target: Target, slot: int | None = None) -> Reading:
-        """Ask one board for its meters, store the snapshot (of `slot` when scheduled),
-        refresh the rollups. A database that cannot take it now gets it later."""
+        """Ask one board for its meters, judge a good reply by the money rules
+        (`analytics.verdicts`: a stale or suspect one is asked again once, before a RAM
+        clear is booked), store the snapshot (of `slot` when scheduled), refresh the
+        rollups. A database that cannot take it now gets it later."""
+        at, decoded, failure, check = self._ask(target)
+        if decoded is not None:
+            judgement = self._judge(target, at, decoded)
+            if judgement.verdict in (Verdict.STALE, Verdict.SUSPECT):
+                at, decoded, failure, check = self._ask(target)
+                judgement = self._judge(target, at, decoded) if decoded else judgement
+            if not judgement.stored:
+                decoded, failure = None, judgement.reason
+                check = judgement.verdict.value.replace(" ", "_")
+        count = len(decoded.values()) if decoded is not None else 0
+        reading = Reading(
+            target.relay, target.cabinet, at, failure is None, failure, check, count, slot
+        )
+        self._store(target, reading, decoded)
+        return reading
+
+    def _ask(self, target: Target) -> tuple[datetime, MeterReading | None, str | None, str | None]:
+        """(when, good reading or None, failure, failure_check) of one meter request."""
         reply: DeviceMessage | None = None
         try:
             reply = self._bus.request(target.relay, protocol.read_meters(), self.config.timeout_s)
@@ -249,14 +272,26 @@ class Collector:
             failure, check = f"no reply within {self.config.timeout_s:g} s", "timeout"
         except SmibError as exc:  # not connected to the broker: nothing was asked
             failure, check = str(exc), "timeout"
-        decoded = _meter_reading(reply)
-        count = len(decoded.values()) if decoded is not None else 0
-        at = utc_ms(self._clock())
-        reading = Reading(
-            target.relay, target.cabinet, at, failure is None, failure, check, count, slot
-        )
-        self._store(target, reading, decoded)
-        return reading
+        return utc_ms(self._clock()), _meter_reading(reply), failure, check
+
+    def _judge(self, target: Target, at: datetime, decoded: MeterReading) -> Judgement:
+        judgement = self.verdicts.judge(target.cabinet_id, reading_of(at, decoded))
+        if judgement.verdict is Verdict.CLOCK_BEHIND:
+            log.warning("collector: %s: %s", target.cabinet, judgement.reason)
+            in_a_row = self.verdicts.clock_behind_in_a_row(target.cabinet_id)
+            if self._alerts and in_a_row == CLOCK_BEHIND_ALERT_AFTER:
+                self._raise("clock_behind", target, judgement.reason, at)
+        elif not judgement.stored:
+            log.info("collector: %s: %s", target.cabinet, judgement.reason)
+        return judgement
+
+    def _raise(self, kind: str, target: Target, detail: str, at: datetime) -> None:
+        try:
+            from smib_core.services.alerts import raise_alert
+
+            raise_alert(self._db, kind, target.relay, detail, at)
+        except (ImportError, SmibError, PyMongoError):
+            log.exception("collector: could not raise a %s alert for %s", kind, target.relay)
 
     def _store(self, target: Target, reading: Reading, decoded: MeterReading | None) -> None:
         meters: dict[str, int] = {}
@@ -384,6 +419,7 @@ class Collector:
             if not ours:
                 log.warning("collector: lost the lease; waiting to get it back")
                 self._lost.set()
+                self.verdicts.forget()  # the next holder stores readings meanwhile
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -394,6 +430,7 @@ class Collector:
                     self._lost.clear()
                     with self._lock:
                         self._schedule.clear()  # whoever held it meanwhile read those slots
+                    self.verdicts.forget()  # and stored readings: judge from the database
                     holding = self.lease.try_acquire()
                     self._set_holding(holding)
                 if holding:

@@ -46,6 +46,7 @@ ALERT_KINDS: dict[str, str] = {
     "cashbox_door_open": "Cashbox door open",
     "ac_power_lost": "AC power lost",
     "ram_clear": "RAM clear",
+    "clock_behind": "Clock behind",
     "ota_failure": "OTA failure",
 }
 ALERT_COLUMNS = [

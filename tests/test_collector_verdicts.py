@@ -1,0 +1,103 @@
+"""The collector applies the money rules (`analytics.verdicts`) to what the bus hands
+it: a replayed old reply is read again and never booked, a real RAM clear is booked
+after reading low twice, a stamp behind the cabinet's latest is refused and alerted
+when it repeats. Fake bus, embedded database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from smib_core.protocol import DeviceMessage
+from smib_core.services.collector import Collector
+from smib_core.services.demo import register_demo_fleet
+from smib_core.store.alerts import AlertStore
+from smib_core.store.registry import Registry
+from tests.test_collector import WIDE, FakeBus, meter_reply
+
+RELAY = "aa0000000001"
+START = datetime(2024, 5, 1, 10, 0, tzinfo=UTC).timestamp()
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def registry(mongo_db: Any) -> Registry:
+    registry = Registry(mongo_db)
+    register_demo_fleet(registry, [RELAY], actor="test")
+    return registry
+
+
+def answers(*coin_in: int) -> Iterator[DeviceMessage]:
+    return iter(meter_reply(RELAY, c) for c in coin_in)
+
+
+def test_a_replayed_old_reply_is_read_again_and_never_booked(
+    mongo_db: Any, registry: Registry
+) -> None:
+    bus, now = FakeBus(), [START]
+    collector = Collector(bus, mongo_db, clock=lambda: now[0])
+    # Reads at 0, 5, 10 min; at 10 min an old reply (50,000) answers first, then the true one.
+    replies = answers(50_000, 60_000, 50_000, 61_000)
+    bus.answers[RELAY] = lambda: next(replies)
+    for minute in (0, 5, 10):
+        now[0] = START + 60 * minute
+        assert collector.run_once()[0].ok
+    good = collector.store.snapshots(*WIDE)
+    assert list(good["0000"]) == [50_000, 60_000, 61_000]
+    assert bus.requests.count(RELAY) == 4  # the suspect reply was read again
+    hourly = collector.store.rollups("h", *WIDE)
+    assert list(hourly["coin_in"]) == [11_000] and list(hourly["ram_clear"]) == [0]
+    assert AlertStore(mongo_db).unacknowledged() == []
+
+
+def test_a_reread_that_answers_the_latest_meters_books_nothing_more(
+    mongo_db: Any, registry: Registry
+) -> None:
+    bus, now = FakeBus(), [START]
+    collector = Collector(bus, mongo_db, clock=lambda: now[0])
+    replies = answers(50_000, 60_000, 50_000, 60_000)
+    bus.answers[RELAY] = lambda: next(replies)
+    for minute in (0, 5, 10):
+        now[0] = START + 60 * minute
+        collector.run_once()
+    failed = collector.store.failed_readings(*WIDE)
+    assert failed.empty  # the re-read repeated the latest reading: booked, moving 0
+    assert list(collector.store.snapshots(*WIDE)["0000"]) == [50_000, 60_000, 60_000]
+    assert AlertStore(mongo_db).unacknowledged() == []
+
+
+def test_a_ram_clear_reads_low_twice_and_is_booked_once(mongo_db: Any, registry: Registry) -> None:
+    bus, now = FakeBus(), [START]
+    collector = Collector(bus, mongo_db, clock=lambda: now[0])
+    replies = answers(50_000, 60_000, 200, 200, 700)
+    bus.answers[RELAY] = lambda: next(replies)
+    for minute in (0, 5, 10, 15):
+        now[0] = START + 60 * minute
+        assert collector.run_once()[0].ok
+    assert list(collector.store.snapshots(*WIDE)["0000"]) == [50_000, 60_000, 200, 700]
+    hourly = collector.store.rollups("h", *WIDE)
+    assert list(hourly["coin_in"]) == [10_000 + 200 + 500] and list(hourly["ram_clear"]) == [1]
+    assert [a.kind for a in AlertStore(mongo_db).unacknowledged()] == ["ram_clear"]
+
+
+def test_a_stamp_behind_the_latest_reading_is_refused_and_alerted_when_it_repeats(
+    mongo_db: Any, registry: Registry
+) -> None:
+    bus, now = FakeBus(), [START]
+    collector = Collector(bus, mongo_db, clock=lambda: now[0])
+    coin = iter(range(50_000, 60_000, 100))
+    bus.answers[RELAY] = lambda: meter_reply(RELAY, next(coin))
+    now[0] = START + 600
+    assert collector.run_once()[0].ok
+    now[0] = START + 200  # a clock stepped back 400 s
+    for _ in range(3):
+        [reading] = collector.run_once()
+        assert not reading.ok and reading.failure_check == "clock_behind"
+    assert len(collector.store.snapshots(*WIDE)) == 1
+    failed = collector.store.failed_readings(*WIDE)
+    assert list(failed["failure_check"]) == ["clock_behind"] * 3
+    assert [a.kind for a in AlertStore(mongo_db).unacknowledged()] == ["clock_behind"]
