@@ -54,3 +54,49 @@ def test_a_reading_whose_rollup_update_failed_is_found_and_repaired(
     hourly = store.rollups("h", FIRST.to_pydatetime(), LAST.to_pydatetime(), ["J"])
     assert daily["coin_in"].sum() == hourly["coin_in"].sum()
     assert main(argv) == 0
+
+
+def test_the_collector_repairs_recent_cabinet_hours_when_it_takes_the_lease(
+    mongo_db: Any,
+) -> None:
+    import time
+
+    from smib_core.services.collector import Collector, CollectorConfig
+    from smib_core.services.demo import register_demo_fleet
+    from smib_core.store.registry import Registry
+    from tests.test_collector import FakeBus, meter_reply
+
+    relay = "aa0000000001"
+    register_demo_fleet(Registry(mongo_db), [relay], actor="test")
+    bus, now = FakeBus(), [time.time() - 7200]  # hours before the live reading's
+    coin = iter((50_000, 51_000, 53_000))
+    bus.answers[relay] = lambda: meter_reply(relay, next(coin))
+    early = Collector(bus, mongo_db, clock=lambda: now[0], alerts=False)
+    early.run_once()
+    now[0] += 300
+    early.run_once()
+    [doc] = early.store.snapshots(*(pd.Timestamp(0, tz="UTC"), pd.Timestamp.now("UTC")))[
+        lambda f: f["0000"] == 51_000
+    ].to_dict("records")
+    later = dict(
+        cabinet_id=doc["cabinet_id"], cabinet=doc["cabinet"], location_id=doc["location_id"]
+    )
+    at = pd.Timestamp(doc["at"]).to_pydatetime() + timedelta(minutes=5)
+    early.store.insert_snapshots(
+        [snapshot_document(relay, at, **later, meters={"0000": 53_000, "0005": 530})]
+    )  # stored; the rollup update was lost
+    wide = (pd.Timestamp(0, tz="UTC").to_pydatetime(), pd.Timestamp.now("UTC").to_pydatetime())
+    assert early.store.rollups("h", *wide)["coin_in"].sum() == 1_000
+
+    bus.answers[relay] = lambda: meter_reply(relay, 53_000)
+    collector = Collector(bus, mongo_db, CollectorConfig(period_s=60), alerts=False)
+    collector.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if collector.store.rollups("h", *wide)["coin_in"].sum() == 3_000:
+                break
+            time.sleep(0.2)
+    finally:
+        collector.stop()
+    assert collector.store.rollups("h", *wide)["coin_in"].sum() == 3_000

@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo.database import Database
@@ -61,6 +61,7 @@ from smib_core.analytics.verdicts import Judgement, Verdict
 from smib_core.errors import InvalidInput, RequestTimeout, SmibError
 from smib_core.protocol import Command, DeviceMessage, MeterReply
 from smib_core.sas import MeterReading
+from smib_core.services.meter_rollups import verify_rollups
 from smib_core.services.reading_keeper import ReadingKeeper, Target, utc_ms
 from smib_core.services.reading_verdicts import CLOCK_BEHIND_ALERT_AFTER, VerdictBook, reading_of
 from smib_core.settings import Settings
@@ -74,6 +75,8 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "collector"
 SAS_MODE = 0
 STANDBY_POLL_S = 0.5  # how often a process without the lease tries to take it
+RECONCILE_S = 900.0  # how often the holder repairs recent cabinet-hours from their readings
+RECONCILE_BACK_S = 3 * 3600.0  # how far back it looks
 BUSY_RETRY_S = 0.25  # a board still being read is tried again this much later, within its slot
 NOT_READ = "not read: no collector was reading (stopped, crashed or taking over the lease)"
 STILL_READING = "not read: the board's previous read was still running"
@@ -564,7 +567,7 @@ class Collector:
 
     def _write_loop(self) -> None:
         """Everything that waits on the database, off the scheduler's thread."""
-        next_check = 0.0
+        next_check = next_reconcile = 0.0
         while not self._stopping.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
@@ -579,10 +582,30 @@ class Collector:
                 if self._holding() and self._clock() >= next_check:
                     next_check = self._clock() + self.config.period_s
                     self._check()
+                if self._holding() and self._clock() >= next_reconcile:
+                    next_reconcile = self._clock() + RECONCILE_S
+                    self._reconcile()
             except PyMongoError as exc:
                 self.keeper.database_away(exc)
             except Exception:
                 log.exception("collector: writing failed; retrying")
+
+    def _reconcile(self) -> None:
+        """On taking the lease and every `RECONCILE_S`: the recent cabinet-hours whose
+        rollup disagrees with their readings (a reading stored, its rollup update lost
+        to a failing database or a killed process) are rewritten from the readings. The
+        last two periods are left to the readings still arriving."""
+        now = self._clock()
+        end = datetime.fromtimestamp(now - 2 * self.config.period_s, UTC)
+        start = end - timedelta(seconds=RECONCILE_BACK_S)
+        cabinets = [t.cabinet_id for t in self._targets]
+        hour, tz = self.config.gaming_day_start_hour, self.config.tz
+        found = verify_rollups(
+            self.store, start, end, cabinets, repair=True, gaming_day_start_hour=hour, tz=tz
+        )
+        if found:
+            hours = {(d.cabinet_id, d.bucket) for d in found}
+            log.warning("collector: repaired %d cabinet-hours from their readings", len(hours))
 
     def _check(self) -> None:
         """Once a period: the registry again, and missed records for the slots between

@@ -288,12 +288,14 @@ def verify_rollups(
     gaming_day_start_hour: int = 0,
     tz: str = "UTC",
 ) -> list[Disagreement]:
-    """Every cabinet-hour of the gaming days holding `[start, end)` whose stored hourly
-    rollup disagrees with its readings; with `repair`, the disagreeing cabinets' hourly
-    and daily rows of those days are rewritten from the readings (and the location hours
-    and digests of the days touched recomputed). Returns what was found."""
+    """Every cabinet-hour from the one holding `start` to `end` whose stored hourly rollup
+    disagrees with its readings; with `repair`, the disagreeing cabinets' hourly rows
+    there and daily rows of those gaming days are rewritten from the readings (and the
+    location hours and digests of the days touched recomputed). Returns what was found."""
     hour = gaming_day_start_hour
     first, last = _day_span(pd.Timestamp(start), pd.Timestamp(end), hour, tz)
+    window_start = _hour_bounds(pd.Timestamp(start).to_pydatetime() + _ONE_NS, tz)[0]
+    window_end = pd.Timestamp(end).tz_convert("UTC")
     found: list[Disagreement] = []
     repaired_days: set[datetime] = set()
     places: set[tuple[str, datetime]] = set()
@@ -302,6 +304,9 @@ def verify_rollups(
         stored = store.rollups(
             "h", first.to_pydatetime(), last.to_pydatetime(), cabinet_ids=[cabinet_id], tz=tz
         )
+        inside = (hourly["bucket"] >= window_start) & (hourly["bucket"] < window_end)
+        hourly = hourly[inside]
+        stored = stored[(stored["bucket"] >= window_start) & (stored["bucket"] < window_end)]
         wrong = _compare(cabinet_id, stored, hourly)
         if not wrong:
             continue
