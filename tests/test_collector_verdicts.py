@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from smib_core.protocol import DeviceMessage
@@ -101,3 +102,35 @@ def test_a_stamp_behind_the_latest_reading_is_refused_and_alerted_when_it_repeat
     failed = collector.store.failed_readings(*WIDE)
     assert list(failed["failure_check"]) == ["clock_behind"] * 3
     assert [a.kind for a in AlertStore(mongo_db).unacknowledged()] == ["clock_behind"]
+
+
+def test_a_reply_after_the_timeout_is_stored_as_a_late_reading(
+    mongo_db: Any, mosquitto: Any, topic_prefix: str
+) -> None:
+    import time
+
+    from smib_core.bus import DeviceBus
+    from smib_core.services.collector import CollectorConfig
+    from smib_core.sim.board import Faults
+    from smib_core.sim.fleet import Fleet
+    from tests.test_bus import make_topics
+
+    topics = make_topics(topic_prefix)
+    slow = Faults(reply_delay_s=1.5, jitter_s=0)
+    with (
+        Fleet(mosquitto.uri, topics, relays=1, seed=9, events_per_minute=0, faults=slow) as fleet,
+        DeviceBus(mosquitto.uri, topics, client_id_prefix="test-late") as bus,
+    ):
+        assert bus.wait_connected(10)
+        register_demo_fleet(Registry(mongo_db), fleet.relay_ids, actor="test")
+        collector = Collector(bus, mongo_db, CollectorConfig(timeout_s=0.5), alerts=False)
+        [reading] = collector.run_once()
+        assert not reading.ok and reading.failure_check == "timeout"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and collector.store.snapshots(*WIDE).empty:
+            time.sleep(0.1)
+    good = collector.store.snapshots(*WIDE)
+    assert len(good) == 1
+    raw = mongo_db["meter_snapshots"].find_one({"ok": True})
+    assert raw is not None and raw.get("late") is True
+    assert good["at"].iloc[0] > pd.Timestamp(reading.at)  # its real arrival time

@@ -304,3 +304,20 @@ def test_a_long_gap_is_one_record_and_missed_counts_as_a_failure(store: MeterSto
         snapshot_document("aa0000000001", T0, slot=10, slot_to=9, period_s=300.0, **CABINET)
     with pytest.raises(InvalidInput):
         snapshot_document("aa0000000001", T0, slot=10, **CABINET)  # no period
+
+
+def test_a_late_reading_replaces_the_timeout_record_of_its_slot(
+    store: MeterStore, mongo_db: Any
+) -> None:
+    slotted = {"slot": 9, "period_s": 300.0, **CABINET}
+    store.insert_snapshot("aa0000000001", T0, failure_check="timeout", **slotted)
+    late = snapshot_document("aa0000000001", T0, meters={"0000": 5}, late=True, **slotted)
+    assert [d["_id"] for d in store.store_snapshots([late])] == ["c1:300:9"]
+    stored = mongo_db.meter_snapshots.find_one({"_id": "c1:300:9"})
+    assert stored["ok"] and stored["late"] is True
+    assert mongo_db.meter_failures.count_documents({}) == 0
+    # A device error is the board's answer: no late reply takes its place.
+    slotted["slot"] = 10
+    store.insert_snapshot("aa0000000001", T0, failure_check="device_error", **slotted)
+    other = snapshot_document("aa0000000001", T0, meters={"0000": 6}, late=True, **slotted)
+    assert store.store_snapshots([other]) == []

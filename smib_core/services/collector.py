@@ -60,6 +60,7 @@ from smib_core import protocol
 from smib_core.analytics.verdicts import Judgement, Verdict
 from smib_core.errors import InvalidInput, RequestTimeout, SmibError
 from smib_core.protocol import Command, DeviceMessage, MeterReply
+from smib_core.routing import LateReply
 from smib_core.sas import MeterReading
 from smib_core.services.meter_rollups import verify_rollups
 from smib_core.services.reading_keeper import ReadingKeeper, Target, utc_ms
@@ -75,6 +76,7 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "collector"
 SAS_MODE = 0
 STANDBY_POLL_S = 0.5  # how often a process without the lease tries to take it
+LATE_REPLY_S = 90.0  # a reply this long after its read's timeout is still its reading
 RECONCILE_S = 900.0  # how often the holder repairs recent cabinet-hours from their readings
 RECONCILE_BACK_S = 3 * 3600.0  # how far back it looks
 BUSY_RETRY_S = 0.25  # a board still being read is tried again this much later, within its slot
@@ -204,6 +206,11 @@ class Collector:
         self._wake = threading.Event()  # the writer has something to do
         self._recompute_due = False
         self.verdicts = VerdictBook(self.store)
+        self._late_s = 0.0  # how long a timed-out read still takes a late reply
+        self._timed_out: dict[str, tuple[Target, int | None]] = {}  # relay -> its read
+        if hasattr(bus, "add_late_listener"):  # a DeviceBus: late replies are readings
+            self._late_s = min(LATE_REPLY_S, self.config.period_s / 2)
+            bus.add_late_listener(self._on_late_reply)
         self.keeper = ReadingKeeper(
             db,
             self.store,
@@ -250,6 +257,11 @@ class Collector:
         clear is booked), store the snapshot (of `slot` when scheduled), refresh the
         rollups. A database that cannot take it now gets it later."""
         at, decoded, failure, check = self._ask(target)
+        with self._lock:
+            if check == "timeout" and self._late_s:
+                self._timed_out[target.relay] = (target, slot)
+            else:
+                self._timed_out.pop(target.relay, None)
         if decoded is not None:
             judgement = self._judge(target, at, decoded)
             if judgement.verdict in (Verdict.STALE, Verdict.SUSPECT):
@@ -269,13 +281,47 @@ class Collector:
         """(when, good reading or None, failure, failure_check) of one meter request."""
         reply: DeviceMessage | None = None
         try:
-            reply = self._bus.request(target.relay, protocol.read_meters(), self.config.timeout_s)
+            command, timeout = protocol.read_meters(), self.config.timeout_s
+            if self._late_s:
+                reply = self._bus.request(target.relay, command, timeout, late_s=self._late_s)  # type: ignore[call-arg]
+            else:
+                reply = self._bus.request(target.relay, command, timeout)
             failure, check = _failure_of(reply)
         except RequestTimeout:
             failure, check = f"no reply within {self.config.timeout_s:g} s", "timeout"
         except SmibError as exc:  # not connected to the broker: nothing was asked
             failure, check = str(exc), "timeout"
         return utc_ms(self._clock()), _meter_reading(reply), failure, check
+
+    def _on_late_reply(self, late: LateReply) -> None:
+        """A meter reply after its read's timeout, no newer read of the board out (the
+        bus's thread: hand it to the pool)."""
+        decoded = _meter_reading(late.message)
+        with self._lock:
+            read = self._timed_out.pop(late.message.relay, None)
+            pool = self._pool
+        if read is None or decoded is None:
+            return
+        try:
+            if pool is not None:
+                pool.submit(self._store_late, *read, decoded)
+                return
+        except RuntimeError:  # the pool shut down: stopping
+            return
+        name = "smib-collector-late"  # no loop running (`run_once`): a thread of its own
+        threading.Thread(target=self._store_late, args=(*read, decoded), name=name).start()
+
+    def _store_late(self, target: Target, slot: int | None, decoded: MeterReading) -> None:
+        """Store a late reply as the reading of its slot, at its arrival, marked late
+        (it takes the place of the slot's `timeout` record) when the rules accept it."""
+        at = utc_ms(self._clock())
+        judgement = self.verdicts.judge(target.cabinet_id, reading_of(at, decoded, late=True))
+        if not judgement.stored:
+            log.info("collector: %s: a late reply refused: %s", target.cabinet, judgement.reason)
+            return
+        count = len(decoded.values())
+        reading = Reading(target.relay, target.cabinet, at, True, None, None, count, slot)
+        self._store(target, reading, decoded, late=True)
 
     def _judge(self, target: Target, at: datetime, decoded: MeterReading) -> Judgement:
         judgement = self.verdicts.judge(target.cabinet_id, reading_of(at, decoded))
@@ -296,7 +342,9 @@ class Collector:
         except (ImportError, SmibError, PyMongoError):
             log.exception("collector: could not raise a %s alert for %s", kind, target.relay)
 
-    def _store(self, target: Target, reading: Reading, decoded: MeterReading | None) -> None:
+    def _store(
+        self, target: Target, reading: Reading, decoded: MeterReading | None, *, late: bool = False
+    ) -> None:
         meters: dict[str, int] = {}
         sizes: dict[str, int] = {}
         if reading.ok and decoded is not None:
@@ -311,7 +359,9 @@ class Collector:
         outcome |= {"failure_check": reading.failure_check, "sizes": sizes}
         if reading.slot is not None:
             outcome |= {"slot": reading.slot, "period_s": self.config.period_s}
-        doc = snapshot_document(target.relay, reading.at, **target.cabinet_fields(), **outcome)
+        doc = snapshot_document(
+            target.relay, reading.at, **target.cabinet_fields(), **outcome, late=late
+        )
         self.keeper.keep(target, doc)
 
     def run_once(self, relays: Iterable[str] | None = None) -> list[Reading]:

@@ -69,6 +69,7 @@ FAILURE_CHECKS = (
     "timeout",
     "missed",
 )
+LATE_REPLACEABLE = "timeout"  # a slot's no-reply record a late reply of that slot replaces
 MISSED = "missed"
 _DUPLICATE_KEY = 11000
 SNAPSHOT_COLUMNS = [
@@ -103,11 +104,13 @@ def snapshot_document(
     slot_from: int | None = None,
     slot_to: int | None = None,
     demo: bool = False,
+    late: bool = False,
 ) -> dict[str, Any]:
     """A snapshot document, normalised. A reading is ok unless it names a failure (or
     says `ok=False`); a failed reading keeps no meters and always has a `failure`.
     With a `slot` (and `period_s`), a scheduled snapshot: its `_id` names the slot.
-    Simulated demo history carries `demo: true` (`services.demo_history`)."""
+    Simulated demo history carries `demo: true` (`services.demo_history`); a reading
+    from a reply that came after its request's timeout `late: true`."""
     if not relay:
         raise InvalidInput("a meter snapshot needs a relay")
     good = (failure is None and failure_check is None) if ok is None else bool(ok)
@@ -127,6 +130,8 @@ def snapshot_document(
         else {},
         "sizes": {str(k).upper(): int(v) for k, v in (sizes or {}).items()} if good else {},
     }
+    if late and good:
+        doc["late"] = True
     if slot is not None:
         doc |= _slot_fields(doc["cabinet_id"], slot, period_s, slot_from, slot_to)
     return doc
@@ -278,10 +283,14 @@ class MeterStore(RollupStore):
 
     def _replaces_missed(self, doc: dict[str, Any]) -> bool:
         """A good reading whose slot was recorded `missed` (by another holder, in a
-        split brain) takes that record's place; True if it did."""
+        split brain) or `timeout` (its reply came late) takes that record's place; True
+        if it did."""
         if not doc["ok"] or "slot" not in doc or "slot_to" in doc:
             return False
-        replaced = self._snapshots.replace_one({"_id": doc["_id"], "failure_check": MISSED}, doc)
+        replaceable = {"$in": [MISSED, LATE_REPLACEABLE]}
+        replaced = self._snapshots.replace_one(
+            {"_id": doc["_id"], "failure_check": replaceable}, doc
+        )
         if not replaced.matched_count:
             return False
         self._failures.delete_one({"_id": doc["_id"]})
