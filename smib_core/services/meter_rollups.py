@@ -233,7 +233,8 @@ def _rebuilt(
         reach = following + (_JUST_AFTER if following == last else pd.Timedelta(0))
         frames.append(store.snapshots(chunk.to_pydatetime(), reach, cabinet_ids=[cabinet_id]))
         chunk = following
-    readings = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    found = [f for f in frames if not f.empty]
+    readings = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
     if readings.empty:
         empty = pd.DataFrame(columns=[*ROLLUP_COLUMNS, "cabinet_id", "location_id"])
         return empty, empty
