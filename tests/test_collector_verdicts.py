@@ -134,3 +134,27 @@ def test_a_reply_after_the_timeout_is_stored_as_a_late_reading(
     raw = mongo_db["meter_snapshots"].find_one({"ok": True})
     assert raw is not None and raw.get("late") is True
     assert good["at"].iloc[0] > pd.Timestamp(reading.at)  # its real arrival time
+
+
+def test_the_collector_measures_its_clock_against_the_databases(
+    mongo_db: Any, registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    from smib_core.services.collector import CollectorConfig
+    from smib_core.store.clock import database_clock_skew
+
+    assert abs(database_clock_skew(mongo_db)) < 1.0  # one machine, one clock
+    bus = FakeBus()
+    bus.answers[RELAY] = lambda: meter_reply(RELAY, 1_000)
+    slow = Collector(bus, mongo_db, CollectorConfig(period_s=60), clock=lambda: time.time() - 400)
+    slow.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and slow.stats().clock_skew_s is None:
+            time.sleep(0.1)
+    finally:
+        slow.stop()
+    skew = slow.stats().clock_skew_s
+    assert skew is not None and -401 < skew < -399
+    assert "400.0 s behind the database's" in caplog.text

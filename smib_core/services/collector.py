@@ -67,6 +67,7 @@ from smib_core.services.reading_keeper import ReadingKeeper, Target, utc_ms
 from smib_core.services.reading_verdicts import CLOCK_BEHIND_ALERT_AFTER, VerdictBook, reading_of
 from smib_core.settings import Settings
 from smib_core.slots import offset_s, slot_due, slot_of
+from smib_core.store.clock import database_clock_skew
 from smib_core.store.leases import Lease, process_owner
 from smib_core.store.meters import MeterStore, snapshot_document
 from smib_core.store.registry import Registry
@@ -76,6 +77,7 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "collector"
 SAS_MODE = 0
 STANDBY_POLL_S = 0.5  # how often a process without the lease tries to take it
+CLOCK_SKEW_WARN_S = 2.0  # a process clock this far from the database's is logged
 LATE_REPLY_S = 90.0  # a reply this long after its read's timeout is still its reading
 RECONCILE_S = 900.0  # how often the holder repairs recent cabinet-hours from their readings
 RECONCILE_BACK_S = 3 * 3600.0  # how far back it looks
@@ -154,6 +156,7 @@ class CollectorStats:
     dropped: int = 0  # readings the full backlog dropped (their slots recorded missed)
     missed: int = 0  # missed slots recorded
     last_reading: dict[str, datetime] = field(default_factory=dict)
+    clock_skew_s: float | None = None  # this process's clock minus the database's
 
 
 def _meter_reading(reply: DeviceMessage | None) -> MeterReading | None:
@@ -631,6 +634,7 @@ class Collector:
                 self.keeper.maybe_flush()
                 if self._holding() and self._clock() >= next_check:
                     next_check = self._clock() + self.config.period_s
+                    self._check_clock()
                     self._check()
                 if self._holding() and self._clock() >= next_reconcile:
                     next_reconcile = self._clock() + RECONCILE_S
@@ -656,6 +660,20 @@ class Collector:
         if found:
             hours = {(d.cabinet_id, d.bucket) for d in found}
             log.warning("collector: repaired %d cabinet-hours from their readings", len(hours))
+
+    def _check_clock(self) -> None:
+        """This process stamps readings; the database's clock is the deployment's. The
+        skew is kept in the stats and logged when it passes `CLOCK_SKEW_WARN_S`."""
+        skew = database_clock_skew(self._db, self._clock)
+        with self._lock:
+            self._stats.clock_skew_s = skew
+        if abs(skew) > CLOCK_SKEW_WARN_S:
+            log.warning(
+                "collector: this process's clock is %.1f s %s the database's: readings are "
+                "stamped with it (a reading stamped at or before a cabinet's latest is refused)",
+                abs(skew),
+                "ahead of" if skew > 0 else "behind",
+            )
 
     def _check(self) -> None:
         """Once a period: the registry again, and missed records for the slots between
