@@ -9,6 +9,11 @@ and resolves the alerts the events imply, and every `evaluate_every_s` runs the
 offline `AlertEvaluator`. A database that fails is retried a few times; a batch that
 still fails is counted as lost and logged.
 
+Across a takeover no event is lost or stored twice: a recorder on standby keeps the
+events it heard in the last `STANDBY_WINDOW_S` (bounded), and on taking the lease
+stores those its dead predecessor had not (matched with the stored ones by relay, code
+and arrival within `MATCH_S`, one for one, in order).
+
 Start it once per process that runs the background services (`services.worker.Worker`,
 `smib collect`) through `start_event_recording`. With a lease (taken or renewed every
 `LEASE_RENEW_S`), only the process holding it stores events and checks for silence;
@@ -22,6 +27,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +60,9 @@ log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 3
 LEASE_NAME = "event-recorder"
+STANDBY_WINDOW_S = LEASE_TTL_S + 3 * LEASE_RENEW_S + 5  # a dead holder's unwritten events
+STANDBY_EVENTS = 20_000  # at most this many kept on standby
+MATCH_S = 1.0  # two processes stamp one event this close (the same broker, one LAN)
 
 
 class ListenableBus(Protocol):
@@ -111,6 +120,7 @@ class EventRecorder:
         self._last_stored_at: float | None = None
         self._remove_listener: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
+        self._standby: deque[tuple[EventMessage, float]] = deque(maxlen=STANDBY_EVENTS)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -179,12 +189,39 @@ class EventRecorder:
                 "event recording %s in this process",
                 "starts" if recording else "stops: another process records",
             )
+        taking_over = recording and not self._recording
         self._recording = recording
+        if taking_over:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Store the standby buffer's events of the last STANDBY_WINDOW_S that the
+        previous holder did not store."""
+        since = time.time() - STANDBY_WINDOW_S
+        buffered = [(m, at) for m, at in self._standby if at >= since]
+        self._standby.clear()
+        if not buffered:
+            return
+        try:
+            start = datetime.fromtimestamp(min(at for _, at in buffered) - MATCH_S, UTC)
+            stored = self.events.heard_since({m.relay for m, _ in buffered}, start)
+        except Exception:
+            log.exception("could not read the stored events: the standby buffer is stored whole")
+            stored = []
+        missing = unstored(buffered, stored)
+        log.info(
+            "taking over event recording: %d of %d events heard on standby were not stored",
+            len(missing),
+            len(buffered),
+        )
+        if missing:
+            self._store(missing)
 
     def _handle(self, batch: list[tuple[EventMessage, float]]) -> None:
         if self._recording:
             self._store(batch)
         else:
+            self._standby.extend(batch)
             with self._lock:
                 self._counts["standby"] += len(batch)
 
@@ -272,6 +309,26 @@ class EventRecorder:
                 alerts_resolved=self._alert_counts["resolved"],
                 last_stored_at=self._last_stored_at,
             )
+
+
+def unstored(
+    buffered: list[tuple[EventMessage, float]], stored: list[tuple[str, str, datetime]]
+) -> list[tuple[EventMessage, float]]:
+    """The buffered events (message, arrival) with no stored (relay, code, at) within
+    MATCH_S, each stored event matching one buffered event at most (in time order)."""
+    left: dict[tuple[str, str], deque[float]] = {}
+    for relay, code, stored_at in stored:
+        left.setdefault((relay, code.upper()), deque()).append(stored_at.timestamp())
+    missing = []
+    for message, at in sorted(buffered, key=lambda b: b[1]):
+        times = left.get((message.relay, message.code.strip().upper()))
+        while times and times[0] < at - MATCH_S:
+            times.popleft()  # stored events no buffered one matches (heard before ours)
+        if times and abs(times[0] - at) <= MATCH_S:
+            times.popleft()
+        else:
+            missing.append((message, at))
+    return missing
 
 
 def start_event_recording(

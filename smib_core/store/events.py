@@ -113,6 +113,15 @@ class EventStore:
             for batch in batches(docs, MAX_BATCH)
         )
 
+    def heard_since(
+        self, relays: Iterable[str], since: datetime
+    ) -> list[tuple[str, str, datetime]]:
+        """(relay, code, at) of the stored events of `relays` from `since` on, oldest first:
+        what a recorder taking over compares its standby buffer with."""
+        filt = {"relay": {"$in": sorted(set(relays))}, "at": {"$gte": as_utc(since)}}
+        docs = self._col.find(filt, {"relay": 1, "code": 1, "at": 1}).sort("at", ASCENDING)
+        return [(d["relay"], d["code"], as_utc(d["at"])) for d in docs]
+
     def query(
         self,
         location_ids: Sequence[str] = (),
