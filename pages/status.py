@@ -98,3 +98,31 @@ def background_services() -> None:
 
 live_status()
 background_services()
+
+
+@live_section("10s")
+def clocks() -> None:
+    st.subheader("Clocks")
+    checks = background.clock_frame(get_db())
+    if checks.empty:
+        st.caption("No service has checked its clock against the database's yet.")
+        return
+    st.caption(
+        "Each service's clock against the database's (positive: ahead). Readings are "
+        "stamped by the collector's clock; one stamped at or before a cabinet's latest "
+        "reading is refused (clock behind)."
+    )
+    checks = local_times(checks, get_settings().timezone, "checked")
+    st.dataframe(
+        checks,
+        hide_index=True,
+        column_config={
+            "service": "Service",
+            "skew": "Skew",
+            "checked": time_column("Checked", checks["checked"]),
+            "refused_24h": "Refused (clock behind, 24 h)",
+        },
+    )
+
+
+clocks()

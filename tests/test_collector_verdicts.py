@@ -158,3 +158,7 @@ def test_the_collector_measures_its_clock_against_the_databases(
     skew = slow.stats().clock_skew_s
     assert skew is not None and -401 < skew < -399
     assert "400.0 s behind the database's" in caplog.text
+    from smib_core.store.clock import clock_checks
+
+    [check] = clock_checks(mongo_db)  # for the Bus status page
+    assert check["_id"] == "collector" and -401 < check["skew_s"] < -399

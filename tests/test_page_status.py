@@ -73,3 +73,20 @@ def test_statuses_list_every_service_in_order(mongo_db: Any) -> None:
     running = [(s.lease, s.host, s.pid) for s in statuses if s.running]
     assert running == [("rollout-runner", "h", 12)]
     assert background.service_statuses(mongo_db, now=time.time() + 31)[4].running is False
+
+
+def test_clock_checks_and_refused_stamps_are_shown(
+    mongo_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from smib_core.store.clock import record_skew
+
+    app = page(mongo_db, monkeypatch)
+    assert any("No service has checked its clock" in c.value for c in app.caption)
+    record_skew(mongo_db, "collector", "collector:box-7:31337:abc123", -400.0)
+    MeterStore(mongo_db).insert_snapshot(
+        "e831cdfa8384", datetime.now(UTC), failure="clock behind", failure_check="clock_behind"
+    )
+    app = page(mongo_db, monkeypatch)
+    assert not app.exception
+    [row] = app.dataframe[-1].value.to_dict("records")
+    assert (row["service"], row["skew"], row["refused_24h"]) == ("collector", "-400.0 s", 1)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 from pymongo.database import Database
 
+from smib_core.store.clock import clock_checks
 from smib_core.store.leases import COLLECTION
-from smib_core.store.meters import LAST_READINGS
+from smib_core.store.meters import FAILURES, LAST_READINGS
 
 # lease name -> what people call the service, in the order a page lists them
 SERVICES: dict[str, str] = {
@@ -83,3 +84,21 @@ def last_meter_reading(db: Database[Any]) -> datetime | None:
     """When the collector (any process) last stored a reading attempt, good or failed."""
     newest = db[LAST_READINGS].find_one({"at": {"$gt": 0}}, sort=[("at", -1)])
     return None if newest is None else datetime.fromtimestamp(float(newest["at"]), UTC)
+
+
+def clock_frame(db: Database[Any], now: datetime | None = None) -> pd.DataFrame:
+    """The services' latest clock checks against the database's, and the readings
+    refused in the last day because their stamp was behind the cabinet's latest."""
+    now = now or datetime.now(UTC)
+    since = now - timedelta(days=1)
+    refused = db[FAILURES].count_documents({"failure_check": "clock_behind", "at": {"$gte": since}})
+    rows = [
+        {
+            "service": str(check["_id"]),
+            "skew": f"{float(check['skew_s']):+.1f} s",
+            "checked": check["checked_at"],
+            "refused_24h": refused if check["_id"] == "collector" else None,
+        }
+        for check in clock_checks(db)
+    ]
+    return pd.DataFrame(rows, columns=["service", "skew", "checked", "refused_24h"])

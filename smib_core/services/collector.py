@@ -67,7 +67,7 @@ from smib_core.services.reading_keeper import ReadingKeeper, Target, utc_ms
 from smib_core.services.reading_verdicts import CLOCK_BEHIND_ALERT_AFTER, VerdictBook, reading_of
 from smib_core.settings import Settings
 from smib_core.slots import offset_s, slot_due, slot_of
-from smib_core.store.clock import database_clock_skew
+from smib_core.store.clock import database_clock_skew, record_skew
 from smib_core.store.leases import Lease, process_owner
 from smib_core.store.meters import MeterStore, snapshot_document
 from smib_core.store.registry import Registry
@@ -665,6 +665,7 @@ class Collector:
         """This process stamps readings; the database's clock is the deployment's. The
         skew is kept in the stats and logged when it passes `CLOCK_SKEW_WARN_S`."""
         skew = database_clock_skew(self._db, self._clock)
+        record_skew(self._db, LEASE_NAME, self.lease.owner, skew)
         with self._lock:
             self._stats.clock_skew_s = skew
         if abs(skew) > CLOCK_SKEW_WARN_S:
