@@ -38,6 +38,12 @@ reading and the meter sets of its recent ones):
    newer request to the board was pending (stored with its real arrival time).
 
 `STORED` verdicts become good snapshots; the others are failed readings (or nothing).
+
+Known gap: a process that takes the collector over knows only the stored readings. A
+replay of a reply the previous holder heard but never stored, from a machine whose RAM
+was cleared so recently that all its meters are still below what it could play since
+the latest reading, can read low twice and be booked as a second clear (the error is
+then that young machine's few meters).
 """
 
 from __future__ import annotations
