@@ -34,13 +34,11 @@ from smib_core.services.export import ExportRequest, export_chunks
 from smib_core.services.export_files import write_export
 from smib_core.services.meter_report import Scope, report_period
 from smib_core.services.meter_rollups import (
-    reading_day,
-    reading_hour,
     refresh_daily_digests,
     refresh_location_hours,
-    refresh_rollups,
 )
 from smib_core.services.meter_seed import rollups_of
+from smib_core.services.rollup_book import RollupBook
 from smib_core.settings import Settings
 from smib_core.store.meters import MeterStore, snapshot_document
 
@@ -201,17 +199,20 @@ def registry() -> pd.DataFrame:
 
 
 def collect(store: MeterStore, docs: list[dict[str, Any]]) -> None:
-    """Store readings and keep the rollups current as the collector does, reading by
-    reading, then flush the location hours and daily digests."""
+    """Store readings and keep the rollups current as the collector does (its rollup
+    book, a flush every few readings), then flush the location hours and daily digests."""
     store.insert_snapshots(docs)
+    book = RollupBook(store, gaming_day_start_hour=0, tz=ZONE)
+    book.classify((d["relay"], d["cabinet_id"]) for d in docs)
     hours, days = set(), set()
-    clock = {"gaming_day_start_hour": 0, "tz": ZONE}
-    for doc in docs:
-        refresh_rollups(store, doc["cabinet_id"], doc["at"], **clock)
-        hours.add((doc["location_id"], reading_hour(doc["at"], ZONE).to_pydatetime()))
-        days.add(reading_day(doc["at"], 0, ZONE).to_pydatetime())
+    for i in range(0, len(docs), 7):
+        book.add(docs[i : i + 7])
+        refreshed = book.flush()
+        assert refreshed is not None
+        hours |= refreshed.places
+        days |= refreshed.days
     refresh_location_hours(store, hours)
-    refresh_daily_digests(store, days, **clock)
+    refresh_daily_digests(store, days, gaming_day_start_hour=0, tz=ZONE)
 
 
 def seed_running(store: MeterStore, until: pd.Timestamp) -> None:

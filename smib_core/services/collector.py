@@ -81,6 +81,8 @@ CLOCK_SKEW_WARN_S = 2.0  # a process clock this far from the database's is logge
 LATE_REPLY_S = 90.0  # a reply this long after its read's timeout is still its reading
 RECONCILE_S = 900.0  # how often the holder repairs recent cabinet-hours from their readings
 RECONCILE_BACK_S = 3 * 3600.0  # how far back it looks
+RECONCILE_SLICE = 10  # cabinets checked at a time
+RECONCILE_SHARE = 0.25  # of the writer's time a reconciliation pass may take, at most
 BUSY_RETRY_S = 0.25  # a board still being read is tried again this much later, within its slot
 NOT_READ = "not read: no collector was reading (stopped, crashed or taking over the lease)"
 STILL_READING = "not read: the board's previous read was still running"
@@ -208,7 +210,8 @@ class Collector:
         self._writer: threading.Thread | None = None
         self._wake = threading.Event()  # the writer has something to do
         self._recompute_due = False
-        self.verdicts = VerdictBook(self.store)
+        self._reconcile_due = True  # a reconciliation pass starts (lease taken)
+        self._unreconciled: list[str] = []  # cabinets the current pass has yet to check
         self._late_s = 0.0  # how long a timed-out read still takes a late reply
         self._timed_out: dict[str, tuple[Target, int | None]] = {}  # relay -> its read
         if hasattr(bus, "add_late_listener"):  # a DeviceBus: late replies are readings
@@ -224,6 +227,7 @@ class Collector:
             alerts=alerts,
             clock=clock,
         )
+        self.verdicts = VerdictBook(self.store, is_fresh=self.keeper.book.is_fresh)
 
     # --- what to read ----------------------------------------------------------------
 
@@ -378,12 +382,14 @@ class Collector:
             readings = list(pool.map(self.read, found))
         if not self.keeper.drain():
             log.error("collector: the database did not take %d readings", self.stats().backlog)
+        self.keeper.flush_rollups()
         self.keeper.flush_location_hours()
         return readings
 
     def drain(self) -> bool:
-        """Write what waits for the database (`ReadingKeeper.drain`)."""
-        return self.keeper.drain()
+        """Write what waits for the database (`ReadingKeeper.drain`) and fold the readings
+        stored into their rollups."""
+        return self.keeper.drain() and self.keeper.flush_rollups()
 
     def flush_location_hours(self) -> int:
         """Recompute the location hours and daily digests readings touched."""
@@ -431,6 +437,7 @@ class Collector:
         if not (self.keeper.drain() and self.keeper.write_missed()):
             left = self.keeper.waiting()
             log.error("collector: stopping with %d records the database did not take", left)
+        self.keeper.flush_rollups()
         self.flush_location_hours()
         self.lease.release()
         with self._lock:
@@ -475,7 +482,7 @@ class Collector:
             if not ours:
                 log.warning("collector: lost the lease; waiting to get it back")
                 self._lost.set()
-                self.verdicts.forget()  # the next holder stores readings meanwhile
+                self._forget()  # the next holder stores readings meanwhile
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -486,7 +493,7 @@ class Collector:
                     self._lost.clear()
                     with self._lock:
                         self._schedule.clear()  # whoever held it meanwhile read those slots
-                    self.verdicts.forget()  # and stored readings: judge from the database
+                    self._forget()  # and stored readings: judge from the database
                     holding = self.lease.try_acquire()
                     self._set_holding(holding)
                 if holding:
@@ -504,10 +511,11 @@ class Collector:
         with self._lock:
             fresh = not self._schedule
         if fresh:  # just taken: what is recorded, what nobody read (the database answers)
-            self._targets = self.targets()
+            self._targets = self._classified(self.targets())
             last = self.store.last_slots(self.config.period_s)
             self._plan(self._targets, last)
             self._recompute_due = True
+            self._reconcile_due = True
             self._wake.set()
         due = self._due_heap()
         planned = self._targets
@@ -620,7 +628,7 @@ class Collector:
 
     def _write_loop(self) -> None:
         """Everything that waits on the database, off the scheduler's thread."""
-        next_check = next_reconcile = 0.0
+        next_check = next_pass = rest_until = 0.0
         while not self._stopping.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
@@ -630,36 +638,59 @@ class Collector:
                     locations = {t.location_id for t in self.targets()}
                     self.keeper.recompute_recent_hours(locations)
                 self.keeper.drain()
+                self.keeper.flush_rollups()
                 self.keeper.write_missed()
                 self.keeper.maybe_flush()
                 if self._holding() and self._clock() >= next_check:
                     next_check = self._clock() + self.config.period_s
                     self._check_clock()
                     self._check()
-                if self._holding() and self._clock() >= next_reconcile:
-                    next_reconcile = self._clock() + RECONCILE_S
-                    self._reconcile()
+                if self._holding() and (self._reconcile_due or self._clock() >= next_pass):
+                    self._reconcile_due = False
+                    next_pass = self._clock() + RECONCILE_S
+                    self._unreconciled = sorted({t.cabinet_id for t in self._targets})
+                if self._holding() and self._unreconciled and self._clock() >= rest_until:
+                    began = self._clock()
+                    self._reconcile(self._unreconciled[:RECONCILE_SLICE])
+                    del self._unreconciled[:RECONCILE_SLICE]
+                    took = self._clock() - began
+                    rest_until = self._clock() + took * (1 - RECONCILE_SHARE) / RECONCILE_SHARE
             except PyMongoError as exc:
                 self.keeper.database_away(exc)
             except Exception:
                 log.exception("collector: writing failed; retrying")
 
-    def _reconcile(self) -> None:
-        """On taking the lease and every `RECONCILE_S`: the recent cabinet-hours whose
-        rollup disagrees with their readings (a reading stored, its rollup update lost
-        to a failing database or a killed process) are rewritten from the readings. The
-        last two periods are left to the readings still arriving."""
+    def _reconcile(self, cabinets: list[str]) -> None:
+        """A pass starts on taking the lease and every `RECONCILE_S`, and checks every
+        cabinet, `RECONCILE_SLICE` at a time, taking at most `RECONCILE_SHARE` of the
+        writer's time (a pass over 5,000 cabinets on the embedded database takes about
+        an hour): the recent cabinet-hours whose rollup disagrees with their readings (a
+        reading stored, its rollup update lost to a failing database or a killed
+        process) are rewritten from the readings. The last two periods are left to the
+        readings still arriving."""
         now = self._clock()
         end = datetime.fromtimestamp(now - 2 * self.config.period_s, UTC)
         start = end - timedelta(seconds=RECONCILE_BACK_S)
-        cabinets = [t.cabinet_id for t in self._targets]
         hour, tz = self.config.gaming_day_start_hour, self.config.tz
         found = verify_rollups(
             self.store, start, end, cabinets, repair=True, gaming_day_start_hour=hour, tz=tz
         )
         if found:
             hours = {(d.cabinet_id, d.bucket) for d in found}
+            self.keeper.book.forget({cabinet for cabinet, _ in hours})  # rewritten: read again
             log.warning("collector: repaired %d cabinet-hours from their readings", len(hours))
+
+    def _forget(self) -> None:
+        """Another process stores readings while we do not hold the lease: what we
+        remember of the cabinets' histories and rollups is read again when we do."""
+        self.verdicts.forget()
+        self.keeper.book.forget()
+
+    def _classified(self, targets: list[Target]) -> list[Target]:
+        """`targets`, the new ones among them classified (fresh: nothing stored yet)
+        before any is read."""
+        self.keeper.book.classify((t.relay, t.cabinet_id) for t in targets)
+        return targets
 
     def _check_clock(self) -> None:
         """This process stamps readings; the database's clock is the deployment's. The
@@ -680,7 +711,7 @@ class Collector:
         """Once a period: the registry again, and missed records for the slots between
         a cabinet's last recorded one and the next it is due (none being read)."""
         try:
-            self._targets = self.targets()
+            self._targets = self._classified(self.targets())
         except PyMongoError as exc:
             self.keeper.database_away(exc)
             return

@@ -9,12 +9,13 @@ record of its slot saying why, so nothing is silently absent. `missed` records t
 scheduler produces (slots nobody read) wait in a queue of their own (`queue_missed`,
 `write_missed`).
 
-A good reading stored refreshes the rollups it touches (`services.meter_rollups`: once
-per cabinet and hour, since a refresh recomputes the whole hour; redone later when the
-database fails meanwhile), and a RAM clear seen in an interval it closes raises a
-`ram_clear` alert. The (location, hour) pairs those refreshes touched, and their gaming
-days, are remembered and their `rollups_location_hourly` rows and `rollups_daily_digest`
-documents recomputed at most every `LOCATION_FLUSH_S` (`maybe_flush`, `flush_location_hours`).
+Good readings stored wait in a `services.rollup_book.RollupBook` and `flush_rollups`
+folds them into their hourly and daily rollups all at once (the collector's writer, about
+every second; kept for the next flush when the database fails meanwhile); a RAM clear
+seen in an interval one closes raises a `ram_clear` alert. The (location, hour) pairs
+those refreshes touched, and their gaming days, are remembered and their
+`rollups_location_hourly` rows and `rollups_daily_digest` documents recomputed at most
+every `LOCATION_FLUSH_S` (`maybe_flush`, `flush_location_hours`).
 
 `pending` slots are those read (or being read) but not yet stored: the scheduler does
 not record them missed.
@@ -41,8 +42,8 @@ from smib_core.services.meter_rollups import (
     reading_hour,
     refresh_daily_digests,
     refresh_location_hours,
-    refresh_rollups,
 )
+from smib_core.services.rollup_book import RollupBook
 from smib_core.slots import slot_due
 from smib_core.store.meters import MISSED, MeterStore, snapshot_document
 
@@ -123,7 +124,8 @@ class ReadingKeeper:
         # Readings the database could not take yet, in reading order (with their target).
         self._backlog: deque[tuple[Target, dict[str, Any]]] = deque()
         self._dropped: dict[str, tuple[Target, list[int]]] = {}  # cabinet -> dropped slots
-        self._unrefreshed: deque[tuple[Target, list[datetime]]] = deque()  # rollups to redo
+        self.book = RollupBook(store, gaming_day_start_hour=gaming_day_start_hour, tz=tz)
+        self._targets_by_cabinet: dict[str, Target] = {}  # of the readings stored
         self._pending: dict[str, set[int]] = {}  # cabinet -> slots read, not yet stored
         self._gaps: deque[dict[str, Any]] = deque()  # missed records to write
         self._dirty: set[tuple[str, datetime]] = set()  # (location_id, hour) to recompute
@@ -188,6 +190,7 @@ class ReadingKeeper:
             return
         with self._lock:
             self._settled(doc)
+            self._targets_by_cabinet[target.cabinet_id] = target
         self._after_stored([(target, d) for d in stored])
 
     def _settled(self, doc: Mapping[str, Any]) -> None:
@@ -219,44 +222,36 @@ class ReadingKeeper:
             log.warning("collector: the database does not answer (%s); keeping readings", exc)
 
     def _after_stored(self, stored: list[tuple[Target, dict[str, Any]]]) -> None:
-        """Refresh the rollups the good readings just stored touch: once per cabinet
-        and hour (a refresh recomputes the whole hour); a failed refresh is redone."""
-        if not stored:
-            return
-        groups: dict[tuple[str, datetime], tuple[Target, list[datetime]]] = {}
-        for target, doc in stored:
-            if doc["ok"]:
-                hour = reading_hour(doc["at"], self._tz).to_pydatetime()
-                groups.setdefault((target.cabinet_id, hour), (target, []))[1].append(doc["at"])
-        for target, ats in groups.values():
-            try:
-                self._refresh(target, ats)
-            except PyMongoError as exc:
-                self.database_away(exc)
-                with self._lock:
-                    self._unrefreshed.append((target, ats))
-            except Exception:
-                with self._lock:
-                    self._counts.store_errors += 1
-                log.exception("collector: could not refresh the rollups of %s", target.relay)
+        """The good readings just stored wait for the next `flush_rollups`."""
+        self.book.add(doc for _, doc in stored if doc["ok"])
 
-    def _refresh(self, target: Target, ats: list[datetime]) -> None:
-        at = max(ats)
-        hour = self._day_start
-        movement = refresh_rollups(
-            self.store, target.cabinet_id, at, gaming_day_start_hour=hour, tz=self._tz
-        )
-        if movement.empty:
-            return
-        day = reading_day(at, hour, self._tz).to_pydatetime()
+    def flush_rollups(self) -> bool:
+        """Fold the readings stored since the last flush into their rollups, all at once
+        (`services.rollup_book`); remember the location hours and gaming days touched,
+        raise `ram_clear` alerts. False when the database did not take them (they wait)."""
+        try:
+            refreshed = self.book.flush()
+        except PyMongoError as exc:
+            self.database_away(exc)
+            return False
+        except Exception:
+            with self._lock:
+                self._counts.store_errors += 1
+            log.exception("collector: could not refresh the rollups")
+            return False
+        if refreshed is None:
+            return True
         with self._lock:
-            self._dirty.add((target.location_id, reading_hour(at, self._tz).to_pydatetime()))
-            self._dirty_days.add(day)
-        if not self._alerts:
-            return
-        closing = movement[movement["end"].isin([pd.Timestamp(a) for a in ats])]
-        if bool(closing["ram_clear"].any()):
-            self._raise_ram_clear(target, at)
+            self._dirty |= refreshed.places
+            self._dirty_days |= refreshed.days
+        closing = refreshed.closing
+        if self._alerts and not closing.empty:
+            cleared = closing[closing["ram_clear"].astype(bool)]
+            for row in cleared.drop_duplicates("cabinet", keep="last").to_dict("records"):
+                target = self._targets_by_cabinet.get(str(row["cabinet"]))
+                if target is not None:
+                    self._raise_ram_clear(target, pd.Timestamp(row["end"]).to_pydatetime())
+        return True
 
     def drain(self) -> bool:
         """Write what waits for the database: the backlog (in order), the `missed`
@@ -278,15 +273,9 @@ class ReadingKeeper:
                         self._settled(doc)
                     self._counts.backlog = len(self._backlog)
                 by_relay = {doc["relay"]: target for target, doc in batch}
+                with self._lock:
+                    self._targets_by_cabinet.update((t.cabinet_id, t) for t in by_relay.values())
                 self._after_stored([(by_relay[d["relay"]], d) for d in stored])
-            while True:
-                with self._lock:
-                    if not self._unrefreshed:
-                        break
-                    target, ats = self._unrefreshed[0]
-                self._refresh(target, ats)
-                with self._lock:
-                    self._unrefreshed.popleft()
         except PyMongoError as exc:
             self.database_away(exc)
             return False

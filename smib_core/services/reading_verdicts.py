@@ -5,7 +5,8 @@ it (thread-safe). A cabinet's history starts from its last stored good readings
 (`RECENT_READINGS` of them), so a process that takes the collector over judges the
 next reply against what the previous holder stored: a replay of a reply only that
 holder heard then falls below the latest reading and is read again before anything is
-booked.
+booked. A cabinet the collector knows has nothing stored (`is_fresh`) starts empty,
+without a read.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -64,8 +66,11 @@ def stored_readings(frame: pd.DataFrame) -> list[Reading]:
 
 
 class VerdictBook:
-    def __init__(self, store: MeterStore) -> None:
+    def __init__(
+        self, store: MeterStore, *, is_fresh: Callable[[str], bool] | None = None
+    ) -> None:
         self._store = store
+        self._is_fresh = is_fresh or (lambda _cabinet_id: False)
         self._lock = threading.Lock()
         self._histories: dict[str, History] = {}
         self._clock_behind: Counter[str] = Counter()  # refused stamps in a row, per cabinet
@@ -73,6 +78,8 @@ class VerdictBook:
 
     def _history(self, cabinet_id: str) -> History:
         history = self._histories.get(cabinet_id)
+        if history is None and self._is_fresh(cabinet_id):  # nothing stored to read
+            return History()
         if history is None:
             until = datetime.now(UTC) + _AHEAD
             try:

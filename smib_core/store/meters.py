@@ -303,6 +303,16 @@ class MeterStore(RollupStore):
             found[str(doc["cabinet_id"])] = int(doc["slot"])
         return found
 
+    def relays_read(self) -> set[str]:
+        """The relays with a good reading stored (one find)."""
+        docs = self._last.find({"ok_at": {"$gt": 0}}, {"_id": 1})
+        return {str(d["_id"]) for d in docs.batch_size(READ_ALL_BATCH)}
+
+    def cabinets_slotted(self) -> set[str]:
+        """The cabinets with a scheduled slot recorded, whatever the period (one find)."""
+        docs = self._last_slots.find({}, {"cabinet_id": 1}).batch_size(READ_ALL_BATCH)
+        return {str(d["cabinet_id"]) for d in docs}
+
     def scheduled_snapshots(
         self, start: datetime, end: datetime, period_s: float | None = None
     ) -> list[dict[str, Any]]:
@@ -366,9 +376,22 @@ class MeterStore(RollupStore):
     def previous_snapshots(self, cabinet_id: str, before: datetime, count: int = 1) -> pd.DataFrame:
         """The cabinet's last `count` good readings strictly before `before` (time order):
         the baseline movement into a time range is measured from."""
+        return snapshot_frame(self.previous_snapshot_docs(cabinet_id, before, count))
+
+    def previous_snapshot_docs(
+        self, cabinet_id: str, before: datetime, count: int = 1
+    ) -> list[dict[str, Any]]:
+        """`previous_snapshots` as documents (newest last)."""
         query = {"cabinet_id": cabinet_id, "at": {"$lt": instant(before)}, "ok": True}
         docs = self._snapshots.find(query).sort("at", DESCENDING).limit(max(1, count))
-        return snapshot_frame(list(docs))
+        return list(docs)[::-1]
+
+    def snapshot_docs(
+        self, cabinet_id: str, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
+        """The cabinet's good readings taken in `[start, end)` as documents (time order)."""
+        query = self._query(start, end, True, None, [cabinet_id])
+        return list(self._snapshots.find(query).sort("at", ASCENDING))
 
     def iter_snapshot_chunks(
         self,
