@@ -54,7 +54,11 @@ A fall (next < previous) is:
 An interval is **absurd** when a meter moves more than the policy allows for its
 length: `max_credits_per_second` (10 000) or `max_games_per_second` (5) times the
 interval's seconds, counted as at least `min_seconds` (60) so that a bill or a
-cash-out inside a short interval is not taken for a fault. Jackpots (0002) and total
+cash-out inside a short interval is not taken for a fault. A meter that read the same
+value in the readings before the interval may have moved any time since it last
+changed (a reading that repeats the one before it may be a replay of it, stamped
+later: PROTOCOL.md gives a reply no time), so its seconds count from the first reading
+of that value, `repeat_reach_s` (an hour) at most before the interval. Jackpots (0002) and total
 won (0022) are exempt from the rate: a jackpot is a discrete award of any size (a
 $100,000 progressive on a 1-cent machine is 10,000,000 credits in one interval).
 They are checked by SAS's identity instead: total won = coin out + jackpots, so an
@@ -117,6 +121,7 @@ class MovementPolicy:
     max_credits_per_second: float = 10_000.0
     max_games_per_second: float = 5.0
     min_seconds: float = 60.0
+    repeat_reach_s: float = 3_600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +184,24 @@ def _meter_values(snapshots: pd.DataFrame, code: str, order: _Order) -> tuple[In
     floats = order.pick(column.astype("float64")).astype(np.float64, copy=False)
     known = ~np.isnan(floats) & (floats >= 0)
     return np.where(known, floats, 0).astype(np.int64), known
+
+
+def _unchanged_seconds(values: Ints, order: _Order, policy: MovementPolicy) -> Floats:
+    """Per interval, the seconds since the meter last changed before it (its first
+    reading of the value the interval starts from), `repeat_reach_s` back at most, and
+    never less than the interval or `min_seconds`."""
+    n = len(values)
+    positions = np.arange(n)
+    changed = np.ones(n, dtype=bool)
+    changed[1:] = values[1:] != values[:-1]
+    changed |= order.group_start == positions
+    since = np.maximum.accumulate(np.where(changed, positions, 0))[order.end_pos - 1]
+    ends = order.at_ns[order.end_pos]
+    interval = (ends - order.at_ns[order.end_pos - 1]) / 1e9
+    unchanged = np.minimum(
+        (ends - order.at_ns[since]) / 1e9, np.maximum(interval, policy.repeat_reach_s)
+    )
+    return np.maximum(np.maximum(unchanged, interval), policy.min_seconds)
 
 
 def _capacity(
@@ -244,7 +267,8 @@ def _meter_movement(
     ends = order.end_pos
     has_prev: Bools | None = None
     if known.all():  # the usual case: every reading has the meter
-        prev, limit = ends - 1, work.limits[name]
+        prev = ends - 1
+        limit = work.limits[name] / order.seconds * _unchanged_seconds(values, order, policy)
     else:  # difference against the cabinet's last reading that had it
         last_known = np.maximum.accumulate(np.where(known, np.arange(len(values)), -1))
         prev = last_known[ends - 1]

@@ -19,9 +19,8 @@ reading and the meter sets of its recent ones):
    latest accepted reading was taken, *other than* the latest one: a replay of an
    earlier reply. Dropped: it is not this request's answer. An exact repeat of the
    latest reading moves nothing and is accepted (an idle machine reads the same twice;
-   a replay of the latest reply is harmless either way). Every meter reply the bus
-   hears from a board, answered or not, is `hear`d, so a replay is recognised even
-   when its original was never booked.
+   a replay of the latest reply is harmless either way). Every reply judged, booked or
+   not, is `hear`d, so a replay is recognised even when its original was never booked.
 3. A movement meter (`MOVEMENT_METERS`: counters, not 000C current credits) below the
    latest reading:
    - **rollover** when every meter that fell wrapped (it was in the top part of its
@@ -39,11 +38,12 @@ reading and the meter sets of its recent ones):
 
 `STORED` verdicts become good snapshots; the others are failed readings (or nothing).
 
-Known gap: a process that takes the collector over knows only the stored readings. A
-replay of a reply the previous holder heard but never stored, from a machine whose RAM
-was cleared so recently that all its meters are still below what it could play since
-the latest reading, can read low twice and be booked as a second clear (the error is
-then that young machine's few meters).
+A process that takes the collector over starts from what the previous holder stored:
+its good readings and the replies it refused, which are stored (as failed readings)
+with the meters they carried, so a replay of either is recognised by the new holder too.
+An exact repeat of the latest reading stored later than the original compresses the
+play since into the next interval; the movement maths checks a meter's rate from when it
+last changed (`movement.py`), so that interval is not set aside.
 """
 
 from __future__ import annotations
@@ -235,10 +235,15 @@ def remember(history: History, reading: Reading, judgement: Judgement) -> Histor
     return history
 
 
-def history_of(readings: Iterable[Reading]) -> History:
-    """The history of a cabinet's stored good readings, oldest first (e.g. from the
-    database on start): each one taken as accepted."""
+def history_of(readings: Iterable[Reading], heard: Iterable[Reading] = ()) -> History:
+    """The history of a cabinet's stored good readings (each taken as accepted) and of
+    the replies refused but stored with their meters (only heard), e.g. from the
+    database on start: merged in time order."""
+    events = [(r.at, 0, r) for r in readings] + [(r.at, 1, r) for r in heard]
     history = History()
-    for reading in readings:
-        history = remember(history, reading, Judgement(Verdict.ACCEPTED, "stored"))
+    for _, refused, reading in sorted(events, key=lambda e: (e[0], e[1])):
+        if refused:
+            history = hear(history, reading.meters, reading.at)
+        else:
+            history = remember(history, reading, Judgement(Verdict.ACCEPTED, "stored"))
     return history

@@ -264,6 +264,7 @@ class Collector:
         clear is booked), store the snapshot (of `slot` when scheduled), refresh the
         rollups. A database that cannot take it now gets it later."""
         at, decoded, failure, check = self._ask(target)
+        heard: dict[str, int] | None = None
         with self._lock:
             if check == "timeout" and self._late_s:
                 self._timed_out[target.relay] = (target, slot)
@@ -275,13 +276,14 @@ class Collector:
                 at, decoded, failure, check = self._ask(target)
                 judgement = self._judge(target, at, decoded) if decoded else judgement
             if not judgement.stored:
+                heard = decoded.values() if decoded is not None else None
                 decoded, failure = None, judgement.reason
                 check = judgement.verdict.value.replace(" ", "_")
         count = len(decoded.values()) if decoded is not None else 0
         reading = Reading(
             target.relay, target.cabinet, at, failure is None, failure, check, count, slot
         )
-        self._store(target, reading, decoded)
+        self._store(target, reading, decoded, heard=heard)
         return reading
 
     def _ask(self, target: Target) -> tuple[datetime, MeterReading | None, str | None, str | None]:
@@ -350,7 +352,13 @@ class Collector:
             log.exception("collector: could not raise a %s alert for %s", kind, target.relay)
 
     def _store(
-        self, target: Target, reading: Reading, decoded: MeterReading | None, *, late: bool = False
+        self,
+        target: Target,
+        reading: Reading,
+        decoded: MeterReading | None,
+        *,
+        late: bool = False,
+        heard: Mapping[str, int] | None = None,
     ) -> None:
         meters: dict[str, int] = {}
         sizes: dict[str, int] = {}
@@ -367,7 +375,7 @@ class Collector:
         if reading.slot is not None:
             outcome |= {"slot": reading.slot, "period_s": self.config.period_s}
         doc = snapshot_document(
-            target.relay, reading.at, **target.cabinet_fields(), **outcome, late=late
+            target.relay, reading.at, **target.cabinet_fields(), **outcome, late=late, heard=heard
         )
         self.keeper.keep(target, doc)
 

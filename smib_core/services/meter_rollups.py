@@ -289,10 +289,11 @@ def verify_rollups(
     gaming_day_start_hour: int = 0,
     tz: str = "UTC",
 ) -> list[Disagreement]:
-    """Every cabinet-hour from the one holding `start` to `end` whose stored hourly rollup
-    disagrees with its readings; with `repair`, the disagreeing cabinets' hourly rows
-    there and daily rows of those gaming days are rewritten from the readings (and the
-    location hours and digests of the days touched recomputed). Returns what was found."""
+    """Every cabinet-hour from the one holding `start` to the last over by `end` whose
+    stored hourly rollup disagrees with its readings; with `repair`, the disagreeing
+    cabinets' hourly rows there and daily rows of those gaming days are rewritten from
+    the readings (and the location hours and digests of the days touched recomputed).
+    Returns what was found."""
     hour = gaming_day_start_hour
     first, last = _day_span(pd.Timestamp(start), pd.Timestamp(end), hour, tz)
     window_start = _hour_bounds(pd.Timestamp(start).to_pydatetime() + _ONE_NS, tz)[0]
@@ -305,9 +306,8 @@ def verify_rollups(
         stored = store.rollups(
             "h", first.to_pydatetime(), last.to_pydatetime(), cabinet_ids=[cabinet_id], tz=tz
         )
-        inside = (hourly["bucket"] >= window_start) & (hourly["bucket"] < window_end)
-        hourly = hourly[inside]
-        stored = stored[(stored["bucket"] >= window_start) & (stored["bucket"] < window_end)]
+        hourly = hourly[_closed_in(hourly, window_start, window_end)]
+        stored = stored[_closed_in(stored, window_start, window_end)]
         wrong = _compare(cabinet_id, stored, hourly)
         if not wrong:
             continue
@@ -326,6 +326,15 @@ def verify_rollups(
         refresh_location_hours(store, places)
         refresh_daily_digests(store, repaired_days, gaming_day_start_hour=hour, tz=tz)
     return found
+
+
+def _closed_in(rows: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
+    """The hourly rows of hours starting at or after `start` and over by `end` (an hour
+    still open may have readings stored but not yet folded into its row)."""
+    if rows.empty:
+        return pd.Series(False, index=rows.index)
+    bucket = pd.to_datetime(rows["bucket"], utc=True)
+    return (bucket >= start) & (bucket + pd.Timedelta(hours=1) <= end)
 
 
 def _compare(cabinet_id: str, stored: pd.DataFrame, expected: pd.DataFrame) -> list[Disagreement]:

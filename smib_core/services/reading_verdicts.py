@@ -2,11 +2,11 @@
 
 `VerdictBook.judge` gives the verdict on a good meter reply of a cabinet and remembers
 it (thread-safe). A cabinet's history starts from its last stored good readings
-(`RECENT_READINGS` of them), so a process that takes the collector over judges the
-next reply against what the previous holder stored: a replay of a reply only that
-holder heard then falls below the latest reading and is read again before anything is
-booked. A cabinet the collector knows has nothing stored (`is_fresh`) starts empty,
-without a read.
+(`RECENT_READINGS` of them) and the replies the rules refused that were stored with
+their meters (`heard`), so a process that takes the collector over judges the next
+reply against what the previous holder stored and heard: a replay of a reply that
+holder refused is stale for it too. A cabinet the collector knows has nothing stored
+(`is_fresh`) starts empty, without a read.
 """
 
 from __future__ import annotations
@@ -84,9 +84,14 @@ class VerdictBook:
             until = datetime.now(UTC) + _AHEAD
             try:
                 frame = self._store.previous_snapshots(cabinet_id, until, RECENT_READINGS)
+                refused = self._store.refused_replies(cabinet_id, RECENT_READINGS)
             except PyMongoError:  # the database is away: judged from this reply on
                 return History()
-            history = history_of(stored_readings(frame)) if not frame.empty else History()
+            heard = [
+                Reading(pd.Timestamp(d["at"]).to_pydatetime(), dict(d["heard"])) for d in refused
+            ]
+            stored = stored_readings(frame) if not frame.empty else []
+            history = history_of(stored, heard=heard)
         return history
 
     def judge(self, cabinet_id: str, reading: Reading) -> Judgement:

@@ -9,6 +9,8 @@ this is what the collector's money rules (`analytics.verdicts`) must see through
 
 It keeps away from the boards' own behaviour (`sim/board.py`, `sim/fleet.py`): a fleet
 with `Faults(reply_delay_s=...)` gives replies after the timeout; this adds replays.
+A `SkewedClock` is the console's clock going wrong (a replica running behind, an NTP
+step back): the boards have none (PROTOCOL.md), the collector stamps every reply.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import logging
 import random
 import ssl
 import threading
+import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -102,7 +106,9 @@ class Replayer:
         self.stop()
 
     def stats(self) -> dict[str, int]:
-        """captured (meter replies heard), replayed (published again)."""
+        """captured (meter replies heard), replayed (published again), and the replays
+        by how late: replayed_0s_late (under 30 s), replayed_30s_late, replayed_60s_late
+        (60 s or more)."""
         with self._lock:
             return dict(self._stats)
 
@@ -133,10 +139,37 @@ class Replayer:
             if self._rng.random() >= self.replay_rate:
                 return
             delay = self._rng.uniform(self.min_delay_s, self.max_delay_s)
-        self._scheduler.call_later(delay, lambda: self._replay(message.topic, payload))
+        topic = message.topic
+        self._scheduler.call_later(delay, lambda: self._replay(topic, payload, delay))
 
-    def _replay(self, topic: str, payload: bytes) -> None:
+    def _replay(self, topic: str, payload: bytes, delay: float) -> None:
         with self._lock:
             self._mine.add(payload)
             self._stats["replayed"] += 1
+            self._stats[f"replayed_{min(int(delay // 30) * 30, 60)}s_late"] += 1
         self._client.publish(topic, payload, qos=0)
+
+
+class SkewedClock:
+    """A process clock off the true one by `offset_s`, which `step` moves (an NTP step,
+    a replica whose clock runs behind): pass it as a collector's `clock` to see its
+    readings stamped at or before a cabinet's latest refused as `clock behind`."""
+
+    def __init__(self, offset_s: float = 0.0, true_clock: Callable[[], float] = time.time):
+        self._true = true_clock
+        self._lock = threading.Lock()
+        self._offset = float(offset_s)
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._true() + self._offset
+
+    def step(self, seconds: float) -> None:
+        """Move the clock by `seconds` (negative: back)."""
+        with self._lock:
+            self._offset += float(seconds)
+
+    @property
+    def offset_s(self) -> float:
+        with self._lock:
+            return self._offset

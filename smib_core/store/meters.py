@@ -69,6 +69,7 @@ FAILURE_CHECKS = (
     "timeout",
     "missed",
 )
+REFUSED = ["stale", "suspect", "clock_behind"]  # failure checks of replies the rules refused
 LATE_REPLACEABLE = "timeout"  # a slot's no-reply record a late reply of that slot replaces
 MISSED = "missed"
 _DUPLICATE_KEY = 11000
@@ -105,6 +106,7 @@ def snapshot_document(
     slot_to: int | None = None,
     demo: bool = False,
     late: bool = False,
+    heard: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """A snapshot document, normalised. A reading is ok unless it names a failure (or
     says `ok=False`); a failed reading keeps no meters and always has a `failure`.
@@ -132,6 +134,8 @@ def snapshot_document(
     }
     if late and good:
         doc["late"] = True
+    if heard and not good:  # a reply the money rules refused: its meters, for the next holder
+        doc["heard"] = {str(k).upper(): int(v) for k, v in heard.items() if v is not None}
     if slot is not None:
         doc |= _slot_fields(doc["cabinet_id"], slot, period_s, slot_from, slot_to)
     return doc
@@ -385,6 +389,14 @@ class MeterStore(RollupStore):
         query = {"cabinet_id": cabinet_id, "at": {"$lt": instant(before)}, "ok": True}
         docs = self._snapshots.find(query).sort("at", DESCENDING).limit(max(1, count))
         return list(docs)[::-1]
+
+    def refused_replies(self, cabinet_id: str, count: int) -> list[dict[str, Any]]:
+        """The cabinet's last `count` replies the money rules refused (stale, suspect,
+        clock behind) with the meters they carried (`at`, `heard`; oldest first)."""
+        query = {"cabinet_id": cabinet_id, "ok": False, "failure_check": {"$in": REFUSED}}
+        fields = {"at": 1, "heard": 1}
+        docs = self._snapshots.find(query, fields).sort("at", DESCENDING).limit(max(1, count))
+        return [d for d in list(docs)[::-1] if d.get("heard")]
 
     def snapshot_docs(
         self, cabinet_id: str, start: datetime, end: datetime
