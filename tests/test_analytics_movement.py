@@ -216,6 +216,27 @@ def test_absurd_limits_follow_the_policy_and_the_interval_length() -> None:
     assert movement["coin_in"].tolist() == [0.0]
 
 
+def test_a_meters_rate_counts_from_when_it_last_changed_an_hour_back_at_most() -> None:
+    # 400 games after a repeat stamped a minute before: 20 minutes of play, not 1.
+    frame = snapshot_frame(
+        reading("C1", 0, games_played=100),
+        reading("C1", 19, games_played=100),  # a replay of the reading before, stamped later
+        reading("C1", 20, games_played=500),
+    )
+    movement = meter_movement(frame)
+    assert movement["absurd"].tolist() == [False, False]
+    assert movement["games_played"].tolist() == [0.0, 400.0]
+    strict = MovementPolicy(repeat_reach_s=0.0)  # the interval alone: 400 in 60 s is absurd
+    assert meter_movement(frame, policy=strict)["absurd"].tolist() == [False, True]
+    # Unchanged for two hours: the reach stops at one (5/s x 3600 s = 18,000 games).
+    idle = snapshot_frame(
+        reading("C1", 0, games_played=100),
+        reading("C1", 119, games_played=100),
+        reading("C1", 120, games_played=100 + 18_001),
+    )
+    assert meter_movement(idle)["absurd"].tolist() == [False, True]
+
+
 def test_a_progressive_jackpot_is_an_award_not_an_absurd_jump() -> None:
     # $100,000 on a 1-cent machine: 10,000,000 credits in 5 minutes, past 10,000/s.
     frame = snapshot_frame(

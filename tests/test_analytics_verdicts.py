@@ -116,6 +116,33 @@ def test_a_reread_below_the_suspect_is_suspect_again() -> None:
     assert judge(history, Reading(at(5.1), meters(3_000, 800))).verdict is Verdict.SUSPECT
 
 
+def test_a_suspect_stays_pending_across_a_repeat_of_the_latest_and_its_reread_books_the_clear() -> (
+    None
+):
+    latest = Reading(at(0), meters(5_000, 900))
+    history = after(latest)
+    cleared = Reading(at(5), meters(0, 0))  # a true RAM clear of an idle machine
+    history = remember(history, cleared, judge(history, cleared))
+    repeat = Reading(at(5.1), meters(5_000, 900))  # the re-read answered by a replay
+    judgement = judge(history, repeat)
+    assert judgement.verdict is Verdict.ACCEPTED  # moves nothing
+    history = remember(history, repeat, judgement)
+    assert history.suspect == cleared
+    again = judge(history, Reading(at(10), meters(0, 0)))  # not a replay: its re-read
+    assert again.verdict is Verdict.RAM_CLEAR
+
+
+def test_a_replay_after_a_takeover_of_a_reply_the_old_holder_refused_is_stale() -> None:
+    latest = Reading(at(0), meters(500, 90))
+    refused = Reading(at(5), meters(10, 5))  # suspect for the old holder, stored refused
+    newer = Reading(at(6), meters(600, 95))
+    history = history_of([latest, newer], heard=[refused])  # what a new holder reads
+    assert judge(history, Reading(at(7), meters(10, 5))).verdict is Verdict.STALE
+    assert judge(history_of([latest, newer]), Reading(at(7), meters(10, 5))).verdict is (
+        Verdict.SUSPECT
+    )
+
+
 def test_a_wrap_from_the_top_of_the_capacity_is_a_rollover() -> None:
     history = after(Reading(at(0), meters(99_999_990, 500)))
     judgement = judge(history, Reading(at(5), meters(15, 600)))

@@ -107,5 +107,8 @@ def test_a_tiny_run_reads_every_slot_and_leaves_no_process(
     assert table["rows"] == table["raw_rows"] == 20
     assert table["status"]["online"] == 20 and table["with_meter_reading"] == 20
     assert table["build_s"] > 0 and table["baseline_s"] > 0
+    rollups = report["rollups"]  # every row the worker wrote is what the readings give
+    assert rollups["h_rows"] >= 20 and rollups["D_rows"] >= 20
+    assert rollups["h_wrong"] == 0 and rollups["D_wrong"] == 0
     after = psutil.Process().children(recursive=True)
     assert not [p for p in after if p.pid not in before]

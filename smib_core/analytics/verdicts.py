@@ -19,8 +19,10 @@ reading and the meter sets of its recent ones):
    latest accepted reading was taken, *other than* the latest one: a replay of an
    earlier reply. Dropped: it is not this request's answer. An exact repeat of the
    latest reading moves nothing and is accepted (an idle machine reads the same twice;
-   a replay of the latest reply is harmless either way). Every reply judged, booked or
-   not, is `hear`d, so a replay is recognised even when its original was never booked.
+   a replay of the latest reply is harmless either way); a suspect reading stays
+   pending across it, and its own meters read again are no replay but its re-read.
+   Every reply judged, booked or not, is `hear`d, so a replay is recognised even when
+   its original was never booked.
 3. A movement meter (`MOVEMENT_METERS`: counters, not 000C current credits) below the
    latest reading:
    - **rollover** when every meter that fell wrapped (it was in the top part of its
@@ -190,7 +192,8 @@ def judge(history: History, reading: Reading) -> Judgement:
             f"clock behind: stamped {skew:.3f} s at or before the cabinet's latest reading",
         )
     key = meter_key(reading.meters)
-    if key != meter_key(latest.meters) and history.heard_by(key, latest.at):
+    pending = history.suspect is not None and key == meter_key(history.suspect.meters)
+    if key != meter_key(latest.meters) and not pending and history.heard_by(key, latest.at):
         return Judgement(Verdict.STALE, "stale: the meters of an earlier reading (a replay)")
     codes = fallen(latest, reading.meters)
     if not codes:
@@ -229,7 +232,11 @@ def remember(history: History, reading: Reading, judgement: Judgement) -> Histor
     """The cabinet's history after `reading` got `judgement` (heard, in any case)."""
     history = hear(history, reading.meters, reading.at)
     if judgement.stored:
-        return History(latest=reading, heard=history.heard, suspect=None)
+        repeat = history.latest is not None and meter_key(reading.meters) == meter_key(
+            history.latest.meters
+        )  # moves nothing: a suspect reading still awaits a re-read that tells
+        suspect = history.suspect if repeat else None
+        return History(latest=reading, heard=history.heard, suspect=suspect)
     if judgement.verdict is Verdict.SUSPECT:
         return History(history.latest, history.heard, suspect=reading)
     return history

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import psutil
@@ -525,6 +525,9 @@ def run(plan: FleetPlan, progress: Callable[[str], None] | None = None) -> dict[
                 say("counting the window's slots again, a period later")
                 _sleep_until(window_end + plan.period_s + plan.timeout_s + 3.0, check)
                 late = slot_report(db, cabinets, plan.period_s, first, last)
+                processes.stop_all()  # the worker folds in what it read before it ends
+                say("checking every cabinet-hour's rollup against the readings")
+                rollups = rollup_check(db)
             finally:
                 processes.stop_all()
                 bus.stop()
@@ -547,7 +550,43 @@ def run(plan: FleetPlan, progress: Callable[[str], None] | None = None) -> dict[
         "slots_a_period_later": _slots_json(late),
         "worker_usage": {"idle": _usage_json(idle), "collecting": _usage_json(busy)},
         "table": table,
+        "rollups": rollups,
     }
+
+
+ROLLUP_FIGURES = ("coin_in_money", "drop_money", "games_played", "intervals")
+
+
+def rollup_check(db: Database[Any]) -> dict[str, int]:
+    """Every stored hourly and daily rollup row against all the readings rolled up
+    afresh (`meter_seed.rollups_of`): rows compared, rows that disagree (a figure of
+    `ROLLUP_FIGURES` off by more than a cent, or a row only one side has)."""
+    from smib_core.services.meter_seed import rollups_of
+    from smib_core.store.meters import MeterStore
+
+    store = MeterStore(db)
+    wide = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+    hourly, daily = rollups_of(store.snapshots(*wide))
+    result: dict[str, int] = {}
+    frequencies: tuple[tuple[Literal["h", "D"], pd.DataFrame], ...] = (
+        ("h", hourly),
+        ("D", daily),
+    )
+    for freq, expected in frequencies:
+        stored = store.rollups(freq, *wide)
+        keyed = [
+            f.assign(bucket=pd.to_datetime(f["bucket"], utc=True))
+            .set_index(["cabinet_id", "bucket"])[list(ROLLUP_FIGURES)]
+            .astype("float64")
+            for f in (stored, expected)
+        ]
+        joined = keyed[0].join(keyed[1], how="outer", lsuffix="_stored")
+        off = pd.Series(False, index=joined.index)
+        for figure in ROLLUP_FIGURES:
+            off |= ~((joined[f"{figure}_stored"] - joined[figure]).abs() <= 0.01)
+        result[f"{freq}_rows"] = len(joined)
+        result[f"{freq}_wrong"] = int(off.sum())
+    return result
 
 
 def _usage_json(usage: Usage) -> dict[str, float]:
@@ -632,3 +671,9 @@ def print_report(report: dict[str, Any]) -> None:
     for row in rows:
         print("  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)).rstrip())
     print(f"fleet table status counts: {table['status']}")
+    checked = report["rollups"]
+    print(
+        f"rollups against the readings rolled up afresh: {checked['h_wrong']:,} of "
+        f"{checked['h_rows']:,} hourly rows and {checked['D_wrong']:,} of "
+        f"{checked['D_rows']:,} daily rows disagree"
+    )
