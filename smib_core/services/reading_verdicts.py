@@ -66,9 +66,7 @@ def stored_readings(frame: pd.DataFrame) -> list[Reading]:
 
 
 class VerdictBook:
-    def __init__(
-        self, store: MeterStore, *, is_fresh: Callable[[str], bool] | None = None
-    ) -> None:
+    def __init__(self, store: MeterStore, *, is_fresh: Callable[[str], bool] | None = None) -> None:
         self._store = store
         self._is_fresh = is_fresh or (lambda _cabinet_id: False)
         self._lock = threading.Lock()
