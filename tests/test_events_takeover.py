@@ -107,3 +107,55 @@ def test_the_standby_buffer_keeps_only_what_was_not_stored() -> None:
     missing = unstored(buffered, stored)
     assert [(m.code, t) for m, t in missing] == [("11", 100.4), ("11", 105.0)]
     assert unstored(buffered, []) == sorted(buffered, key=lambda b: b[1])
+
+
+def test_no_event_is_lost_or_stored_twice_when_the_database_is_killed_for_a_moment(
+    mosquitto: Mosquitto, tmp_path: Path, topic_prefix: str
+) -> None:
+    """kill -9 of the database under a recording process (one only: no standby to
+    hand over to); the database comes back on its port 6 s later."""
+    from smib_core.bus import DeviceBus
+    from smib_core.services.events import start_event_recording
+    from smib_core.settings import Settings
+
+    database = EmbeddedMongo(tmp_path)
+    database.start()
+    client = client_for(database.uri)
+    db = client["events_outage"]
+    topics = make_topics(topic_prefix)
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ev-{uuid.uuid4().hex}")
+    publisher.connect("127.0.0.1", mosquitto.port)
+    publisher.loop_start()
+    sent: Counter[tuple[str, str]] = Counter()
+    try:
+        with DeviceBus(mosquitto.uri, topics, client_id_prefix="recorder") as bus:
+            assert bus.wait_connected(10)
+            recorder = start_event_recording(bus, db, Settings())
+            try:
+                wait_for(lambda: recorder.stats().recording, 20, "the recorder did not start")
+                for n in range(300):  # 15 s at 20 events a second
+                    relay, code = RELAYS[n % len(RELAYS)], CODES[n % len(CODES)]
+                    payload = json.dumps({"rly": relay, "typ": "exp", "pyd": code})
+                    publisher.publish(topics.sub, payload, qos=0).wait_for_publish(5)
+                    sent[(relay, code)] += 1
+                    if n == 60:
+                        assert database.process is not None
+                        database.process.kill()  # kill -9, 3 s in
+                        database.process.wait(5)
+                    if n == 180:  # 6 s later: back on its port, its files as they were
+                        database.start()
+                    time.sleep(0.05)
+                total = sum(sent.values())
+                wait_for(lambda: recorder.stats().stored >= total, 30, "events not stored")
+                time.sleep(1.0)
+                stats = recorder.stats()
+            finally:
+                recorder.stop()
+        stored = Counter((d["relay"], d["code"]) for d in db.events.find({}))
+        assert stored == sent
+        assert stats.lost == 0 and stats.dropped == 0 and stats.stored == total
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+        client.close()
+        database.stop()

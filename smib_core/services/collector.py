@@ -331,6 +331,8 @@ class Collector:
         count = len(decoded.values())
         reading = Reading(target.relay, target.cabinet, at, True, None, None, count, slot)
         self._store(target, reading, decoded, late=True)
+        if not self.running:  # no writer to fold it into its rollups (`run_once`)
+            self.keeper.flush_rollups()
 
     def _judge(self, target: Target, at: datetime, decoded: MeterReading) -> Judgement:
         judgement = self.verdicts.judge(target.cabinet_id, reading_of(at, decoded))

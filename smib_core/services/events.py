@@ -6,13 +6,18 @@ the queue is full the event is dropped and counted, never waited for. One named
 worker thread drains the queue in batches: it looks up each relay's cabinet and
 location (`CabinetDirectory`), stores the batch (`EventStore.record_many`), raises
 and resolves the alerts the events imply, and every `evaluate_every_s` runs the
-offline `AlertEvaluator`. A database that fails is retried a few times; a batch that
-still fails is counted as lost and logged.
+offline `AlertEvaluator`. A database that does not answer (killed, restarting) is
+waited for, the batch kept and the events arriving meanwhile queued (a full queue drops
+and counts); each event has an id given when it was heard, so a write repeated after a
+failure part-way stores it once. Any other failure is retried a few times, then the
+batch is counted as lost and logged.
 
 Across a takeover no event is lost or stored twice: a recorder on standby keeps the
 events it heard in the last `STANDBY_WINDOW_S` (bounded), and on taking the lease
-stores those its dead predecessor had not (matched with the stored ones by relay, code
-and arrival within `MATCH_S`, one for one, in order).
+stores those its predecessor had not (matched with the stored ones by relay, code and
+arrival within `MATCH_S`, one for one, in order). A holder whose database was away
+takes the lease again before it writes what it kept; if another process took it
+meanwhile, that one stored the events from its buffer and the holder drops its copy.
 
 Start it once per process that runs the background services (`services.worker.Worker`,
 `smib collect`) through `start_event_recording`. With a lease (taken or renewed every
@@ -34,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pymongo.database import Database
+from pymongo.errors import ConnectionFailure
 
 from smib_core.protocol import DeviceMessage, EventMessage
 from smib_core.routing import Listener
@@ -59,9 +65,12 @@ from smib_core.store.registry import Registry
 log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 3
+AWAY_RETRY_MAX_S = 5.0  # while the database does not answer, a write is tried this often
 LEASE_NAME = "event-recorder"
-STANDBY_WINDOW_S = LEASE_TTL_S + 3 * LEASE_RENEW_S + 5  # a dead holder's unwritten events
-STANDBY_EVENTS = 20_000  # at most this many kept on standby
+# A dead holder's unwritten events, or those a holder kept while the database was away
+# and leaves to whoever took the lease when it came back.
+STANDBY_WINDOW_S = 300.0
+STANDBY_EVENTS = 50_000  # at most this many kept on standby
 MATCH_S = 1.0  # two processes stamp one event this close (the same broker, one LAN)
 
 
@@ -83,6 +92,7 @@ class RecorderStats:
     alerts_raised: int
     alerts_resolved: int
     last_stored_at: float | None  # time.time()
+    handed_over: int = 0  # kept while the database was away, stored by the new holder
 
 
 class EventRecorder:
@@ -115,6 +125,7 @@ class EventRecorder:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._counts = {"received": 0, "stored": 0, "dropped": 0, "lost": 0, "standby": 0}
+        self._counts["handed_over"] = 0
         self._recording = lease is None
         self._alert_counts = {"raised": 0, "resolved": 0}
         self._last_stored_at: float | None = None
@@ -259,10 +270,31 @@ class EventRecorder:
                 self._alert_counts["resolved"] += changes.resolved
 
     def _write(self, records: list[EventRecord]) -> bool:
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
+        """Store `records`. A database that does not answer is waited for (the events
+        stay in this batch, those arriving meanwhile in the queue), and before the
+        batch is written after that the lease is taken again: when another process took
+        it meanwhile, it stored them from its standby buffer, so they are left to it.
+        Any other failure is retried `WRITE_ATTEMPTS` times, then counted lost."""
+        attempt = away = 0
+        while True:
             try:
+                if away and not self._still_recording():
+                    with self._lock:
+                        self._counts["handed_over"] += len(records)
+                    log.warning("%d events left to the recorder that took over", len(records))
+                    return False
                 stored = self.events.record_many(records)
+            except ConnectionFailure as exc:
+                away += 1
+                if away == 1:
+                    log.warning(
+                        "the database does not answer (%s): %d events wait", exc, len(records)
+                    )
+                if self._stop.wait(min(self.retry_delay_s * away, AWAY_RETRY_MAX_S)):
+                    break  # stopping: what is not stored now is lost
+                continue
             except Exception:
+                attempt += 1
                 log.warning(
                     "storing %d events failed (attempt %d of %d)",
                     len(records),
@@ -270,17 +302,29 @@ class EventRecorder:
                     WRITE_ATTEMPTS,
                     exc_info=attempt == WRITE_ATTEMPTS,
                 )
-                if attempt < WRITE_ATTEMPTS and self._stop.wait(self.retry_delay_s * attempt):
+                if attempt >= WRITE_ATTEMPTS:
+                    break
+                if self._stop.wait(self.retry_delay_s * attempt):
                     break  # stopping: one last try is not worth holding shutdown
                 continue
             with self._lock:
                 self._counts["stored"] += stored
                 self._last_stored_at = time.time()
+            if away:
+                log.warning("the database answers again: %d events stored", stored)
             return True
         with self._lock:
             self._counts["lost"] += len(records)
         log.error("lost %d events: the database refused them", len(records))
         return False
+
+    def _still_recording(self) -> bool:
+        """After an outage: hold the lease again, or learn that another process does
+        (raises ConnectionFailure while the database still does not answer)."""
+        if self.lease is None:
+            return True
+        self._recording = self.lease.try_acquire()
+        return self._recording
 
     def _evaluate(self) -> None:
         assert self.evaluator is not None
@@ -308,6 +352,7 @@ class EventRecorder:
                 alerts_raised=self._alert_counts["raised"],
                 alerts_resolved=self._alert_counts["resolved"],
                 last_stored_at=self._last_stored_at,
+                handed_over=self._counts["handed_over"],
             )
 
 

@@ -12,6 +12,7 @@ newest first. `kind` groups codes for filtering (`EVENT_KINDS`; anything else is
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,10 +21,13 @@ from typing import Any
 import pandas as pd
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 
 from smib_core.protocol import EventMessage
 from smib_core.sas import event_name
 from smib_core.store.documents import as_utc, batches, time_range, utc_now
+
+_DUPLICATE_KEY = 11000
 
 EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "door": ("11", "12", "13", "14", "15", "16", "19", "1A", "1B", "1C"),
@@ -66,10 +70,14 @@ class EventRecord:
     message: EventMessage
     received_at: datetime
     context: CabinetContext = field(default_factory=CabinetContext)
+    # Given once, when the process heard it: a write repeated after a failure part-way
+    # (the database went away before it answered) stores each event once.
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def document(self) -> dict[str, Any]:
         code = self.message.code.strip().upper()[:16]
         return {
+            "_id": self.event_id,
             "at": as_utc(self.received_at),
             "relay": self.message.relay,
             "code": code,
@@ -106,12 +114,18 @@ class EventStore:
         self.record_many([EventRecord(message, at, context or CabinetContext())])
 
     def record_many(self, records: Iterable[EventRecord]) -> int:
-        """Store events in inserts of at most MAX_BATCH; returns how many were stored."""
-        docs = (record.document() for record in records)
-        return sum(
-            len(self._col.insert_many(batch, ordered=False).inserted_ids)
-            for batch in batches(docs, MAX_BATCH)
-        )
+        """Store events in inserts of at most MAX_BATCH; returns how many were stored
+        now (an event whose `event_id` is stored already is not stored again)."""
+        stored = 0
+        for batch in batches((record.document() for record in records), MAX_BATCH):
+            try:
+                stored += len(self._col.insert_many(batch, ordered=False).inserted_ids)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                    raise
+                stored += len(batch) - len(errors)
+        return stored
 
     def heard_since(
         self, relays: Iterable[str], since: datetime
