@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import queue
@@ -367,3 +368,32 @@ def test_cli_runs_a_fleet(
     assert len(ids) == 2 and all(protocol.is_relay_id(r) for r in ids)
     hello = server.expect(lambda m: m.get("comp") == "app")
     assert hello["rly"] in ids
+
+
+def test_cli_replays_meter_replies_late(
+    server: Server, mosquitto: Mosquitto, topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MQTT_URI", mosquitto.uri)
+    monkeypatch.setenv("MQTT_PUB_TOPIC", topics.pub)
+    monkeypatch.setenv("MQTT_CFG_TOPIC", topics.cfg)
+    monkeypatch.setenv("MQTT_SUB_TOPIC", topics.sub)
+    monkeypatch.setenv("MQTT_GLI_TOPIC", topics.gli)
+    relay = Fleet(mosquitto.uri, topics, relays=1, seed=6).relay_ids[0]
+    argv = ["sim", "--relays", "1", "--seed", "6", "--duration", "4"]
+    argv += ["--replay-rate", "1", "--replay-delay", "1-1.5"]
+    runner = threading.Thread(target=main, args=(argv,))
+    runner.start()
+    try:
+        reply = None
+        for _ in range(10):  # until the fleet is up
+            server.send(relay, protocol.read_meters())
+            with contextlib.suppress(AssertionError):
+                reply = server.expect(is_(relay, "rsp"), timeout=0.3)
+                break
+        assert reply is not None
+        sent = time.monotonic()
+        replay = server.expect(lambda m: m == reply, timeout=3.0)  # the same, again, later
+        assert replay == reply and time.monotonic() - sent >= 0.7
+    finally:
+        runner.join(10)
+    assert main(["sim", "--replay-rate", "1", "--replay-delay", "soon"]) == 1

@@ -12,12 +12,15 @@ the topics the settings name.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import threading
 
+from smib_core.errors import InvalidInput
 from smib_core.settings import Settings
 from smib_core.sim.board import Faults, Firmware
+from smib_core.sim.faults import Replayer
 from smib_core.sim.fleet import Fleet
 
 log = logging.getLogger(__name__)
@@ -147,7 +150,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="P",
         help="share of OTA updates that fail after the download",
     )
+    network = p.add_argument_group("network faults (not the boards': a client on the broker)")
+    network.add_argument(
+        "--replay-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="share of meter replies published again later, unchanged (a flaky network)",
+    )
+    network.add_argument(
+        "--replay-delay",
+        default="0-90",
+        metavar="MIN-MAX",
+        help="how late a replay comes, in seconds (default 0-90)",
+    )
     p.set_defaults(func=run)
+
+
+def _delays(text: str) -> tuple[float, float]:
+    low, _, high = text.partition("-")
+    try:
+        return float(low), float(high or low)
+    except ValueError:
+        raise InvalidInput(
+            f"--replay-delay takes MIN-MAX seconds, e.g. 30-65, not {text!r}"
+        ) from None
 
 
 def _broker_uri(settings: Settings) -> str:
@@ -184,8 +211,9 @@ def run(args: argparse.Namespace) -> int:
         reorder_rate=args.reorder_rate,
         ota_keeps_version=args.ota_keeps_version,
     )
+    broker = _broker_uri(settings)
     fleet = Fleet(
-        _broker_uri(settings),
+        broker,
         settings.topics,
         relays=settings.sim_relays if args.relays is None else args.relays,
         seed=args.seed,
@@ -198,7 +226,19 @@ def run(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         tls_context=settings.mqtt_tls_context(),
     )
-    with fleet:
+    replayer: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if args.replay_rate > 0:
+        low, high = _delays(args.replay_delay)
+        replayer = Replayer(
+            broker,
+            settings.topics,
+            replay_rate=args.replay_rate,
+            min_delay_s=low,
+            max_delay_s=high,
+            seed=args.seed,
+            tls_context=settings.mqtt_tls_context(),
+        )
+    with fleet, replayer:
         print(
             f"{len(fleet.relay_ids)} simulated boards on {fleet.address.uri()} "
             f"(seed {args.seed}); Ctrl-C to stop",
