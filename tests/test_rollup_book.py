@@ -90,9 +90,9 @@ def test_a_cabinet_with_stored_history_is_loaded_once_then_kept(mongo_db: Any) -
     book = RollupBook(store, tz=ZONE)
     book.classify([(docs[0]["relay"], "P")])
     assert not book.is_fresh("P")  # readings of it are stored
-    for doc in rest:
-        store.insert_snapshots([doc])
-        book.add([doc])
+    for i in range(0, len(rest), 10):
+        store.insert_snapshots(rest[i : i + 10])
+        book.add(rest[i : i + 10])
         book.flush()
     assert book.cabinets() == 1
     hourly, daily = expected(store)
