@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
@@ -97,6 +97,16 @@ class MeterBus(Protocol):
     def request(self, relay: str, command: Command, timeout: float = 5.0) -> DeviceMessage: ...
 
     def latest_config(self, relay: str) -> dict[str, tuple[Mapping[str, Any], float]]: ...
+
+
+class LateMeterBus(MeterBus, Protocol):
+    """A bus that also hands over replies that came after their request's timeout."""
+
+    def request(
+        self, relay: str, command: Command, timeout: float = 5.0, *, late_s: float = 0.0
+    ) -> DeviceMessage: ...
+
+    def add_late_listener(self, fn: Callable[[LateReply], None]) -> Callable[[], None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,9 +224,11 @@ class Collector:
         self._unreconciled: list[str] = []  # cabinets the current pass has yet to check
         self._late_s = 0.0  # how long a timed-out read still takes a late reply
         self._timed_out: dict[str, tuple[Target, int | None]] = {}  # relay -> its read
+        self._late_bus: LateMeterBus | None = None
         if hasattr(bus, "add_late_listener"):  # a DeviceBus: late replies are readings
+            self._late_bus = cast(LateMeterBus, bus)
             self._late_s = min(LATE_REPLY_S, self.config.period_s / 2)
-            bus.add_late_listener(self._on_late_reply)
+            self._late_bus.add_late_listener(self._on_late_reply)
         self.keeper = ReadingKeeper(
             db,
             self.store,
@@ -291,8 +303,8 @@ class Collector:
         reply: DeviceMessage | None = None
         try:
             command, timeout = protocol.read_meters(), self.config.timeout_s
-            if self._late_s:
-                reply = self._bus.request(target.relay, command, timeout, late_s=self._late_s)  # type: ignore[call-arg]
+            if self._late_bus is not None and self._late_s:
+                reply = self._late_bus.request(target.relay, command, timeout, late_s=self._late_s)
             else:
                 reply = self._bus.request(target.relay, command, timeout)
             failure, check = _failure_of(reply)
