@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -152,13 +153,16 @@ def spawn(command: Sequence[str], record: ServeRecord, **popen: Any) -> subproce
 
 
 def stop(children: Sequence[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
-    """SIGTERM every child still running, SIGKILL those not gone after `timeout`."""
+    """SIGTERM every child still running, SIGKILL those not gone `timeout` after (one
+    deadline for all of them: stopping takes `timeout` at most, however many)."""
     for child in reversed(children):
         if child.poll() is None:
             child.terminate()
+    deadline = time.monotonic() + timeout
     for child in children:
-        try:
-            child.wait(timeout)
-        except subprocess.TimeoutExpired:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(max(0.0, deadline - time.monotonic()))
+    for child in children:
+        if child.poll() is None:
             child.kill()
             child.wait(timeout)

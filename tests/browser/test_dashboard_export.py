@@ -68,10 +68,10 @@ def test_a_manager_sees_kpis_and_charts(
     open_as(page, served_app, "manager", "dashboard")
     page.get_by_role("heading", name="Dashboard").wait_for()
     choose_period(page, "Last 7 days")
-    page.locator('[data-testid="stMetric"]').first.wait_for(timeout=30_000)
-    labels = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
     for kpi in ("Coin in", "Net win", "Hold", "Games played", "Average bet"):
-        assert any(kpi in label for label in labels), labels
+        # each waited for: the page re-renders after the period changes, element by element
+        label = page.locator('[data-testid="stMetricLabel"]', has_text=kpi).first
+        label.wait_for(timeout=30_000)
     page.locator(".js-plotly-plot").nth(4).wait_for(timeout=30_000)  # 4 charts + heatmap
     assert page.locator(".js-plotly-plot").count() >= 5
     assert page.get_by_text("Net win by location").count() >= 1
