@@ -118,7 +118,7 @@ def _supervise(
 
 
 def _stop_on_sigterm() -> None:
-    """`kill <pid>` ends serve as Ctrl-C does: its children are stopped in order
+    """`kill <pid>` and Ctrl-C end serve alike: its children are stopped in order
     (Python's default for SIGTERM would exit at once; they would then only get the
     kernel's SIGTERM of `children.die_with_parent`)."""
 
@@ -126,6 +126,9 @@ def _stop_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, leave)
+    # Ctrl-C too, even when started with SIGINT ignored (a shell's `cmd &` does that,
+    # and Python then installs no KeyboardInterrupt of its own).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _register_demo(settings: Settings, relays: int, seed: int) -> int:
