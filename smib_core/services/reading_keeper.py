@@ -190,7 +190,6 @@ class ReadingKeeper:
             return
         with self._lock:
             self._settled(doc)
-            self._targets_by_cabinet[target.cabinet_id] = target
         self._after_stored([(target, d) for d in stored])
 
     def _settled(self, doc: Mapping[str, Any]) -> None:
@@ -222,7 +221,10 @@ class ReadingKeeper:
             log.warning("collector: the database does not answer (%s); keeping readings", exc)
 
     def _after_stored(self, stored: list[tuple[Target, dict[str, Any]]]) -> None:
-        """The good readings just stored wait for the next `flush_rollups`."""
+        """The good readings just stored wait for the next `flush_rollups` (their targets
+        are remembered for the alerts it raises)."""
+        with self._lock:
+            self._targets_by_cabinet.update((t.cabinet_id, t) for t, _ in stored)
         self.book.add(doc for _, doc in stored if doc["ok"])
 
     def flush_rollups(self) -> bool:
@@ -273,8 +275,6 @@ class ReadingKeeper:
                         self._settled(doc)
                     self._counts.backlog = len(self._backlog)
                 by_relay = {doc["relay"]: target for target, doc in batch}
-                with self._lock:
-                    self._targets_by_cabinet.update((t.cabinet_id, t) for t in by_relay.values())
                 self._after_stored([(by_relay[d["relay"]], d) for d in stored])
         except PyMongoError as exc:
             self.database_away(exc)

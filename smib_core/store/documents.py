@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
 
 from smib_core.errors import InvalidInput, StoreError
 
@@ -20,6 +21,9 @@ T = TypeVar("T")
 READ_ALL_BATCH = 10_000
 
 
+DUPLICATE_KEY = 11000  # MongoDB's error code for a second document with one `_id`
+
+
 def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """`items` in lists of at most `size`: bounded inserts, bulk writes and chunks."""
     batch: list[T] = []
@@ -30,6 +34,22 @@ def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+def insert_new(collection: Collection[Any], docs: list[dict[str, Any]]) -> list[int]:
+    """Insert `docs` (unordered), ignoring those whose `_id` is stored already; the
+    indexes of those inserted now. Safe to repeat after a write that failed part-way."""
+    if not docs:
+        return []
+    try:
+        collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        taken = {int(e["index"]) for e in errors}
+        return [i for i in range(len(docs)) if i not in taken]
+    return list(range(len(docs)))
 
 
 def utc_now() -> datetime:

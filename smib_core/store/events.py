@@ -21,13 +21,10 @@ from typing import Any
 import pandas as pd
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
 
 from smib_core.protocol import EventMessage
 from smib_core.sas import event_name
-from smib_core.store.documents import as_utc, batches, time_range, utc_now
-
-_DUPLICATE_KEY = 11000
+from smib_core.store.documents import as_utc, batches, insert_new, time_range, utc_now
 
 EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "door": ("11", "12", "13", "14", "15", "16", "19", "1A", "1B", "1C"),
@@ -116,16 +113,8 @@ class EventStore:
     def record_many(self, records: Iterable[EventRecord]) -> int:
         """Store events in inserts of at most MAX_BATCH; returns how many were stored
         now (an event whose `event_id` is stored already is not stored again)."""
-        stored = 0
-        for batch in batches((record.document() for record in records), MAX_BATCH):
-            try:
-                stored += len(self._col.insert_many(batch, ordered=False).inserted_ids)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                if any(e.get("code") != _DUPLICATE_KEY for e in errors):
-                    raise
-                stored += len(batch) - len(errors)
-        return stored
+        docs = (record.document() for record in records)
+        return sum(len(insert_new(self._col, batch)) for batch in batches(docs, MAX_BATCH))
 
     def heard_since(
         self, relays: Iterable[str], since: datetime

@@ -38,13 +38,13 @@ from typing import Any
 import pandas as pd
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
 
 from smib_core.errors import InvalidInput
 from smib_core.slots import slot_id
 from smib_core.store.documents import (
     READ_ALL_BATCH,
     batches,
+    insert_new,
     instant,
     match_any,
     period_filter,
@@ -72,7 +72,6 @@ FAILURE_CHECKS = (
 REFUSED = ["stale", "suspect", "clock_behind"]  # failure checks of replies the rules refused
 LATE_REPLACEABLE = "timeout"  # a slot's no-reply record a late reply of that slot replaces
 MISSED = "missed"
-_DUPLICATE_KEY = 11000
 SNAPSHOT_COLUMNS = [
     "relay",
     "cabinet",
@@ -234,12 +233,12 @@ class MeterStore(RollupStore):
         return stored
 
     def _insert(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        stored = [batch[i] for i in self._insert_new(self._snapshots, batch)]
+        stored = [batch[i] for i in insert_new(self._snapshots, batch)]
         already = {id(doc) for doc in stored}
         stored += [d for d in batch if id(d) not in already and self._replaces_missed(d)]
         # Every failed one is copied (again, when a slot was stored before: a copy the
         # earlier writer could not make is made now; one it made stays single).
-        self._insert_new(
+        insert_new(
             self._failures,
             [
                 {c: doc.get(c) for c in ("_id", *FAILURE_COLUMNS, *ID_COLUMNS) if c in doc}
@@ -268,22 +267,6 @@ class MeterStore(RollupStore):
                 {"_id": key}, {"$max": {"slot": slot}, "$set": mark}, upsert=True
             )
         return stored
-
-    @staticmethod
-    def _insert_new(collection: Any, docs: list[dict[str, Any]]) -> list[int]:
-        """Insert `docs`, ignoring those whose `_id` is stored already; the indexes of
-        those inserted now."""
-        if not docs:
-            return []
-        try:
-            collection.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
-                raise
-            taken = {int(e["index"]) for e in errors}
-            return [i for i in range(len(docs)) if i not in taken]
-        return list(range(len(docs)))
 
     def _replaces_missed(self, doc: dict[str, Any]) -> bool:
         """A good reading whose slot was recorded `missed` (by another holder, in a
