@@ -234,11 +234,7 @@ class RollupBook:
                     later[cabinet_id] = docs
                     continue
                 loads += 1
-                loaded = self._load(cabinet_id, docs)
-                if loaded is None:
-                    continue
-                entry, floor, docs[:] = loaded
-                floors[cabinet_id] = floor
+                entry, floors[cabinet_id], docs[:] = self._load(cabinet_id, docs)
             entries[cabinet_id] = entry
         return entries, floors, later
 
@@ -255,9 +251,7 @@ class RollupBook:
             refreshed.places.add((str(doc.get("location_id") or ""), hour.to_pydatetime()))
             refreshed.days.add(self._day_of(hour).to_pydatetime())
 
-    def _load(
-        self, cabinet_id: str, docs: list[Doc]
-    ) -> tuple[_Entry, pd.Timestamp, list[Doc]] | None:
+    def _load(self, cabinet_id: str, docs: list[Doc]) -> tuple[_Entry, pd.Timestamp, list[Doc]]:
         """A cabinet's entry as of just before the hour of its first new reading, the
         hour, and its stored readings from that hour on (the new ones among them)."""
         first = pd.Timestamp(docs[0]["at"]).to_pydatetime()
