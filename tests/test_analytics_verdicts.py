@@ -80,9 +80,40 @@ def test_a_replay_of_an_earlier_reading_is_stale_even_when_it_looks_like_growth(
 
 def test_a_replay_of_a_reply_heard_but_never_booked_is_stale() -> None:
     history = after(Reading(at(0), meters(100)))
-    history = hear(history, meters(120), at(4))  # e.g. arrived with a newer request pending
+    history = hear(history, meters(120))  # e.g. arrived with a newer request pending
     history = remember(history, Reading(at(5), meters(150)), Judgement(Verdict.ACCEPTED, ""))
     assert judge(history, Reading(at(6), meters(120))).verdict is Verdict.STALE
+
+
+def test_meters_heard_before_a_repeat_of_the_latest_and_above_it_are_accepted() -> None:
+    history = after(Reading(at(0), meters(100)))
+    true = meters(100, out=1)  # the machine's meters now (it stays idle)
+    history = hear(history, true)  # e.g. refused as clock behind, or a late reply refused
+    replay = Reading(at(5), meters(100))  # a replay of the latest: accepted, moves nothing
+    history = remember(history, replay, judge(history, replay))
+    assert history.latest == replay
+    for minute in (10, 15):  # the true meters read again are booked, not stale for ever
+        reading = Reading(at(minute), true)
+        judgement = judge(history, reading)
+        assert judgement.verdict is Verdict.ACCEPTED
+        history = remember(history, reading, judgement)
+
+
+def test_a_true_reply_first_refused_as_clock_behind_is_booked_when_read_again() -> None:
+    history = after(Reading(at(5), meters(100)))
+    behind = Reading(at(4), meters(150))
+    judgement = judge(history, behind)
+    assert judgement.verdict is Verdict.CLOCK_BEHIND
+    history = remember(history, behind, judgement)
+    assert judge(history, Reading(at(10), meters(150))).verdict is Verdict.ACCEPTED
+
+
+def test_meters_heard_before_a_rollover_are_stale_though_above_the_wrapped_latest() -> None:
+    top = Reading(at(0), meters(99_999_990))
+    wrapped = Reading(at(5), meters(15))
+    history = after(top, wrapped)  # read from the database: the fall is known again
+    assert history.fell_no == history.latest_no
+    assert judge(history, Reading(at(6), meters(99_999_990))).verdict is Verdict.STALE
 
 
 def test_a_fall_is_suspect_then_a_ram_clear_when_the_reread_reads_low_too() -> None:
@@ -176,18 +207,23 @@ class Step:
     games: int
     out: int
     fault: str  # ok | drop | late | replay | takeover (a new holder: history from the db)
+    # | behind (the reply stamped before the latest reading: a clock stepped back)
     replay_pick: int  # which earlier reply a replay repeats
     reread_replay: bool  # the re-read of a suspect reading is answered by a replay
     clear: bool  # the machine's RAM is cleared just before this step's play
 
 
+def _or_idle(play: st.SearchStrategy[int]) -> st.SearchStrategy[int]:
+    return st.one_of(st.just(0), play)  # an idle machine: the same meters again
+
+
 steps = st.builds(
     Step,
-    coin_in=st.integers(0, MAX_PLAY),
-    drop=st.integers(0, MAX_PLAY),
-    games=st.integers(0, 50),
-    out=st.integers(0, MAX_PLAY // 2),
-    fault=st.sampled_from(["ok", "ok", "drop", "late", "replay", "replay", "takeover"]),
+    coin_in=_or_idle(st.integers(0, MAX_PLAY)),
+    drop=_or_idle(st.integers(0, MAX_PLAY)),
+    games=_or_idle(st.integers(0, 50)),
+    out=_or_idle(st.integers(0, MAX_PLAY // 2)),
+    fault=st.sampled_from(["ok", "ok", "drop", "late", "replay", "replay", "takeover", "behind"]),
     replay_pick=st.integers(0, 10_000),
     reread_replay=st.booleans(),
     clear=st.just(False),  # set by `_plan` where a clear is drawn
@@ -260,6 +296,8 @@ def collect(machine: Machine, plan: list[Step]) -> Outcome:
         delivered.append(truth) if reply is truth else None
         late = step.fault == "late"
         moment += timedelta(seconds=20 if late else 1)
+        if step.fault == "behind":
+            moment -= timedelta(minutes=3)
         judgement = hand(Reading(moment, reply, late=late))
         if judgement.verdict is Verdict.SUSPECT:
             again = delivered[step.replay_pick % len(delivered)] if step.reread_replay else truth
@@ -316,6 +354,7 @@ def test_counted_equals_truth_under_replays_drops_late_replies_and_clears(
     assert [r.at for r in stored] == sorted({r.at for r in stored}), "readings out of order"
     true_clears = sum(s.clear for s in plan)
     assert outcome.verdicts.count(Verdict.RAM_CLEAR) == true_clears, "false or missed RAM clear"
+    assert dict(stored[-1].meters) == machine.meters(), "the final true reading not booked"
     totals = counted(stored)
     # Every step's play after the first reading is counted once, none twice.
     assert totals["0000"] == machine.play["0000"] - first.coin_in

@@ -15,14 +15,20 @@ reading and the meter sets of its recent ones):
 1. **clock behind**: stamped at or before the latest accepted reading. Refused
    (stored as a failed reading): time only moves forward per cabinet, so a closed hour
    or gaming day is never rewritten by a late stamp.
-2. **stale**: the meters equal those of a reply heard from the board at or before the
-   latest accepted reading was taken, *other than* the latest one: a replay of an
-   earlier reply. Dropped: it is not this request's answer. An exact repeat of the
-   latest reading moves nothing and is accepted (an idle machine reads the same twice;
-   a replay of the latest reply is harmless either way); a suspect reading stays
-   pending across it, and its own meters read again are no replay but its re-read.
-   Every reply judged, booked or not, is `hear`d, so a replay is recognised even when
-   its original was never booked.
+2. **stale**: the meters equal those of a reply heard from the board before the latest
+   accepted reading (in the order the replies were judged, not by their stamps),
+   *other than* the latest one, and either below the latest reading in some counter
+   or heard before the latest rollover or RAM clear: a replay of an earlier reply.
+   Dropped: it is not this request's answer. Meters heard before but at or above the
+   latest reading in every counter, with no fall since, are accepted: the meters only
+   grow, so the play between the latest reading and them is counted once however it
+   is split, and they may well be the machine's true meters (an idle machine whose
+   reply was first heard refused as clock behind, or before a replay of the latest
+   reading was accepted). An exact repeat of the latest reading moves nothing and is
+   accepted (an idle machine reads the same twice; a replay of the latest reply is
+   harmless either way); a suspect reading stays pending across it, and its own
+   meters read again are no replay but its re-read. Every reply judged, booked or
+   not, is `hear`d, so a replay is recognised even when its original was never booked.
 3. A movement meter (`MOVEMENT_METERS`: counters, not 000C current credits) below the
    latest reading:
    - **rollover** when every meter that fell wrapped (it was in the top part of its
@@ -51,7 +57,7 @@ last changed (`movement.py`), so that interval is not set aside.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -101,17 +107,22 @@ class Reading:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """What the rules remember of a cabinet: its latest accepted reading, the meter sets
-    of the replies recently heard from its board with when each was first heard (oldest
-    first) and a suspect reading awaiting its re-read."""
+    """What the rules remember of a cabinet. Replies are numbered in the order they are
+    judged (`count` so far): `heard` holds the meter sets of the recent ones, each with
+    the number of the reply that first carried it (oldest first); `latest_no` is the
+    number of the latest accepted reading, `fell_no` that of the latest rollover or RAM
+    clear booked; `suspect` a reading awaiting its re-read."""
 
     latest: Reading | None = None
-    heard: tuple[tuple[MeterKey, datetime], ...] = ()
+    heard: tuple[tuple[MeterKey, int], ...] = ()
     suspect: Reading | None = None
+    count: int = 0
+    latest_no: int = 0
+    fell_no: int | None = None
 
-    def heard_by(self, key: MeterKey, moment: datetime) -> bool:
-        """Were these meters heard at or before `moment`?"""
-        return any(k == key and at <= moment for k, at in self.heard)
+    def heard_by(self, key: MeterKey, number: int | None) -> bool:
+        """Were these meters heard in reply `number` or before (never, when None)?"""
+        return number is not None and any(k == key and n <= number for k, n in self.heard)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +204,14 @@ def judge(history: History, reading: Reading) -> Judgement:
         )
     key = meter_key(reading.meters)
     pending = history.suspect is not None and key == meter_key(history.suspect.meters)
-    if key != meter_key(latest.meters) and not pending and history.heard_by(key, latest.at):
-        return Judgement(Verdict.STALE, "stale: the meters of an earlier reading (a replay)")
     codes = fallen(latest, reading.meters)
+    if (
+        key != meter_key(latest.meters)
+        and not pending
+        and history.heard_by(key, history.latest_no)
+        and (codes or history.heard_by(key, history.fell_no))
+    ):
+        return Judgement(Verdict.STALE, "stale: the meters of an earlier reading (a replay)")
     if not codes:
         return _fresh(reading, "meters at or above the latest reading")
     sizes = {**latest.sizes, **reading.sizes}
@@ -218,39 +234,48 @@ def _fresh(reading: Reading, reason: str) -> Judgement:
     return Judgement(Verdict.ACCEPTED, reason)
 
 
-def hear(history: History, meters: Meters, at: datetime) -> History:
-    """Remember that the board said `meters` at `at` (any meter reply, answered or not);
-    a set already remembered keeps the time it was first heard."""
+def hear(history: History, meters: Meters) -> History:
+    """Remember that the board said `meters` (any meter reply, answered or not, in the
+    order judged); a set already remembered keeps the number it was first heard in."""
     key = meter_key(meters)
+    count = history.count + 1
     if any(k == key for k, _ in history.heard):
-        return history
-    heard = (*history.heard, (key, at))[-RECENT_READINGS:]
-    return History(history.latest, heard, history.suspect)
+        return replace(history, count=count)
+    heard = (*history.heard, (key, count))[-RECENT_READINGS:]
+    return replace(history, heard=heard, count=count)
 
 
 def remember(history: History, reading: Reading, judgement: Judgement) -> History:
     """The cabinet's history after `reading` got `judgement` (heard, in any case)."""
-    history = hear(history, reading.meters, reading.at)
+    history = hear(history, reading.meters)
     if judgement.stored:
         repeat = history.latest is not None and meter_key(reading.meters) == meter_key(
             history.latest.meters
         )  # moves nothing: a suspect reading still awaits a re-read that tells
         suspect = history.suspect if repeat else None
-        return History(latest=reading, heard=history.heard, suspect=suspect)
+        fell = judgement.verdict in (Verdict.ROLLOVER, Verdict.RAM_CLEAR)
+        fell_no = history.count if fell else history.fell_no
+        return replace(
+            history, latest=reading, suspect=suspect, latest_no=history.count, fell_no=fell_no
+        )
     if judgement.verdict is Verdict.SUSPECT:
-        return History(history.latest, history.heard, suspect=reading)
+        return replace(history, suspect=reading)
     return history
 
 
 def history_of(readings: Iterable[Reading], heard: Iterable[Reading] = ()) -> History:
-    """The history of a cabinet's stored good readings (each taken as accepted) and of
-    the replies refused but stored with their meters (only heard), e.g. from the
-    database on start: merged in time order."""
+    """The history of a cabinet's stored good readings (each taken as accepted; one
+    below the reading before it as a fall, a rollover or RAM clear) and of the replies
+    refused but stored with their meters (only heard), e.g. from the database on start:
+    merged in time order (a reply refused as clock behind has no place in it: leave it
+    out)."""
     events = [(r.at, 0, r) for r in readings] + [(r.at, 1, r) for r in heard]
     history = History()
     for _, refused, reading in sorted(events, key=lambda e: (e[0], e[1])):
         if refused:
-            history = hear(history, reading.meters, reading.at)
+            history = hear(history, reading.meters)
         else:
-            history = remember(history, reading, Judgement(Verdict.ACCEPTED, "stored"))
+            fell = history.latest is not None and fallen(history.latest, reading.meters)
+            verdict = Verdict.ROLLOVER if fell else Verdict.ACCEPTED  # a fall, either way
+            history = remember(history, reading, Judgement(verdict, "stored"))
     return history
