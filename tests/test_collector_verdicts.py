@@ -151,14 +151,52 @@ def test_the_collector_measures_its_clock_against_the_databases(
     slow.start()
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and slow.stats().clock_skew_s is None:
+        while time.monotonic() < deadline and slow.store.snapshots(*WIDE).empty:
             time.sleep(0.1)
     finally:
         slow.stop()
     skew = slow.stats().clock_skew_s
     assert skew is not None and -401 < skew < -399
     assert "400.0 s behind the database's" in caplog.text
+    [stamp] = slow.store.snapshots(*WIDE)["at"]  # stamped in the database's time
+    assert abs(stamp.timestamp() - time.time()) < 30
     from smib_core.store.clock import clock_checks
 
     [check] = clock_checks(mongo_db)  # for the Bus status page
     assert check["_id"] == "collector" and -401 < check["skew_s"] < -399
+
+
+def test_a_clock_stepped_back_under_a_running_collector_is_caught_up_with(
+    mongo_db: Any, registry: Registry
+) -> None:
+    import itertools
+    import time
+
+    from smib_core.services.collector import CollectorConfig
+    from smib_core.sim.faults import SkewedClock
+    from smib_core.store.clock import clock_checks
+
+    bus, clock = FakeBus(), SkewedClock()
+    coin = itertools.count(50_000, 100)
+    bus.answers[RELAY] = lambda: meter_reply(RELAY, next(coin))
+    collector = Collector(bus, mongo_db, CollectorConfig(period_s=2), clock=clock, alerts=False)
+    collector.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(collector.store.snapshots(*WIDE)) < 2:
+            time.sleep(0.1)
+        clock.step(-400)  # an NTP step, between two checks
+        stepped, deadline = time.time(), time.monotonic() + 30
+        while time.monotonic() < deadline:
+            stamps = collector.store.snapshots(*WIDE)["at"]
+            if sum(s.timestamp() > stepped for s in stamps) >= 3:
+                break
+            time.sleep(0.2)
+    finally:
+        collector.stop()
+    stamps = collector.store.snapshots(*WIDE)["at"]
+    assert stamps.is_monotonic_increasing and stamps.is_unique
+    assert sum(s.timestamp() > stepped for s in stamps) >= 3  # stamped in the database's time
+    assert abs(stamps.iloc[-1].timestamp() - time.time()) < 10
+    [check] = clock_checks(mongo_db)
+    assert -401 < check["skew_s"] < -399

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from smib_core.errors import InvalidInput
+from smib_core.sim.faults import SkewedClock
+from smib_core.store.clock import DeploymentClock
 from smib_core.store.leases import Lease, process_owner
 
 pytestmark = pytest.mark.integration
@@ -98,3 +100,14 @@ def test_a_keeper_keeps_a_held_lease_alive_and_never_takes_one(mongo_db: Any) ->
         assert held.holder() is None, "a released lease stays released"
     finally:
         keeper.stop()
+
+
+def test_leases_run_on_the_databases_clock_so_a_fast_clock_takes_no_live_lease(
+    mongo_db: Any,
+) -> None:
+    holder = Lease(mongo_db, "job", "holder", 5)  # the default: the database's clock
+    assert holder.acquire()
+    fast = SkewedClock(30.0)  # a replica whose clock runs 30 s ahead
+    assert not Lease(mongo_db, "job", "fast", 5, clock=DeploymentClock(mongo_db, fast)).acquire()
+    assert holder.held
+    assert Lease(mongo_db, "job", "naive", 5, clock=fast).acquire()  # its own clock: taken

@@ -5,9 +5,10 @@ must equal the simulator's true meters exactly, with no RAM clear booked or aler
 no reading out of order (by slot, every good reading stamped after the one before).
 
 Two runs: a fast one (3 s periods for 30 s, replays 0-9 s late: up to three periods) and
-one in real time (20 s periods for 140 s, replays 0-90 s late). `Run.clock_skew` hands
-the collector over to a replica whose clock runs behind; not in the suite yet: such a
-takeover can set an interval aside as absurd (issue #11, README)."""
+one in real time (20 s periods for 140 s, replays 0-90 s late) in which, half-way, the
+collector is handed over to a replica whose clock runs 45 s behind, and that clock is
+later stepped back 30 s more (an NTP step): readings are stamped in the database's time
+all along."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from smib_core.sim.board import Faults
 from smib_core.sim.faults import Replayer, SkewedClock
 from smib_core.sim.fleet import Fleet
 from smib_core.store.alerts import AlertStore
+from smib_core.store.clock import clock_checks
 from smib_core.store.registry import Registry
 from tests.servers import Mosquitto
 from tests.test_bus import make_topics
@@ -60,9 +62,13 @@ def test_in_real_time_with_replays_up_to_90_s_late(
         time_scale=6,  # a busy machine
         replay_rate=1.0,
         relays=6,
+        clock_skew=(50.0, -45.0),
+        clock_step=(40.0, -30.0),
     )
     outcome = collect_under_faults(mosquitto, mongo_db, topic_prefix, run)
     check_truth(mongo_db, outcome)
+    [check] = clock_checks(mongo_db)  # the replica's last check saw its clock stepped
+    assert -76.0 < check["skew_s"] < -74.0
     replays = outcome.replays
     assert replays.get("replayed_30s_late", 0) > 0 and replays.get("replayed_60s_late", 0) > 0
     assert outcome.late > 0
@@ -75,9 +81,8 @@ class Run:
     timeout_s: float
     late_reply_s: float  # one board answers this long after a command (past the timeout)
     max_replay_s: float = 9.0
-    clock_skew: tuple[float, float] | None = (
-        None  # (after s, skew s): a skewed collector takes over
-    )
+    clock_skew: tuple[float, float] | None = None  # (after s, skew s): a skewed one takes over
+    clock_step: tuple[float, float] | None = None  # (after s more, step s) of the skewed clock
     time_scale: float = 60  # the machines' play runs this much faster than real time
     replay_rate: float = 0.5  # share of the meter replies published again
     relays: int = 4
@@ -127,8 +132,14 @@ def collect_under_faults(
                 after, skew = run.clock_skew
                 time.sleep(after)
                 collector.stop()
-                collector = Collector(bus, mongo_db, config, clock=SkewedClock(skew))
+                clock = SkewedClock(skew)
+                collector = Collector(bus, mongo_db, config, clock=clock)
                 collector.start()
+                if run.clock_step is not None:
+                    later, step = run.clock_step
+                    time.sleep(later)
+                    clock.step(step)
+                    after += later
                 time.sleep(run.period_s * run.periods - after)
             else:
                 time.sleep(run.period_s * run.periods)

@@ -56,6 +56,7 @@ def collect(args: argparse.Namespace) -> int:
 
 
 def _once(collector: Collector, relays: list[str]) -> int:
+    collector.check_clock()  # stamps in the database's time
     readings = collector.run_once(relays or None)
     read = {r.relay for r in readings}
     skipped = [r for r in relays if r not in read]

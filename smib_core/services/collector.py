@@ -67,7 +67,7 @@ from smib_core.services.reading_keeper import ReadingKeeper, Target, utc_ms
 from smib_core.services.reading_verdicts import CLOCK_BEHIND_ALERT_AFTER, VerdictBook, reading_of
 from smib_core.settings import Settings
 from smib_core.slots import offset_s, slot_due, slot_of
-from smib_core.store.clock import database_clock_skew, record_skew
+from smib_core.store.clock import DeploymentClock, record_skew
 from smib_core.store.leases import Lease, process_owner
 from smib_core.store.meters import MeterStore, snapshot_document
 from smib_core.store.registry import Registry
@@ -78,6 +78,8 @@ LEASE_NAME = "collector"
 SAS_MODE = 0
 STANDBY_POLL_S = 0.5  # how often a process without the lease tries to take it
 CLOCK_SKEW_WARN_S = 2.0  # a process clock this far from the database's is logged
+CLOCK_RECHECK_S = 5.0  # a stamp refused as clock behind checks the clock again, this often at most
+STANDBY_CLOCK_CHECK_S = 60.0  # on standby, the clock is checked this often (lease expiry)
 LATE_REPLY_S = 90.0  # a reply this long after its read's timeout is still its reading
 RECONCILE_S = 900.0  # how often the holder repairs recent cabinet-hours from their readings
 RECONCILE_BACK_S = 3 * 3600.0  # how far back it looks
@@ -204,8 +206,9 @@ class Collector:
         self._registry = registry or Registry(db)
         self.store = store or MeterStore(db)
         owner = owner or process_owner("collector:")
-        self.lease = Lease(db, LEASE_NAME, owner, self.config.lease_ttl_s, clock=clock)
-        self._clock = clock
+        # Stamps, slots and the lease in the database's time (`check_clock`).
+        self._clock = DeploymentClock(db, clock)
+        self.lease = Lease(db, LEASE_NAME, owner, self.config.lease_ttl_s, clock=self._clock)
         self._alerts = alerts
         self._stats = CollectorStats()
         self._lock = threading.Lock()
@@ -237,7 +240,7 @@ class Collector:
             gaming_day_start_hour=self.config.gaming_day_start_hour,
             tz=self.config.tz,
             alerts=alerts,
-            clock=clock,
+            clock=self._clock,
         )
         self.verdicts = VerdictBook(self.store, is_fresh=self.keeper.book.is_fresh)
 
@@ -350,6 +353,11 @@ class Collector:
         judgement = self.verdicts.judge(target.cabinet_id, reading_of(at, decoded))
         if judgement.verdict is Verdict.CLOCK_BEHIND:
             log.warning("collector: %s: %s", target.cabinet, judgement.reason)
+            if self.running and self._clock.due(CLOCK_RECHECK_S):  # a step since the check?
+                try:
+                    self.check_clock()
+                except PyMongoError as exc:
+                    log.warning("collector: cannot check the clock: %s", exc)
             in_a_row = self.verdicts.clock_behind_in_a_row(target.cabinet_id)
             if self._alerts and in_a_row == CLOCK_BEHIND_ALERT_AFTER:
                 self._raise("clock_behind", target, judgement.reason, at)
@@ -516,6 +524,8 @@ class Collector:
                     with self._lock:
                         self._schedule.clear()  # whoever held it meanwhile read those slots
                     self._forget()  # and stored readings: judge from the database
+                    if self._clock.due(STANDBY_CLOCK_CHECK_S):  # expiry in the database's time
+                        self._clock.check()
                     holding = self.lease.try_acquire()
                     self._set_holding(holding)
                 if holding:
@@ -533,6 +543,7 @@ class Collector:
         with self._lock:
             fresh = not self._schedule
         if fresh:  # just taken: what is recorded, what nobody read (the database answers)
+            self.check_clock()  # before the first stamp
             self._targets = self._classified(self.targets())
             last = self.store.last_slots(self.config.period_s)
             self._plan(self._targets, last)
@@ -650,7 +661,7 @@ class Collector:
 
     def _write_loop(self) -> None:
         """Everything that waits on the database, off the scheduler's thread."""
-        next_check = next_pass = rest_until = 0.0
+        next_check = next_pass = rest_until = 0.0  # next_check: time.monotonic()
         while not self._stopping.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
@@ -663,9 +674,10 @@ class Collector:
                 self.keeper.flush_rollups()
                 self.keeper.write_missed()
                 self.keeper.maybe_flush()
-                if self._holding() and self._clock() >= next_check:
-                    next_check = self._clock() + self.config.period_s
-                    self._check_clock()
+                if self._holding() and self._clock.due(self.config.period_s):
+                    self.check_clock()
+                if self._holding() and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + self.config.period_s
                     self._check()
                 if self._holding() and (self._reconcile_due or self._clock() >= next_pass):
                     self._reconcile_due = False
@@ -714,17 +726,19 @@ class Collector:
         self.keeper.book.classify((t.relay, t.cabinet_id) for t in targets)
         return targets
 
-    def _check_clock(self) -> None:
-        """This process stamps readings; the database's clock is the deployment's. The
-        skew is kept in the stats and logged when it passes `CLOCK_SKEW_WARN_S`."""
-        skew = database_clock_skew(self._db, self._clock)
+    def check_clock(self) -> None:
+        """The database's clock is the deployment's: this process stamps readings with
+        its own corrected by the skew measured here (once a period, on taking the lease,
+        on a stamp refused as clock behind). The skew is kept in the stats, recorded for
+        the Bus status page and logged when it passes `CLOCK_SKEW_WARN_S`."""
+        skew = self._clock.check()
         record_skew(self._db, LEASE_NAME, self.lease.owner, skew)
         with self._lock:
             self._stats.clock_skew_s = skew
         if abs(skew) > CLOCK_SKEW_WARN_S:
             log.warning(
                 "collector: this process's clock is %.1f s %s the database's: readings are "
-                "stamped with it (a reading stamped at or before a cabinet's latest is refused)",
+                "stamped in the database's time",
                 abs(skew),
                 "ahead of" if skew > 0 else "behind",
             )

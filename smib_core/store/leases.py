@@ -11,8 +11,11 @@ Every background service leases with `LEASE_TTL_S`, renews at least every
 dead holder is replaced within 10 s. A service whose work may hold
 its loop longer than that keeps its lease alive with a `LeaseKeeper` thread.
 
-Times are float epoch seconds (`time.time()`), not datetimes: they are compared inside
-the update filter, and nx-27017 stores a datetime given to `$set` as text.
+Times are float epoch seconds, not datetimes: they are compared inside the update
+filter, and nx-27017 stores a datetime given to `$set` as text. They are the database
+server's time (`DeploymentClock`, checked every `LEASE_CLOCK_CHECK_S`), so a process
+whose clock runs ahead does not take a live holder's lease, nor one running behind
+hold a dead holder's for longer.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from smib_core.errors import InvalidInput
+from smib_core.store.clock import DeploymentClock
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ COLLECTION = "leases"
 LEASE_TTL_S = 7.0
 LEASE_RENEW_S = LEASE_TTL_S / 3
 LEASE_STANDBY_S = 1.0
+LEASE_CLOCK_CHECK_S = 60.0
 
 
 def process_owner(prefix: str = "") -> str:
@@ -65,15 +69,17 @@ class Lease:
         owner: str,
         ttl_s: float,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """`clock`: float epoch seconds; by default the database's (a `DeploymentClock`
+        checked when taking or renewing the lease, every `LEASE_CLOCK_CHECK_S`)."""
         if ttl_s <= 0 or not name or not owner:
             raise InvalidInput("a lease needs a name, an owner and a positive time to live")
         self._col = db[COLLECTION]
         self.name = name
         self.owner = owner
         self.ttl_s = float(ttl_s)
-        self._clock = clock
+        self._clock = clock or DeploymentClock(db)
 
     def acquire(self) -> bool:
         """True when we hold the lease now (taken, taken over after expiry, or renewed)."""
@@ -86,6 +92,7 @@ class Lease:
     def try_acquire(self) -> bool:
         """`acquire`, raising PyMongoError when the database cannot be asked (so a
         caller can tell "someone else holds it" from "nobody can tell")."""
+        self._check_clock()
         now = self._clock()
         fields = {"owner": self.owner, "expires_at": now + self.ttl_s, "acquired_at": now}
         # Ours, or expired: two conditional updates, not one filter with `$or`: the
@@ -113,11 +120,17 @@ class Lease:
 
     def try_renew(self) -> bool:
         """`renew`, raising PyMongoError when the database cannot be asked."""
+        self._check_clock()
         result = self._col.update_one(
             {"_id": self.name, "owner": self.owner},
             {"$set": {"expires_at": self._clock() + self.ttl_s}},
         )
         return bool(result.matched_count)
+
+    def _check_clock(self) -> None:
+        clock = self._clock
+        if isinstance(clock, DeploymentClock) and clock.due(LEASE_CLOCK_CHECK_S):
+            clock.check()
 
     def release(self) -> None:
         """Give the lease up (if ours) so another process can take it at once."""
