@@ -1,13 +1,38 @@
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from smib_core import embedded
 from tests.servers import EmbeddedMongo, Mosquitto
+
+# What a test starts without MONGO_URI or MQTT_URI (the app, a `smib` command) finds its
+# embedded servers in a data folder of the session's own, never the checkout's ./data;
+# a server left running there is stopped when the session ends, and named.
+_DATA_DIR = Path(os.environ.setdefault("SMIB_DATA_DIR", tempfile.mkdtemp(prefix="smib-tests-")))
+_STARTED_BY: dict[str, str] = {}  # state file -> the test during which it appeared
+
+
+@pytest.fixture(autouse=True)
+def who_starts_embedded_servers(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    for state in _DATA_DIR.glob("embedded-*.json"):
+        _STARTED_BY.setdefault(state.name, request.node.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stopped = embedded.stop(_DATA_DIR)
+    if stopped:
+        started = ", ".join(f"{name} by {test}" for name, test in _STARTED_BY.items())
+        print(f"\nstopped embedded servers left running: {stopped} (started: {started})")
+
 
 # Threads that libraries keep for the whole process (not leaks of a test).
 # (smib-sim-ota: the download pool of the browser tests' session-wide simulated fleet.)
