@@ -35,20 +35,27 @@ def holder_pid(db: Any) -> int | None:
     return int(str(doc["owner"]).split(":")[-2])  # events:host:pid:tag
 
 
-def spawn(mosquitto: Mosquitto, prefix: str, mongo_uri: str, db: str) -> Any:
-    args = [mosquitto.uri, prefix, mongo_uri, db]
+def spawn(mosquitto: Mosquitto, prefix: str, mongo_uri: str, db: str, skew_s: float = 0) -> Any:
+    args = [mosquitto.uri, prefix, mongo_uri, db, str(skew_s)]
     command = [sys.executable, "-m", "tests.event_recorder_process", *args]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
 
+SKEWS = [(0.0, 0.0), (0.0, -45.0)]  # the two recorders' clocks, seconds off the true one
+
+
+@pytest.mark.parametrize("skews", SKEWS, ids=["same clocks", "one 45 s behind"])
 def test_no_event_is_lost_or_stored_twice_when_the_holder_is_killed(
-    mosquitto: Mosquitto, embedded_mongo: EmbeddedMongo, topic_prefix: str
+    mosquitto: Mosquitto,
+    embedded_mongo: EmbeddedMongo,
+    topic_prefix: str,
+    skews: tuple[float, float],
 ) -> None:
     name = f"t_{uuid.uuid4().hex[:12]}"
     client = client_for(embedded_mongo.uri)
     db = client[name]
     topics = make_topics(topic_prefix)
-    processes = [spawn(mosquitto, topic_prefix, embedded_mongo.uri, name) for _ in range(2)]
+    processes = [spawn(mosquitto, topic_prefix, embedded_mongo.uri, name, s) for s in skews]
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ev-{name}")
     publisher.connect("127.0.0.1", mosquitto.port)
     publisher.loop_start()

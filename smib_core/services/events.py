@@ -1,7 +1,9 @@
 """Recording machine events from the bus, and the views of them a page shows.
 
 `EventRecorder` is a device-bus listener. The listener runs on paho's thread, so it
-only stamps the event with the time it arrived and puts it in a bounded queue; when
+only stamps the event with the time it arrived (by the recorder's `clock`: in a
+deployment, the database's, so that two processes' stamps of one event agree) and puts
+it in a bounded queue; when
 the queue is full the event is dropped and counted, never waited for. One named
 worker thread drains the queue in batches: it looks up each relay's cabinet and
 location (`CabinetDirectory`), stores the batch (`EventStore.record_many`), raises
@@ -39,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from smib_core.protocol import DeviceMessage, EventMessage
 from smib_core.routing import Listener
@@ -52,6 +54,7 @@ from smib_core.services.alerts import (
 from smib_core.settings import Settings
 from smib_core.store.alerts import AlertStore
 from smib_core.store.audit import AuditTrail
+from smib_core.store.clock import DeploymentClock
 from smib_core.store.events import EventRecord, EventStore
 from smib_core.store.leases import (
     LEASE_RENEW_S,
@@ -91,7 +94,7 @@ class RecorderStats:
     queued: int
     alerts_raised: int
     alerts_resolved: int
-    last_stored_at: float | None  # time.time()
+    last_stored_at: float | None  # epoch seconds, the recorder's clock
     handed_over: int = 0  # kept while the database was away, stored by the new holder
 
 
@@ -110,6 +113,7 @@ class EventRecorder:
         evaluate_every_s: float = 5.0,
         retry_delay_s: float = 1.0,
         tz: str = "UTC",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.bus = bus
         self.events = events
@@ -121,6 +125,7 @@ class EventRecorder:
         self.evaluate_every_s = evaluate_every_s
         self.retry_delay_s = retry_delay_s
         self.tz = tz  # alerts' texts name their times in this zone
+        self._clock = clock  # arrival stamps (float epoch seconds)
         self._queue: queue.Queue[tuple[EventMessage, float]] = queue.Queue(max(1, queue_size))
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -161,7 +166,7 @@ class EventRecorder:
         if not isinstance(message, EventMessage):
             return
         try:
-            self._queue.put_nowait((message, time.time()))
+            self._queue.put_nowait((message, self._clock()))
             dropped = 0
         except queue.Full:
             dropped = 1
@@ -208,7 +213,7 @@ class EventRecorder:
     def _catch_up(self) -> None:
         """Store the standby buffer's events of the last STANDBY_WINDOW_S that the
         previous holder did not store."""
-        since = time.time() - STANDBY_WINDOW_S
+        since = self._clock() - STANDBY_WINDOW_S
         buffered = [(m, at) for m, at in self._standby if at >= since]
         self._standby.clear()
         if not buffered:
@@ -309,7 +314,7 @@ class EventRecorder:
                 continue
             with self._lock:
                 self._counts["stored"] += stored
-                self._last_stored_at = time.time()
+                self._last_stored_at = self._clock()
             if away:
                 log.warning("the database answers again: %d events stored", stored)
             return True
@@ -383,11 +388,15 @@ def start_event_recording(
     *,
     audit: AuditTrail | None = None,
     registry: Registry | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> EventRecorder:
     """Record events and raise alerts for this process's bus (the web app, `smib collect`).
 
     Every process that runs a bus may call this: they share the lease LEASE_NAME, so one
-    records and the others stand by, taking over within LEASE_TTL_S if it stops.
+    records and the others stand by, taking over within LEASE_TTL_S if it stops. Events
+    are stamped, and the lease kept, in the database's time (this process's `clock`
+    corrected by its skew, checked with the lease every `LEASE_CLOCK_CHECK_S`): a standby
+    whose clock is off still matches its buffer with what the holder stored.
     Returns the started recorder; call `stop()` on it at shutdown.
     """
     audit = audit if audit is not None else AuditTrail(db)
@@ -395,7 +404,14 @@ def start_event_recording(
     alerts = AlertStore(db, audit)
     tz = settings.timezone
     evaluator = AlertEvaluator(bus, alerts, directory, offline_alert_after_s(settings), tz=tz)
-    lease = Lease(db, LEASE_NAME, process_owner("events:"), LEASE_TTL_S)
-    recorder = EventRecorder(bus, EventStore(db), directory, alerts, evaluator, lease=lease, tz=tz)
+    deployment = DeploymentClock(db, clock)
+    try:
+        deployment.check()  # before the first stamp (the lease checks it again)
+    except PyMongoError as exc:
+        log.warning("event recording: cannot check the clock yet: %s", exc)
+    lease = Lease(db, LEASE_NAME, process_owner("events:"), LEASE_TTL_S, clock=deployment)
+    recorder = EventRecorder(
+        bus, EventStore(db), directory, alerts, evaluator, lease=lease, tz=tz, clock=deployment
+    )
     recorder.start()
     return recorder
