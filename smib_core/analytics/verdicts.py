@@ -47,8 +47,10 @@ reading and the meter sets of its recent ones):
 `STORED` verdicts become good snapshots; the others are failed readings (or nothing).
 
 A process that takes the collector over starts from what the previous holder stored:
-its good readings and the replies it refused, which are stored (as failed readings)
-with the meters they carried, so a replay of either is recognised by the new holder too.
+its good readings and the replies it refused as stale or suspect, which are stored (as
+failed readings) with the meters they carried, so a replay of either is recognised by
+the new holder too (taken in stamp order; one refused as clock behind is left out, its
+stamp being wrong).
 An exact repeat of the latest reading stored later than the original compresses the
 play since into the next interval; the movement maths checks a meter's rate from when it
 last changed (`movement.py`), so that interval is not set aside.
