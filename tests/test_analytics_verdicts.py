@@ -46,6 +46,13 @@ def after(*readings: Reading) -> History:
     return history_of(readings)
 
 
+def judged(history: History, *readings: Reading) -> History:
+    """`history` after each of `readings` was judged in turn."""
+    for reading in readings:
+        history = remember(history, reading, judge(history, reading))
+    return history
+
+
 # --- each rule ---------------------------------------------------------------------------
 
 
@@ -114,6 +121,44 @@ def test_meters_heard_before_a_rollover_are_stale_though_above_the_wrapped_lates
     history = after(top, wrapped)  # read from the database: the fall is known again
     assert history.fell_no == history.latest_no
     assert judge(history, Reading(at(6), meters(99_999_990))).verdict is Verdict.STALE
+
+
+def test_a_second_ram_clear_back_to_meters_heard_before_is_booked_after_three_answers() -> None:
+    history = after(Reading(at(0), meters(5_000, 900, 40)))
+    history = judged(history, Reading(at(1), meters(0)), Reading(at(1.1), meters(0)))
+    assert history.latest is not None and history.fell_no == history.latest_no  # clear 1
+    history = judged(history, Reading(at(2), meters(300, 100, 3)))  # test play
+    verdicts = []
+    for minute in (3, 3.1, 4, 4.1):  # cleared again, idle at 0: heard before, fallen
+        reading = Reading(at(minute), meters(0))
+        verdicts.append(judge(history, reading).verdict)
+        history = judged(history, reading)
+    assert verdicts == [Verdict.STALE, Verdict.STALE, Verdict.SUSPECT, Verdict.RAM_CLEAR]
+
+
+def test_a_replay_that_does_not_answer_three_requests_in_a_row_stays_stale() -> None:
+    history = after(Reading(at(0), meters(5_000)), Reading(at(5), meters(6_000)))
+    old = meters(5_000)
+    history = judged(history, Reading(at(6), old), Reading(at(6.1), old))
+    history = judged(history, Reading(at(7), meters(6_000)))  # the streak is broken
+    assert judge(history, Reading(at(8), old)).verdict is Verdict.STALE
+
+
+def test_a_jump_faster_than_a_machine_plays_is_read_again() -> None:
+    before = meters(99_991_339, 50_003_977, 14)
+    history = after(Reading(at(0), before), Reading(at(2), meters(0)))  # a RAM clear
+    replay = Reading(at(3), before)  # a pre-clear reply this process never heard
+    judgement = judge(history, replay)
+    assert judgement.verdict is Verdict.STALE  # heard before the fall: a replay
+    unheard = history_of([Reading(at(2), meters(0))])  # a new holder knows the clear only
+    judgement = judge(unheard, replay)
+    assert (
+        judgement.verdict is Verdict.SUSPECT and "faster than a machine plays" in judgement.reason
+    )
+    unheard = remember(unheard, replay, judgement)
+    assert judge(unheard, Reading(at(3.1), meters(3_407, 0, 47))).verdict is Verdict.ACCEPTED
+    again = judge(unheard, Reading(at(3.1), before))  # the same jump read again: booked
+    assert again.verdict is Verdict.ACCEPTED
 
 
 def test_a_fall_is_suspect_then_a_ram_clear_when_the_reread_reads_low_too() -> None:

@@ -19,16 +19,21 @@ reading and the meter sets of its recent ones):
    accepted reading (in the order the replies were judged, not by their stamps),
    *other than* the latest one, and either below the latest reading in some counter
    or heard before the latest rollover or RAM clear: a replay of an earlier reply.
-   Dropped: it is not this request's answer. Meters heard before but at or above the
-   latest reading in every counter, with no fall since, are accepted: the meters only
-   grow, so the play between the latest reading and them is counted once however it
-   is split, and they may well be the machine's true meters (an idle machine whose
-   reply was first heard refused as clock behind, or before a replay of the latest
-   reading was accepted). An exact repeat of the latest reading moves nothing and is
-   accepted (an idle machine reads the same twice; a replay of the latest reply is
-   harmless either way); a suspect reading stays pending across it, and its own
-   meters read again are no replay but its re-read. Every reply judged, booked or
-   not, is `hear`d, so a replay is recognised even when its original was never booked.
+   Dropped: it is not this request's answer. But the same meters answering
+   `STALE_CONFIRM` (3) requests in a row are the machine's own (a RAM clear back to
+   meters heard before, e.g. 0 after a test clear; a reply first heard refused as
+   clock behind, placed by its wrong stamp after a takeover): they are judged by the
+   rules below, as no replay answers request after request. Meters heard before but
+   at or above the latest reading in every counter, with no fall since, are accepted:
+   the meters only grow, so the play between the latest reading and them is counted
+   once however it is split, and they may well be the machine's true meters (an idle
+   machine whose reply was first heard refused as clock behind, or before a replay of
+   the latest reading was accepted). An exact repeat of the latest reading moves
+   nothing and is accepted (an idle machine reads the same twice; a replay of the
+   latest reply is harmless either way); a suspect reading stays pending across it,
+   and its own meters read again are no replay but its re-read. Every reply judged,
+   booked or not, is `hear`d, so a replay is recognised even when its original was
+   never booked.
 3. A movement meter (`MOVEMENT_METERS`: counters, not 000C current credits) below the
    latest reading:
    - **rollover** when every meter that fell wrapped (it was in the top part of its
@@ -41,16 +46,22 @@ reading and the meter sets of its recent ones):
    - else **suspect**: not booked; read the board again. A real RAM clear reads low
      twice; a stale replay does not (the re-read answers with the true, higher meters,
      which are then simply accepted).
-4. **accepted**, or **late** when the reply came after the request's timeout while no
+4. **suspect** too, not booked, when a counter rose faster than the movement maths'
+   rates allow since the latest meters were booked (`jumped`): an old reply this
+   process never heard (a takeover's, one that came with no request pending) replayed
+   after a RAM clear or rollover. The re-read tells: the true meters are accepted; the
+   same jump read again is booked (and the movement maths set the interval aside).
+5. **accepted**, or **late** when the reply came after the request's timeout while no
    newer request to the board was pending (stored with its real arrival time).
 
 `STORED` verdicts become good snapshots; the others are failed readings (or nothing).
 
 A process that takes the collector over starts from what the previous holder stored:
-its good readings and the replies it refused as stale or suspect, which are stored (as
-failed readings) with the meters they carried, so a replay of either is recognised by
-the new holder too (taken in stamp order; one refused as clock behind is left out, its
-stamp being wrong).
+its good readings and the replies it refused, which are stored (as failed readings) with
+the meters they carried, so a replay of either is recognised by the new holder too
+(taken in stamp order: one refused as clock behind is placed too early, so its meters
+may pass for heard before a reading that came first; read three times in a row, they
+are judged afresh, see rule 2).
 An exact repeat of the latest reading stored later than the original compresses the
 play since into the next interval; the movement maths checks a meter's rate from when it
 last changed (`movement.py`), so that interval is not set aside.
@@ -73,6 +84,9 @@ from smib_core.analytics.movement import (
 
 COUNTERS: tuple[str, ...] = tuple(MOVEMENT_METERS.values())  # meters that only grow
 RECENT_READINGS = 32  # meter sets remembered per cabinet: a replay up to this many readings old
+# Answers in a row with the same earlier-heard meters that make them the machine's own
+# (judged as any other reply then): a replay does not answer request after request.
+STALE_CONFIRM = 3
 POLICY = MovementPolicy()  # the movement maths' rollover and rate rules
 ROLLOVER_TOP = POLICY.rollover_top
 _AWARDS = frozenset(MOVEMENT_METERS[m] for m in AWARD_METERS)
@@ -121,6 +135,9 @@ class History:
     count: int = 0
     latest_no: int = 0
     fell_no: int | None = None
+    since: datetime | None = None  # when the latest reading's meters were first booked
+    stale_key: MeterKey | None = None  # the meters of the replies just refused as stale
+    stale_streak: int = 0  # how many in a row
 
     def heard_by(self, key: MeterKey, number: int | None) -> bool:
         """Were these meters heard in reply `number` or before (never, when None)?"""
@@ -177,6 +194,29 @@ def restarted(latest: Reading, reading: Reading) -> bool:
     )
 
 
+def jumped(history: History, latest: Reading, reading: Reading) -> tuple[str, ...]:
+    """The counters (awards excepted) that rose from the latest reading by more than the
+    movement maths' rates allow, over the seconds since the latest meters were first
+    booked (an hour back at most; at least the interval and `min_seconds`), as the
+    movement maths count them: an old reply never heard before (a takeover's, one with
+    no request pending) replayed after a RAM clear or rollover."""
+    interval = (reading.at - latest.at).total_seconds()
+    since = history.since or latest.at
+    unchanged = min((reading.at - since).total_seconds(), max(interval, POLICY.repeat_reach_s))
+    seconds = max(unchanged, interval, POLICY.min_seconds)
+    credits = POLICY.max_credits_per_second * seconds
+    games = POLICY.max_games_per_second * seconds
+    return tuple(
+        code
+        for code in COUNTERS
+        if code not in _AWARDS
+        and code in reading.meters
+        and code in latest.meters
+        and int(reading.meters[code]) - int(latest.meters[code])
+        > (games if code in _COUNTS else credits)
+    )
+
+
 def _confirms_clear(
     latest: Reading, suspect: Reading, reading: Reading, codes: Iterable[str]
 ) -> bool:
@@ -212,9 +252,15 @@ def judge(history: History, reading: Reading) -> Judgement:
         and not pending
         and history.heard_by(key, history.latest_no)
         and (codes or history.heard_by(key, history.fell_no))
+        and not (history.stale_key == key and history.stale_streak >= STALE_CONFIRM - 1)
     ):
         return Judgement(Verdict.STALE, "stale: the meters of an earlier reading (a replay)")
     if not codes:
+        if not pending and (jump := jumped(history, latest, reading)):
+            return Judgement(
+                Verdict.SUSPECT,
+                f"suspect: {', '.join(jump)} rose faster than a machine plays; read again",
+            )
         return _fresh(reading, "meters at or above the latest reading")
     sizes = {**latest.sizes, **reading.sizes}
     if all(
@@ -250,6 +296,8 @@ def hear(history: History, meters: Meters) -> History:
 def remember(history: History, reading: Reading, judgement: Judgement) -> History:
     """The cabinet's history after `reading` got `judgement` (heard, in any case)."""
     history = hear(history, reading.meters)
+    if judgement.verdict is not Verdict.STALE:
+        history = replace(history, stale_key=None, stale_streak=0)  # the streak is broken
     if judgement.stored:
         repeat = history.latest is not None and meter_key(reading.meters) == meter_key(
             history.latest.meters
@@ -257,9 +305,19 @@ def remember(history: History, reading: Reading, judgement: Judgement) -> Histor
         suspect = history.suspect if repeat else None
         fell = judgement.verdict in (Verdict.ROLLOVER, Verdict.RAM_CLEAR)
         fell_no = history.count if fell else history.fell_no
+        since = history.since if repeat else reading.at
         return replace(
-            history, latest=reading, suspect=suspect, latest_no=history.count, fell_no=fell_no
+            history,
+            latest=reading,
+            suspect=suspect,
+            latest_no=history.count,
+            fell_no=fell_no,
+            since=since,
         )
+    if judgement.verdict is Verdict.STALE:
+        key = meter_key(reading.meters)
+        streak = history.stale_streak + 1 if history.stale_key == key else 1
+        return replace(history, stale_key=key, stale_streak=streak)
     if judgement.verdict is Verdict.SUSPECT:
         return replace(history, suspect=reading)
     return history
@@ -269,8 +327,7 @@ def history_of(readings: Iterable[Reading], heard: Iterable[Reading] = ()) -> Hi
     """The history of a cabinet's stored good readings (each taken as accepted; one
     below the reading before it as a fall, a rollover or RAM clear) and of the replies
     refused but stored with their meters (only heard), e.g. from the database on start:
-    merged in time order (a reply refused as clock behind has no place in it: leave it
-    out)."""
+    merged in time order."""
     events = [(r.at, 0, r) for r in readings] + [(r.at, 1, r) for r in heard]
     history = History()
     for _, refused, reading in sorted(events, key=lambda e: (e[0], e[1])):

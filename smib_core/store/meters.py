@@ -69,9 +69,7 @@ FAILURE_CHECKS = (
     "timeout",
     "missed",
 )
-# Failure checks of replies the rules refused and a new holder hears again (one refused
-# as clock behind is not: its stamp says nothing of when it was heard).
-REFUSED = ["stale", "suspect"]
+REFUSED = ["stale", "suspect", "clock_behind"]  # failure checks of replies the rules refused
 LATE_REPLACEABLE = "timeout"  # a slot's no-reply record a late reply of that slot replaces
 MISSED = "missed"
 SNAPSHOT_COLUMNS = [
@@ -376,8 +374,8 @@ class MeterStore(RollupStore):
         return list(docs)[::-1]
 
     def refused_replies(self, cabinet_id: str, count: int) -> list[dict[str, Any]]:
-        """The cabinet's last `count` replies the money rules refused as stale or suspect,
-        with the meters they carried (`at`, `heard`; oldest first)."""
+        """The cabinet's last `count` replies the money rules refused (stale, suspect,
+        clock behind) with the meters they carried (`at`, `heard`; oldest first)."""
         query = {"cabinet_id": cabinet_id, "ok": False, "failure_check": {"$in": REFUSED}}
         fields = {"at": 1, "heard": 1}
         docs = self._snapshots.find(query, fields).sort("at", DESCENDING).limit(max(1, count))
