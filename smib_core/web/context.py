@@ -24,15 +24,24 @@ from smib_core.store.tokens import TokenStore
 
 
 class WebContext:
-    """What every request of this process shares. Settings and the database handle are
-    made at once (no I/O yet); the bus is started on first use, each store built once on
-    first use (their constructors make indexes: a round trip)."""
+    """What every request of this process shares. Settings are made at once; the
+    database handle on first use (without MONGO_URI that starts or finds the embedded
+    server: reading a setting must not), the bus started on first use, each store built
+    once on first use (their constructors make indexes: a round trip)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db: Database[Any] = connect(settings)
         self._bus: DeviceBus | None = None
+        self._db: Database[Any] | None = None
         self._lock = threading.Lock()
+        self._db_lock = threading.Lock()
+
+    @property
+    def db(self) -> Database[Any]:
+        with self._db_lock:
+            if self._db is None:
+                self._db = connect(self.settings)
+            return self._db
 
     @property
     def bus(self) -> DeviceBus:
@@ -73,7 +82,10 @@ class WebContext:
             bus, self._bus = self._bus, None
         if bus is not None:
             bus.stop()
-        self.db.client.close()
+        with self._db_lock:
+            db, self._db = self._db, None
+        if db is not None:
+            db.client.close()
 
 
 _lock = threading.Lock()
