@@ -111,3 +111,29 @@ def test_leases_run_on_the_databases_clock_so_a_fast_clock_takes_no_live_lease(
     assert not Lease(mongo_db, "job", "fast", 5, clock=DeploymentClock(mongo_db, fast)).acquire()
     assert holder.held
     assert Lease(mongo_db, "job", "naive", 5, clock=fast).acquire()  # its own clock: taken
+
+
+def test_a_clock_stepped_after_its_check_neither_takes_nor_loses_a_lease(mongo_db: Any) -> None:
+    holder_clock = DeploymentClock(mongo_db, SkewedClock(120.0))  # runs ahead
+    standby_clock = DeploymentClock(mongo_db, SkewedClock(-120.0))  # runs behind
+    holder = Lease(mongo_db, "job", "holder", 5, clock=holder_clock)
+    standby = Lease(mongo_db, "job", "standby", 5, clock=standby_clock)
+    assert holder.acquire() and not standby.acquire()  # both checked their clocks
+    assert isinstance(holder_clock.process, SkewedClock)
+    assert isinstance(standby_clock.process, SkewedClock)
+    holder_clock.process.step(-120.0)  # NTP steps, between two checks
+    standby_clock.process.step(+120.0)
+    assert holder.renew()
+    assert not standby.acquire(), "a stepped standby took a live lease"
+    assert holder.held
+
+
+def test_the_deployment_clock_keeps_the_databases_time_across_a_step(mongo_db: Any) -> None:
+    import time
+
+    process = SkewedClock(-400.0)
+    clock = DeploymentClock(mongo_db, process)
+    assert abs(clock() - (time.time() - 400)) < 1  # unchecked: the process clock
+    assert -401 < clock.check() < -399
+    process.step(-3600.0)
+    assert abs(clock() - time.time()) < 1 and not clock.due(60)

@@ -1,9 +1,9 @@
 """Recording machine events from the bus, and the views of them a page shows.
 
 `EventRecorder` is a device-bus listener. The listener runs on paho's thread, so it
-only stamps the event with the time it arrived (by the recorder's `clock`: in a
-deployment, the database's, so that two processes' stamps of one event agree) and puts
-it in a bounded queue; when
+only notes the (monotonic) time the event arrived and puts it in a bounded queue (it is
+stamped when taken, by the recorder's `clock`: in a deployment, the database's, so that
+two processes' stamps of one event agree); when
 the queue is full the event is dropped and counted, never waited for. One named
 worker thread drains the queue in batches: it looks up each relay's cabinet and
 location (`CabinetDirectory`), stores the batch (`EventStore.record_many`), raises
@@ -166,7 +166,7 @@ class EventRecorder:
         if not isinstance(message, EventMessage):
             return
         try:
-            self._queue.put_nowait((message, self._clock()))
+            self._queue.put_nowait((message, time.monotonic()))  # stamped when taken
             dropped = 0
         except queue.Full:
             dropped = 1
@@ -242,6 +242,9 @@ class EventRecorder:
                 self._counts["standby"] += len(batch)
 
     def _take(self, timeout: float) -> list[tuple[EventMessage, float]]:
+        """Up to `batch_size` queued events, (message, arrival by the recorder's clock):
+        queued with the monotonic time they came, stamped now, so a clock checked (or
+        stepped) meanwhile stamps them as of its latest check."""
         batch: list[tuple[EventMessage, float]] = []
         try:
             batch.append(self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait())
@@ -249,7 +252,8 @@ class EventRecorder:
                 batch.append(self._queue.get_nowait())
         except queue.Empty:
             pass
-        return batch
+        now, mono = self._clock(), time.monotonic()
+        return [(message, now - (mono - came)) for message, came in batch]
 
     def _store(self, batch: list[tuple[EventMessage, float]]) -> None:
         try:

@@ -1,9 +1,9 @@
 """The deployment's one clock: the database server's, against which each process checks
 its own (`hello`'s `localTime`, MongoDB's and nx-27017's alike). A `DeploymentClock`
-reads it through the process's clock and the skew last measured, so a replica whose
-clock runs behind (or an NTP step not yet made) stamps readings and leases in the same
-time as every other process. A service that stamps what it stores records its latest
-check (`record_skew`) for the Bus status page."""
+keeps it in the process (the server's time at its last check plus the monotonic time
+since), so a replica whose clock runs behind, or one stepped between two checks, stamps
+readings and leases in the same time as every other process. A service that stamps
+what it stores records its latest check (`record_skew`) for the Bus status page."""
 
 from __future__ import annotations
 
@@ -16,34 +16,46 @@ from typing import Any
 from pymongo.database import Database
 
 
-def database_clock_skew(db: Database[Any], clock: Callable[[], float] = time.time) -> float:
-    """Seconds this process's `clock` is ahead of the database server's (negative:
-    behind), measured against the middle of the round trip (to about a millisecond on
-    a LAN; the server reports milliseconds)."""
-    before = clock()
+def _database_time(db: Database[Any], clock: Callable[[], float]) -> tuple[float, float, float]:
+    """(the server's time, `clock` and `time.monotonic()` at the middle of the round
+    trip of one `hello`: to about a millisecond on a LAN; the server reports milliseconds)."""
+    before, mono_before = clock(), time.monotonic()
     reply = db.client.admin.command("hello")
-    after = clock()
+    after, mono_after = clock(), time.monotonic()
     server: datetime = reply["localTime"]
     if server.tzinfo is None:
         server = server.replace(tzinfo=UTC)
-    return (before + after) / 2 - server.timestamp()
+    return server.timestamp(), (before + after) / 2, (mono_before + mono_after) / 2
+
+
+def database_clock_skew(db: Database[Any], clock: Callable[[], float] = time.time) -> float:
+    """Seconds this process's `clock` is ahead of the database server's (negative:
+    behind)."""
+    server, local, _ = _database_time(db, clock)
+    return local - server
 
 
 class DeploymentClock:
-    """The database's clock read through this process's: `process() - skew`, the skew
-    last measured by `check` (0 until then; a check that fails keeps the last one).
-    A drop-in `clock` (float epoch seconds); thread-safe."""
+    """The database's clock, kept in this process: from a `check` on, the server's time
+    then plus the monotonic time elapsed since, so a step of the process clock (an NTP
+    step, someone setting the date) moves nothing between checks; before the first
+    check, the process clock. A drop-in `clock` (float epoch seconds); thread-safe. A
+    check that fails keeps the last anchor."""
 
     def __init__(self, db: Database[Any], process: Callable[[], float] = time.time) -> None:
         self._db = db
         self.process = process
         self._lock = threading.Lock()
         self._skew = 0.0
-        self._checked: float | None = None  # time.monotonic() of the last check
+        self._anchor: tuple[float, float] | None = None  # (server time, monotonic) at a check
 
     def __call__(self) -> float:
         with self._lock:
-            return self.process() - self._skew
+            anchor = self._anchor
+        if anchor is None:
+            return self.process()
+        server, mono = anchor
+        return server + (time.monotonic() - mono)
 
     @property
     def skew_s(self) -> float:
@@ -52,16 +64,18 @@ class DeploymentClock:
             return self._skew
 
     def check(self) -> float:
-        """Measure the skew again (PyMongoError when the database cannot be asked)."""
-        skew = database_clock_skew(self._db, self.process)
+        """Measure against the database again and return the process clock's skew
+        (PyMongoError when the database cannot be asked)."""
+        server, local, mono = _database_time(self._db, self.process)
         with self._lock:
-            self._skew, self._checked = skew, time.monotonic()
-        return skew
+            self._skew, self._anchor = local - server, (server, mono)
+        return local - server
 
     def due(self, every_s: float) -> bool:
         """Never checked, or last checked `every_s` or more ago (a monotonic clock)."""
         with self._lock:
-            return self._checked is None or time.monotonic() - self._checked >= every_s
+            anchor = self._anchor
+        return anchor is None or time.monotonic() - anchor[1] >= every_s
 
 
 CLOCK_CHECKS = "clock_checks"
