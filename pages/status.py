@@ -108,10 +108,10 @@ def clocks() -> None:
         st.caption("No service has checked its clock against the database's yet.")
         return
     st.caption(
-        "Each service's clock against the database's (positive: ahead). The collector "
-        "stamps readings in the database's time, correcting its own clock by this skew; "
-        "a reading stamped at or before a cabinet's latest (a clock stepped back between "
-        "two checks) is refused as clock behind."
+        "Each service's clock against the database's (positive: ahead). Readings, events "
+        "and leases are stamped in the database's time whatever this skew; a reading "
+        "stamped at or before a cabinet's latest (the database's own clock stepped back) "
+        "is refused as clock behind."
     )
     checks = local_times(checks, get_settings().timezone, "checked")
     st.dataframe(
