@@ -200,3 +200,80 @@ def test_a_clock_stepped_back_under_a_running_collector_is_caught_up_with(
     assert abs(stamps.iloc[-1].timestamp() - time.time()) < 10
     [check] = clock_checks(mongo_db)
     assert -401 < check["skew_s"] < -399
+
+
+def test_a_history_the_database_cannot_give_judges_nothing(
+    mongo_db: Any, registry: Registry
+) -> None:
+    from pymongo.errors import AutoReconnect
+
+    bus, now = FakeBus(), [START]
+    first = Collector(bus, mongo_db, clock=lambda: now[0])
+    replies = answers(50_000, 60_000)
+    bus.answers[RELAY] = lambda: next(replies)
+    for minute in (0, 5):
+        now[0] = START + 60 * minute
+        assert first.run_once()[0].ok
+    second = Collector(bus, mongo_db, clock=lambda: now[0])  # a new holder
+    real, failures = second.store.previous_snapshots, iter([AutoReconnect("away")])
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if (failure := next(failures, None)) is not None:
+            raise failure  # the first read of the cabinet's history fails
+        return real(*args, **kwargs)
+
+    second.store.previous_snapshots = flaky  # type: ignore[method-assign]
+    replies = answers(50_000, 61_000)  # a replay of the first reply, then the truth
+    bus.answers[RELAY] = lambda: next(replies)
+    now[0] = START + 600
+    [unjudged] = second.run_once()
+    assert not unjudged.ok and unjudged.failure_check == "unjudged"
+    now[0] = START + 900
+    assert second.run_once()[0].ok
+    assert list(second.store.snapshots(*WIDE)["0000"]) == [50_000, 60_000, 61_000]
+    assert list(second.store.rollups("h", *WIDE)["coin_in"]) == [11_000]
+    assert AlertStore(mongo_db).unacknowledged() == []
+
+
+def test_one_process_reads_at_a_time_and_each_reads_what_the_other_stored(
+    mongo_db: Any, registry: Registry
+) -> None:
+    from smib_core.services.collector import CollectorBusy
+
+    bus, now = FakeBus(), [START]
+    coin = iter([50_000, 55_000, 56_000, 60_000, 61_000])
+    bus.answers[RELAY] = lambda: meter_reply(RELAY, next(coin))
+    holder = Collector(bus, mongo_db, clock=lambda: now[0])
+    other = Collector(bus, mongo_db, clock=lambda: now[0])  # `smib collect --once` beside it
+    for minute, who in ((50, holder), (56, holder), (59, other), (61, holder), (66, holder)):
+        now[0] = START + 60 * minute
+        assert who.run_once()[0].ok
+    hourly = holder.store.rollups("h", *WIDE)
+    assert list(hourly["coin_in"]) == [6_000, 5_000]  # 10:56-10:59 counted once, in 10:00
+    assert holder.lease.try_acquire()  # a holder's loop, say
+    with pytest.raises(CollectorBusy, match="another process collects"):
+        other.run_once()
+    holder.lease.release()
+
+
+def test_a_meter_of_more_than_18_digits_is_refused_and_jams_nothing(
+    mongo_db: Any, registry: Registry
+) -> None:
+    from smib_core import sas
+    from smib_core.protocol import MeterReply
+
+    def reply(coin_in: int, size: int = 4) -> MeterReply:
+        meters = (sas.Meter("0000", size, coin_in), sas.Meter("0005", 4, coin_in // 100))
+        return MeterReply(RELAY, "rsp", "t", reading=sas.MeterReading(1, "6F", 0, meters))
+
+    bus, now = FakeBus(), [START]
+    collector = Collector(bus, mongo_db, clock=lambda: now[0])
+    replies = iter([reply(50_000), reply(10**20 - 1, size=10), reply(51_000), reply(52_000)])
+    bus.answers[RELAY] = lambda: next(replies)
+    checks = []
+    for minute in (0, 5, 10, 15):
+        now[0] = START + 60 * minute
+        checks.append(collector.run_once()[0].failure_check)
+    assert checks == [None, "too_large", None, None]
+    assert list(collector.store.snapshots(*WIDE)["0000"]) == [50_000, 51_000, 52_000]
+    assert collector.stats().store_errors == 0 and collector.stats().backlog == 0

@@ -108,7 +108,9 @@ def test_leases_run_on_the_databases_clock_so_a_fast_clock_takes_no_live_lease(
     holder = Lease(mongo_db, "job", "holder", 5)  # the default: the database's clock
     assert holder.acquire()
     fast = SkewedClock(30.0)  # a replica whose clock runs 30 s ahead
-    assert not Lease(mongo_db, "job", "fast", 5, clock=DeploymentClock(mongo_db, fast)).acquire()
+    checked = DeploymentClock(mongo_db, fast)
+    checked.check()  # whoever gives a lease its clock checks it
+    assert not Lease(mongo_db, "job", "fast", 5, clock=checked).acquire()
     assert holder.held
     assert Lease(mongo_db, "job", "naive", 5, clock=fast).acquire()  # its own clock: taken
 
@@ -116,9 +118,11 @@ def test_leases_run_on_the_databases_clock_so_a_fast_clock_takes_no_live_lease(
 def test_a_clock_stepped_after_its_check_neither_takes_nor_loses_a_lease(mongo_db: Any) -> None:
     holder_clock = DeploymentClock(mongo_db, SkewedClock(120.0))  # runs ahead
     standby_clock = DeploymentClock(mongo_db, SkewedClock(-120.0))  # runs behind
+    holder_clock.check()
+    standby_clock.check()
     holder = Lease(mongo_db, "job", "holder", 5, clock=holder_clock)
     standby = Lease(mongo_db, "job", "standby", 5, clock=standby_clock)
-    assert holder.acquire() and not standby.acquire()  # both checked their clocks
+    assert holder.acquire() and not standby.acquire()
     assert isinstance(holder_clock.process, SkewedClock)
     assert isinstance(standby_clock.process, SkewedClock)
     holder_clock.process.step(-120.0)  # NTP steps, between two checks

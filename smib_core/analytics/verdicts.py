@@ -104,6 +104,7 @@ class Verdict(StrEnum):
     STALE = "stale"
     SUSPECT = "suspect"
     CLOCK_BEHIND = "clock behind"
+    UNJUDGED = "unjudged"  # the cabinet's history could not be read: not booked
 
 
 STORED: frozenset[Verdict] = frozenset(
@@ -262,7 +263,7 @@ def judge(history: History, reading: Reading) -> Judgement:
                 f"suspect: {', '.join(jump)} rose faster than a machine plays; read again",
             )
         return _fresh(reading, "meters at or above the latest reading")
-    sizes = {**latest.sizes, **reading.sizes}
+    sizes = {**reading.sizes, **latest.sizes}  # the size before the fall, as movement.py
     if all(
         wrapped(int(latest.meters[c]), int(reading.meters[c]), capacity(c, sizes)) for c in codes
     ):

@@ -80,6 +80,7 @@ STANDBY_POLL_S = 0.5  # how often a process without the lease tries to take it
 CLOCK_SKEW_WARN_S = 2.0  # a process clock this far from the database's is logged
 CLOCK_RECHECK_S = 5.0  # a stamp refused as clock behind checks the clock again, this often at most
 STANDBY_CLOCK_CHECK_S = 60.0  # on standby, the clock is checked this often (lease expiry)
+MAX_METER = 10**18 - 1  # 18 digits (9 BCD bytes): the most a stored meter holds (int64)
 LATE_REPLY_S = 90.0  # a reply this long after its read's timeout is still its reading
 RECONCILE_S = 900.0  # how often the holder repairs recent cabinet-hours from their readings
 RECONCILE_BACK_S = 3 * 3600.0  # how far back it looks
@@ -173,16 +174,32 @@ class CollectorStats:
     clock_skew_s: float | None = None  # this process's clock minus the database's
 
 
+def _too_large(reading: MeterReading | None) -> str | None:
+    """A meter over `MAX_METER` (a size byte of 10 or more: PROTOCOL.md lets the machine
+    choose, real ones send 4 to 9 bytes), which no database integer holds."""
+    meters = reading.meters if reading is not None else ()
+    return next((m.code for m in meters if (m.value or 0) > MAX_METER), None)
+
+
 def _meter_reading(reply: DeviceMessage | None) -> MeterReading | None:
-    return reply.reading if isinstance(reply, MeterReply) else None
+    """The reply's meters, when it is a meter reply whose meters can be counted."""
+    if not isinstance(reply, MeterReply) or _too_large(reply.reading):
+        return None
+    return reply.reading  # None for a failed reply
 
 
 def _failure_of(reply: DeviceMessage) -> tuple[str | None, str | None]:
     """(failure, failure_check) of a reply; (None, None) for a good meter reading."""
+    if isinstance(reply, MeterReply) and (code := _too_large(reply.reading)):
+        return f"meter {code} reads more than 18 digits: not counted", "too_large"
     if _meter_reading(reply) is not None:
         return None, None
     failure = getattr(reply, "failure", None) or "the board sent no meter reply"
     return str(failure), getattr(reply, "failure_check", None) or "command"
+
+
+class CollectorBusy(SmibError):
+    """Another process holds the collector lease: it reads the boards."""
 
 
 class Collector:
@@ -287,11 +304,12 @@ class Collector:
                 self._timed_out.pop(target.relay, None)
         if decoded is not None:
             judgement = self._judge(target, at, decoded)
+            first = decoded.values()
             if judgement.verdict in (Verdict.STALE, Verdict.SUSPECT):
                 at, decoded, failure, check = self._ask(target)
                 judgement = self._judge(target, at, decoded) if decoded else judgement
-            if not judgement.stored:
-                heard = decoded.values() if decoded is not None else None
+            if not judgement.stored:  # kept with its meters (the re-read's, else the first's)
+                heard = decoded.values() if decoded is not None else first
                 decoded, failure = None, judgement.reason
                 check = judgement.verdict.value.replace(" ", "_")
         count = len(decoded.values()) if decoded is not None else 0
@@ -403,17 +421,37 @@ class Collector:
 
     def run_once(self, relays: Iterable[str] | None = None) -> list[Reading]:
         """Read the registered SAS boards (or those of `relays`) now, all at once with
-        the pool's concurrency, whatever the lease; in target order."""
+        the pool's concurrency; in target order. One process stores readings at a time:
+        unless this collector's loop holds the lease, it is taken for the run (what was
+        remembered of the cabinets is read again when another process held it since)
+        and let go; `CollectorBusy` when another process holds it. A database that
+        cannot be asked leaves the lease untaken: the readings wait in the backlog."""
         found = self.targets(relays)
         if not found:
             return []
-        workers = min(self.config.concurrency, len(found))
-        with ThreadPoolExecutor(workers, thread_name_prefix="smib-collect-once") as pool:
-            readings = list(pool.map(self.read, found))
-        if not self.keeper.drain():
-            log.error("collector: the database did not take %d readings", self.stats().backlog)
-        self.keeper.flush_rollups()
-        self.keeper.flush_location_hours()
+        borrowed = not (self.running and self._holding())
+        if borrowed:
+            try:
+                if not self.lease.try_acquire():
+                    holder = self.lease.holder()
+                    who = f" ({holder.owner})" if holder is not None else ""
+                    raise CollectorBusy(f"another process collects the meters{who}")
+                if not self.lease.kept:  # someone may have stored readings since
+                    self._forget()
+            except PyMongoError as exc:
+                log.warning("collector: reading without the lease: %s", exc)
+                self._forget()
+        try:
+            workers = min(self.config.concurrency, len(found))
+            with ThreadPoolExecutor(workers, thread_name_prefix="smib-collect-once") as pool:
+                readings = list(pool.map(self.read, found))
+            if not self.keeper.drain():
+                log.error("collector: the database did not take %d readings", self.stats().backlog)
+            self.keeper.flush_rollups()
+            self.keeper.flush_location_hours()
+        finally:
+            if borrowed:
+                self.lease.expire()
         return readings
 
     def drain(self) -> bool:

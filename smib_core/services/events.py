@@ -57,6 +57,7 @@ from smib_core.store.audit import AuditTrail
 from smib_core.store.clock import DeploymentClock
 from smib_core.store.events import EventRecord, EventStore
 from smib_core.store.leases import (
+    LEASE_CLOCK_CHECK_S,
     LEASE_RENEW_S,
     LEASE_STANDBY_S,
     LEASE_TTL_S,
@@ -196,9 +197,16 @@ class EventRecorder:
             self.lease.release()
 
     def _hold_lease(self) -> None:
-        """Take or renew the lease: this process records while it holds it."""
+        """Check the clock when due, take or renew the lease: this process records while
+        it holds it."""
         if self.lease is None:
             return
+        clock = self._clock
+        if isinstance(clock, DeploymentClock) and clock.due(LEASE_CLOCK_CHECK_S):
+            try:
+                clock.check()
+            except PyMongoError as exc:
+                log.warning("event recording: cannot check the clock: %s", exc)
         recording = self.lease.acquire()
         if recording != self._recording:
             log.info(
@@ -408,11 +416,7 @@ def start_event_recording(
     alerts = AlertStore(db, audit)
     tz = settings.timezone
     evaluator = AlertEvaluator(bus, alerts, directory, offline_alert_after_s(settings), tz=tz)
-    deployment = DeploymentClock(db, clock)
-    try:
-        deployment.check()  # before the first stamp (the lease checks it again)
-    except PyMongoError as exc:
-        log.warning("event recording: cannot check the clock yet: %s", exc)
+    deployment = DeploymentClock(db, clock)  # checked by the recorder with its lease
     lease = Lease(db, LEASE_NAME, process_owner("events:"), LEASE_TTL_S, clock=deployment)
     recorder = EventRecorder(
         bus, EventStore(db), directory, alerts, evaluator, lease=lease, tz=tz, clock=deployment

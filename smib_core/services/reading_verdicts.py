@@ -80,11 +80,8 @@ class VerdictBook:
             return History()
         if history is None:
             until = datetime.now(UTC) + _AHEAD
-            try:
-                frame = self._store.previous_snapshots(cabinet_id, until, RECENT_READINGS)
-                refused = self._store.refused_replies(cabinet_id, RECENT_READINGS)
-            except PyMongoError:  # the database is away: judged from this reply on
-                return History()
+            frame = self._store.previous_snapshots(cabinet_id, until, RECENT_READINGS)
+            refused = self._store.refused_replies(cabinet_id, RECENT_READINGS)
             heard = [
                 Reading(pd.Timestamp(d["at"]).to_pydatetime(), dict(d["heard"])) for d in refused
             ]
@@ -93,8 +90,17 @@ class VerdictBook:
         return history
 
     def judge(self, cabinet_id: str, reading: Reading) -> Judgement:
-        """The verdict on `reading`, remembered for the cabinet's next one."""
-        history = self._history(cabinet_id)  # a database read outside the lock
+        """The verdict on `reading`, remembered for the cabinet's next one. A cabinet
+        whose stored history cannot be read now (the database away) gets `UNJUDGED`
+        and nothing is remembered: judged from nothing, a replay would pass for its
+        first reading."""
+        try:
+            history = self._history(cabinet_id)  # a database read outside the lock
+        except PyMongoError as exc:
+            with self._lock:
+                self.counts[Verdict.UNJUDGED] += 1
+            reason = f"unjudged: the cabinet's stored readings cannot be read now ({exc})"
+            return Judgement(Verdict.UNJUDGED, reason)
         with self._lock:
             history = self._histories.get(cabinet_id, history)
             judgement = judge(history, reading)

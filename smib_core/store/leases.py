@@ -72,7 +72,8 @@ class Lease:
         clock: Callable[[], float] | None = None,
     ) -> None:
         """`clock`: float epoch seconds; by default the database's (a `DeploymentClock`
-        checked when taking or renewing the lease, every `LEASE_CLOCK_CHECK_S`)."""
+        checked when taking or renewing the lease, every `LEASE_CLOCK_CHECK_S`); a clock
+        given is checked by whoever gave it."""
         if ttl_s <= 0 or not name or not owner:
             raise InvalidInput("a lease needs a name, an owner and a positive time to live")
         self._col = db[COLLECTION]
@@ -80,6 +81,8 @@ class Lease:
         self.owner = owner
         self.ttl_s = float(ttl_s)
         self._clock = clock or DeploymentClock(db)
+        self._checks_clock = clock is None  # a clock given is its giver's to check
+        self.kept = False  # the last acquire found the lease ours already (no one between)
 
     def acquire(self) -> bool:
         """True when we hold the lease now (taken, taken over after expiry, or renewed)."""
@@ -103,12 +106,25 @@ class Lease:
             for condition in ({"owner": self.owner}, {"expires_at": {"$lt": now}}):
                 taken = self._col.update_one({"_id": self.name, **condition}, {"$set": fields})
                 if taken.matched_count:
+                    self.kept = "owner" in condition
                     return True
             self._col.insert_one({"_id": self.name, **fields})
         except DuplicateKeyError:
             return False  # someone else holds it
+        self.kept = False
         log.info("lease %s acquired by %s", self.name, self.owner)
         return True
+
+    def expire(self) -> None:
+        """Let the lease go but keep our name on it: another process may take it at
+        once, and our next `try_acquire` tells (`kept`) whether anyone did meanwhile."""
+        try:
+            self._col.update_one(
+                {"_id": self.name, "owner": self.owner},
+                {"$set": {"expires_at": self._clock() - 0.001}},
+            )
+        except PyMongoError as exc:
+            log.warning("lease %s: cannot let it go: %s", self.name, exc)
 
     def renew(self) -> bool:
         """Push the expiry on; False when the lease is no longer ours (stop acting)."""
@@ -129,8 +145,9 @@ class Lease:
 
     def _check_clock(self) -> None:
         clock = self._clock
-        if isinstance(clock, DeploymentClock) and clock.due(LEASE_CLOCK_CHECK_S):
-            clock.check()
+        checks = self._checks_clock and isinstance(clock, DeploymentClock)
+        if checks and clock.due(LEASE_CLOCK_CHECK_S):  # type: ignore[attr-defined]
+            clock.check()  # type: ignore[attr-defined]
 
     def release(self) -> None:
         """Give the lease up (if ours) so another process can take it at once."""

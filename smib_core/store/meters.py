@@ -69,7 +69,7 @@ FAILURE_CHECKS = (
     "timeout",
     "missed",
 )
-REFUSED = ["stale", "suspect", "clock_behind"]  # failure checks of replies the rules refused
+REFUSED = ["stale", "suspect", "clock_behind", "unjudged"]  # replies not booked, meters kept
 LATE_REPLACEABLE = "timeout"  # a slot's no-reply record a late reply of that slot replaces
 MISSED = "missed"
 SNAPSHOT_COLUMNS = [
