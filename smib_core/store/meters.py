@@ -68,6 +68,12 @@ FAILURE_CHECKS = (
     "device_error",
     "timeout",
     "missed",
+    # a reply the money rules (`analytics.verdicts`) did not book, kept with its meters
+    "stale",
+    "suspect",
+    "clock_behind",
+    "unjudged",
+    "too_large",  # a meter of more than 18 digits (collector.MAX_METER)
 )
 REFUSED = ["stale", "suspect", "clock_behind", "unjudged"]  # replies not booked, meters kept
 LATE_REPLACEABLE = "timeout"  # a slot's no-reply record a late reply of that slot replaces
