@@ -18,8 +18,9 @@ when the loop starts).
 One per deployment: the periodic loop runs only while this process holds the lease
 `collector` (`store.leases`, 8 s, renewed every 2.7 s by a thread of its own); other
 processes (more workers, a `smib collect` next to them) try every half second and take
-over when the holder stops renewing. `run_once` reads now, regardless of the lease: an
-operator's explicit action, stored without a slot.
+over when the holder stops renewing. `run_once` reads now (an operator's explicit
+action, stored without a slot) holding the same lease for its run: refused while
+another process holds it.
 
 Slots (`smib_core.slots`): each scheduled read is the read of one slot of its board and
 is stored with `slot`, `period_s` and the `_id` of that slot, so a slot is stored once
