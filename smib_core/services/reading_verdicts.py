@@ -11,6 +11,7 @@ holder refused is stale for it too. A cabinet the collector knows has nothing st
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import Counter
@@ -36,6 +37,8 @@ from smib_core.store.meters import MeterStore
 
 CLOCK_BEHIND_ALERT_AFTER = 3  # refused stamps in a row that raise a `clock_behind` alert
 _AHEAD = timedelta(days=1)  # stored readings are read up to now + this (a fast clock's too)
+
+log = logging.getLogger(__name__)
 
 
 def reading_of(at: datetime, decoded: MeterReading, *, late: bool = False) -> Reading:
@@ -97,9 +100,10 @@ class VerdictBook:
         try:
             history = self._history(cabinet_id)  # a database read outside the lock
         except PyMongoError as exc:
+            log.warning("verdicts: %s: the stored readings cannot be read: %s", cabinet_id, exc)
             with self._lock:
                 self.counts[Verdict.UNJUDGED] += 1
-            reason = f"unjudged: the cabinet's stored readings cannot be read now ({exc})"
+            reason = "unjudged: the cabinet's stored readings could not be read (database away)"
             return Judgement(Verdict.UNJUDGED, reason)
         with self._lock:
             history = self._histories.get(cabinet_id, history)
