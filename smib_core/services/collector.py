@@ -563,8 +563,7 @@ class Collector:
                     with self._lock:
                         self._schedule.clear()  # whoever held it meanwhile read those slots
                     self._forget()  # and stored readings: judge from the database
-                    if self._clock.due(STANDBY_CLOCK_CHECK_S):  # expiry in the database's time
-                        self._clock.check()
+                    self._clock.check_if_due(STANDBY_CLOCK_CHECK_S)  # expiry: the db's time
                     holding = self.lease.try_acquire()
                     self._set_holding(holding)
                 if holding:

@@ -201,10 +201,9 @@ class EventRecorder:
         it holds it."""
         if self.lease is None:
             return
-        clock = self._clock
-        if isinstance(clock, DeploymentClock) and clock.due(LEASE_CLOCK_CHECK_S):
+        if isinstance(self._clock, DeploymentClock):
             try:
-                clock.check()
+                self._clock.check_if_due(LEASE_CLOCK_CHECK_S)
             except PyMongoError as exc:
                 log.warning("event recording: cannot check the clock: %s", exc)
         recording = self.lease.acquire()

@@ -46,7 +46,6 @@ class DeploymentClock:
         self._db = db
         self.process = process
         self._lock = threading.Lock()
-        self._skew = 0.0
         self._anchor: tuple[float, float] | None = None  # (server time, monotonic) at a check
 
     def __call__(self) -> float:
@@ -57,18 +56,12 @@ class DeploymentClock:
         server, mono = anchor
         return server + (time.monotonic() - mono)
 
-    @property
-    def skew_s(self) -> float:
-        """The process clock minus the database's, as last measured."""
-        with self._lock:
-            return self._skew
-
     def check(self) -> float:
         """Measure against the database again and return the process clock's skew
         (PyMongoError when the database cannot be asked)."""
         server, local, mono = _database_time(self._db, self.process)
         with self._lock:
-            self._skew, self._anchor = local - server, (server, mono)
+            self._anchor = (server, mono)
         return local - server
 
     def due(self, every_s: float) -> bool:
@@ -76,6 +69,11 @@ class DeploymentClock:
         with self._lock:
             anchor = self._anchor
         return anchor is None or time.monotonic() - anchor[1] >= every_s
+
+    def check_if_due(self, every_s: float) -> None:
+        """`check` when `due` (PyMongoError when the database cannot be asked)."""
+        if self.due(every_s):
+            self.check()
 
 
 CLOCK_CHECKS = "clock_checks"

@@ -80,8 +80,11 @@ class Lease:
         self.name = name
         self.owner = owner
         self.ttl_s = float(ttl_s)
-        self._clock = clock or DeploymentClock(db)
-        self._checks_clock = clock is None  # a clock given is its giver's to check
+        # A clock given is its giver's to check; our own we check with the lease.
+        self._own_clock: DeploymentClock | None = None
+        if clock is None:
+            clock = self._own_clock = DeploymentClock(db)
+        self._clock = clock
         self.kept = False  # the last acquire found the lease ours already (no one between)
 
     def acquire(self) -> bool:
@@ -144,10 +147,8 @@ class Lease:
         return bool(result.matched_count)
 
     def _check_clock(self) -> None:
-        clock = self._clock
-        checks = self._checks_clock and isinstance(clock, DeploymentClock)
-        if checks and clock.due(LEASE_CLOCK_CHECK_S):  # type: ignore[attr-defined]
-            clock.check()  # type: ignore[attr-defined]
+        if self._own_clock is not None:
+            self._own_clock.check_if_due(LEASE_CLOCK_CHECK_S)
 
     def release(self) -> None:
         """Give the lease up (if ours) so another process can take it at once."""
